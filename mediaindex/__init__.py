@@ -1,0 +1,10 @@
+"""mediaindex: search audio and video by what is said in it, down to the second."""
+from .backends import (IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
+                       TranscriberLimits, TranscribeRequest, TransientError)
+from .hookspecs import hookimpl
+from .models import Media, ProbeResult, SearchHit, SearchQuery, SearchResult, Segment, Transcript, Word
+
+__version__ = "0.1.0"
+__all__ = ["hookimpl", "Media", "ProbeResult", "SearchHit", "SearchQuery", "SearchResult", "Segment",
+           "Transcript", "Word", "IndexBackend", "StorageBackend", "Transcriber", "TranscriberLimits",
+           "TranscribeRequest", "MediaError", "PermanentError", "TransientError"]

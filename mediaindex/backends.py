@@ -1,0 +1,164 @@
+"""The interfaces a plugin implements: storage, transcriber, index.
+
+A plugin registers instances of these through the ``register_*`` hooks (see hookspecs.py).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from .models import Media, ProbeResult, SearchQuery, SearchResult, Segment, Transcript
+
+ProgressCallback = Callable[[float, float], None]  # (seconds done, seconds total)
+
+
+class MediaError(Exception):
+    """A per-file failure. ``transient`` errors are retried with backoff, permanent ones are not."""
+
+    transient = False
+
+    def __init__(self, message: str, *, transient: bool | None = None):
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+
+class PermanentError(MediaError):
+    """Retrying will not help: corrupt file, no audio stream, rejected by the engine (400)."""
+
+    transient = False
+
+
+class TransientError(MediaError):
+    """Worth retrying later: network failure, 429, 5xx, engine busy."""
+
+    transient = True
+
+
+# ---- storage -------------------------------------------------------------------------------
+
+
+@dataclass
+class ObjectInfo:
+    uri: str
+    size: int
+    mtime: float
+
+
+class StorageBackend(abc.ABC):
+    """Where media bytes live: local disk (``file``), S3 (``s3``), Alibaba OSS (``oss``)."""
+
+    scheme: str = ""
+
+    @abc.abstractmethod
+    def open(self, uri: str) -> BinaryIO:
+        """Open an object for reading (binary)."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """List objects under a prefix (a folder or bucket prefix), recursively."""
+
+    def local_path(self, uri: str) -> Path | None:
+        """A local file path for the object when it has one (ffmpeg reads it directly)."""
+        return None
+
+    def public_url(self, uri: str, expires: int = 3600) -> str:
+        """A URL a cloud service can fetch (presigned, expiring)."""
+        raise NotImplementedError(f"storage {self.scheme!r} cannot give a public URL")
+
+    def stage(self, local_path: Path, key: str) -> str:
+        """Upload a local file so a cloud engine can read it; returns its URI."""
+        raise NotImplementedError(f"storage {self.scheme!r} cannot stage uploads")
+
+
+# ---- transcription -------------------------------------------------------------------------
+
+
+@dataclass
+class TranscriberLimits:
+    """What a transcriber can take. The router uses this to pick an engine for a file."""
+
+    max_duration: float | None = None  # seconds; None = no limit
+    max_bytes: int | None = None
+    needs_url: bool = False  # needs a public URL (the audio is staged to a bucket)
+    word_timestamps: bool = True
+    languages: list[str] | None = None  # None = many / auto-detect
+    paid: bool = False  # never selected silently: the user must ask for it
+
+
+@dataclass
+class TranscribeRequest:
+    """One file to transcribe."""
+
+    path: Path  # a local file ffmpeg can read
+    probe: ProbeResult
+    url: str | None = None  # a public URL when the engine needs one
+    language: str | None = None  # a hint; None = detect
+    prompt: str | None = None  # names and terms to bias recognition
+    progress: ProgressCallback | None = None
+
+
+class Transcriber(abc.ABC):
+    """Speech to text with word times."""
+
+    name: str = ""
+    limits: TranscriberLimits = TranscriberLimits()
+
+    @property
+    def cache_key(self) -> str:
+        """Engine + model + options that change the output: transcripts are cached under it."""
+        return self.name
+
+    def estimate_cost(self, probe: ProbeResult) -> float:
+        """Money this file would cost to transcribe (0 for local engines)."""
+        return 0.0
+
+    @abc.abstractmethod
+    def transcribe(self, request: TranscribeRequest) -> Transcript:
+        """Transcribe one file. Raise PermanentError or TransientError on failure."""
+
+
+# ---- index ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FacetCounts:
+    language: dict[str, int] = field(default_factory=dict)
+    emotion: dict[str, int] = field(default_factory=dict)
+    kind: dict[str, int] = field(default_factory=dict)
+    folder: dict[str, int] = field(default_factory=dict)
+
+
+class IndexBackend(abc.ABC):
+    """A search index of segment documents (one document per segment, media facets copied in)."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def upsert(self, media: Media, segments: list[Segment]) -> None:
+        """Replace every document of this media with these segments."""
+
+    @abc.abstractmethod
+    def update_media(self, media: Media) -> None:
+        """Refresh the media facets (path, title, folder...) on its documents, e.g. after a move."""
+
+    @abc.abstractmethod
+    def delete(self, media_id: str) -> None:
+        """Remove every document of this media."""
+
+    @abc.abstractmethod
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Ranked hits; each hit's ``time`` is the start of its first matched word."""
+
+    @abc.abstractmethod
+    def facets(self, query: SearchQuery) -> FacetCounts:
+        """Counts of documents per language/emotion/kind/folder for the query ("" = all)."""
+
+    @abc.abstractmethod
+    def media_ids(self) -> set[str]:
+        """Ids of every media in the index (to reconcile with the state database)."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,80 @@
+"""Where state lives and what the user chose: data dir plus an optional ``config.toml`` in it.
+
+Example ``config.toml``::
+
+    transcriber = "local"        # the engine used when --transcriber is not given
+    index = "sqlite"
+
+    [local]                      # options of the local engine (see builtin/local_whisper.py)
+    model = "base"
+
+    [[hints]]                    # per-folder hints: the first whose path prefix matches wins
+    path = "~/podcasts/chinese"
+    language = "zh"
+    prompt = "Names: Wang Fang, Li Lei."
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "mediaindex"
+
+
+@dataclass
+class Config:
+    data_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # from CLI flags; win over settings
+
+    @classmethod
+    def load(cls, data_dir: str | Path | None = None, **overrides: Any) -> "Config":
+        d = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        d = d.absolute()
+        settings: dict[str, Any] = {}
+        f = d / "config.toml"
+        if f.exists():
+            try:
+                settings = tomllib.loads(f.read_text())
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"{f}: not valid TOML: {e}") from None
+        return cls(data_dir=d, settings=settings, overrides={k: v for k, v in overrides.items() if v is not None})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.overrides:
+            return self.overrides[key]
+        return self.settings.get(key, default)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A plugin's own table of settings (``[local]``, ``[dashscope]``...), with CLI overrides."""
+        out = dict(self.settings.get(name) or {})
+        out.update(self.overrides.get(name) or {})
+        return out
+
+    def hint_for(self, path: str) -> dict[str, Any]:
+        """The language/prompt hint for a file: the first ``[[hints]]`` entry whose path contains it."""
+        for hint in self.settings.get("hints") or []:
+            prefix = os.path.abspath(os.path.expanduser(hint.get("path", "")))
+            if path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep):
+                return {k: v for k, v in hint.items() if k != "path"}
+        return {}
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.sqlite3"
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir

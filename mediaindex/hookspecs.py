@@ -1,0 +1,78 @@
+"""Every hook a mediaindex plugin can implement, grouped by pipeline stage.
+
+Implementations may accept any subset of a spec's arguments (pluggy passes them by name).
+Register hooks receive a ``register`` callback: call it once per thing you provide.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    import click
+
+    from .backends import IndexBackend, StorageBackend, Transcriber
+    from .config import Config
+    from .models import Media, ProbeResult, Segment, Transcript
+
+hookspec = HookspecMarker("mediaindex")
+hookimpl = HookimplMarker("mediaindex")
+
+
+# ---- storage -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_storage_backends(register: Callable[["StorageBackend"], None], config: "Config") -> None:
+    """Register storage backends (one per URI scheme: file, s3, oss)."""
+
+
+# ---- transcription -------------------------------------------------------------------------
+
+
+@hookspec
+def register_transcribers(register: Callable[["Transcriber"], None], config: "Config") -> None:
+    """Register speech-to-text engines; constructors must be cheap (load models lazily)."""
+
+
+# ---- enrichment ----------------------------------------------------------------------------
+
+
+@hookspec
+def enrich_segments(media: "Media", transcript: "Transcript", probe: "ProbeResult", config: "Config") -> None:
+    """Fill fields the engine left empty (language, emotion, kind) on segments, in place."""
+
+
+# ---- index ---------------------------------------------------------------------------------
+
+
+@hookspec
+def register_index_backends(register: Callable[["IndexBackend"], None], config: "Config") -> None:
+    """Register search index backends; constructors must be cheap (connect lazily)."""
+
+
+# ---- events --------------------------------------------------------------------------------
+
+
+@hookspec
+def media_indexed(media: "Media", segments: list["Segment"]) -> None:
+    """Called after a media's documents were written to the index."""
+
+
+@hookspec
+def media_removed(media_id: str, path: str) -> None:
+    """Called after a path was removed; the media left the index if it has no other path."""
+
+
+# ---- commands and web ----------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(cli: "click.Group") -> None:
+    """Add subcommands to the ``mediaindex`` CLI."""
+
+
+@hookspec
+def register_routes(config: "Config") -> Any:
+    """Return a list of extra Starlette routes for the web app."""

@@ -1,0 +1,164 @@
+"""Plain data types shared by the core and every plugin."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Word:
+    """One recognised word with its time in the media, in seconds."""
+
+    text: str
+    start: float
+    end: float
+    probability: float | None = None
+    interpolated: bool = False  # True when the engine gave no time and we estimated it
+
+
+@dataclass
+class Segment:
+    """A short stretch of media (a sentence, at most ~30 s): the unit that gets indexed."""
+
+    index: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    language: str | None = None
+    emotion: str | None = None
+    kind: str = "speech"  # speech | singing | music
+    channel: int | None = None
+    source: str = "asr"  # asr | lyrics | subtitle
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Segment":
+        d = dict(d)
+        d["words"] = [Word(**w) for w in d.get("words") or []]
+        return cls(**d)
+
+
+@dataclass
+class Transcript:
+    """What a transcriber returned for one media: kept so re-indexing never re-transcribes."""
+
+    engine: str
+    model: str
+    segments: list[Segment]
+    language: str | None = None
+    language_probability: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None  # the engine's own response, JSON-serialisable
+    cost: float = 0.0  # money spent on this transcript (0 for local engines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Transcript":
+        d = dict(d)
+        d["segments"] = [Segment.from_dict(s) for s in d.get("segments") or []]
+        return cls(**d)
+
+
+@dataclass
+class ProbeResult:
+    """What ffprobe says about a file."""
+
+    duration: float
+    container: str
+    size: int
+    audio_streams: int
+    video_streams: int
+    channels: int
+    sample_rate: int | None
+    audio_codec: str | None
+    video_codec: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_streams > 0
+
+
+@dataclass
+class Media:
+    """One piece of content, identified by its content hash; it may live at several paths."""
+
+    id: str
+    path: str  # the primary (first live) path or URI
+    paths: list[str]
+    size: int
+    mtime: float
+    duration: float | None = None
+    container: str | None = None
+    has_video: bool = False
+    channels: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    status: str = "pending"
+    error: str | None = None
+    engine: str | None = None
+    language: str | None = None
+    cost: float = 0.0
+
+    @property
+    def title(self) -> str:
+        import os
+
+        return self.tags.get("title") or os.path.splitext(os.path.basename(self.path))[0]
+
+    @property
+    def folder(self) -> str:
+        import os
+
+        return os.path.dirname(self.path)
+
+
+@dataclass
+class SearchQuery:
+    """A search request, the same for every index backend."""
+
+    q: str
+    limit: int = 20
+    offset: int = 0
+    language: str | None = None
+    emotion: str | None = None
+    kind: str | None = None
+    path_prefix: str | None = None
+    media_id: str | None = None
+
+
+@dataclass
+class SearchHit:
+    media_id: str
+    path: str
+    time: float  # the jump target: start of the first matched word
+    start: float
+    end: float
+    text: str
+    snippet: str  # text with matches wrapped in <mark>...</mark>; other text HTML-escaped
+    segment_index: int = 0
+    language: str | None = None
+    emotion: str | None = None
+    kind: str = "speech"
+    title: str | None = None
+    score: float = 0.0
+    matched_words: int = 0  # how many query words this hit contains
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    total: int
+    hits: list[SearchHit]
+    partial: bool = False  # True when hits match only some of the query words
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "total": self.total, "partial": self.partial,
+                "hits": [h.to_dict() for h in self.hits]}
