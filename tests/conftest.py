@@ -1,0 +1,59 @@
+"""Shared fixtures: the test corpus (real media made with espeak-ng + ffmpeg), data dirs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+MAKE_CORPUS = HERE / "corpus" / "make_corpus.py"
+CACHE = Path(os.environ.get("MEDIAINDEX_TEST_CACHE", HERE.parent / ".cache"))
+
+# Installed third-party plugins must not leak into tests: only the core's built-ins load unless a
+# test asks for more.
+os.environ.setdefault("MEDIAINDEX_LOAD_PLUGINS", "")
+
+
+def _make(out: Path, *args: str) -> Path:
+    """Make (once, cached by the script's hash) a corpus folder and return it."""
+    key = hashlib.sha256(MAKE_CORPUS.read_bytes() + repr(args).encode()).hexdigest()[:12]
+    target = CACHE / f"corpus-{key}"
+    if not (target / "manifest.json").exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([sys.executable, str(MAKE_CORPUS), str(tmp), *args], check=True)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def corpus_src() -> Path:
+    """The full corpus (read-only master copy; copy it before changing anything)."""
+    return _make(CACHE, "--long-minutes", "7")
+
+
+@pytest.fixture(scope="session")
+def manifest(corpus_src) -> dict:
+    return json.loads((corpus_src / "manifest.json").read_text())
+
+
+@pytest.fixture
+def corpus(corpus_src, tmp_path) -> Path:
+    """A private copy of the corpus without the long meeting (tests may move/delete files)."""
+    dst = tmp_path / "media"
+    shutil.copytree(corpus_src, dst, ignore=shutil.ignore_patterns("long_meeting.mp3", "manifest.json"))
+    return dst
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
