@@ -38,11 +38,13 @@ def load_plugins() -> pluggy.PluginManager:
         return pm
     _loaded = True
     allowed = _allowed()
+    seen: set[str] = set()
     for dist in importlib.metadata.distributions():
         eps = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
-        if not eps:
-            continue
         name = dist.metadata["Name"]
+        if not eps or name in seen:  # a distribution can be on sys.path twice (editable installs)
+            continue
+        seen.add(name)
         if name != "mediaindex" and allowed is not None and name not in allowed:
             continue
         for ep in eps:

@@ -57,3 +57,41 @@ def data_dir(tmp_path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def manifest_transcriber(manifest, corpus_src, monkeypatch):
+    """Register the test transcriber (tests/plugins/mediaindex-manifest-transcriber) in-process."""
+    import importlib.util
+
+    from mediaindex.plugins import load_plugins
+
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST", str(corpus_src / "manifest.json"))
+    src = HERE / "plugins" / "mediaindex-manifest-transcriber" / "mediaindex_manifest_transcriber.py"
+    spec = importlib.util.spec_from_file_location("mediaindex_manifest_transcriber_test", src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pm = load_plugins()
+    pm.register(module, name="manifest-test")
+    try:
+        yield module
+    finally:
+        pm.unregister(name="manifest-test")
+
+
+@pytest.fixture
+def make_pipeline(data_dir):
+    """Build Pipelines on the test data dir; all are closed at the end."""
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    made = []
+
+    def make(**kw):
+        p = Pipeline(Config.load(data_dir), **{"transcriber": "manifest", **kw})
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()

@@ -1,0 +1,236 @@
+"""The ``mediaindex`` command line: parse, call the library, print."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import sys
+import threading
+
+import click
+
+from . import __version__
+from .config import Config
+from .export import FORMATS, clock, render
+from .models import SearchQuery
+from .pipeline import Pipeline, UsageError
+from .plugins import get_plugins, load_plugins
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), envvar="MEDIAINDEX_DATA_DIR",
+    help="Where state and the index live (default ~/.local/share/mediaindex; env MEDIAINDEX_DATA_DIR).")
+
+
+def open_pipeline(data_dir, **kw) -> Pipeline:
+    try:
+        return Pipeline(Config.load(data_dir), **kw)
+    except (UsageError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mediaindex")
+def cli():
+    """Search audio and video by what is said in it, down to the second."""
+
+
+class BarReporter:
+    """Feeds the pipeline's progress into a click progress bar, one step per file."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.lock = threading.Lock()
+        self.current = ""
+
+    def started(self, path, duration):
+        with self.lock:
+            self.current = os.path.basename(path)
+            self.bar.label = f"transcribing {self.current[:40]}"
+            self.bar.render_progress()
+
+    def progress(self, path, done, total):
+        with self.lock:
+            pct = int(100 * done / total) if total else 0
+            self.bar.label = f"transcribing {os.path.basename(path)[:40]} {pct:3d}%"
+            self.bar.render_progress()
+
+    def finished(self, path, status, error):
+        with self.lock:
+            if status == "retry":
+                return
+            self.bar.label = f"{status:>8} {os.path.basename(path)[:40]}"
+            self.bar.update(1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@data_dir_option
+@click.option("--transcriber", help="Speech engine (default: local; see `mediaindex plugins`).")
+@click.option("--index", "index_name", help="Index backend (default: sqlite).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Files transcribed at once.")
+def index(paths, data_dir, transcriber, index_name, workers):
+    """Scan PATHS once and index every new or changed media file.
+
+    Exit status: 0 when every file is indexed, 1 when any failed (each listed with its reason).
+    """
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
+    pipeline = open_pipeline(data_dir, transcriber=transcriber, index=index_name)
+    try:
+        recovered = pipeline.state.jobs.recover()
+        if recovered:
+            click.echo(f"resuming {recovered} job(s) interrupted last time", err=True)
+        plan = pipeline.plan(list(paths))
+        pipeline.enqueue_plan(plan)
+        total = pipeline.state.jobs.pending()
+        click.echo(f"{len(plan.changed)} new or changed, {plan.unchanged} unchanged, "
+                   f"{len(plan.deleted)} gone", err=True)
+        with click.progressbar(length=total, label="indexing", show_eta=True, show_pos=True,
+                               file=sys.stderr) as bar:
+            outcomes = pipeline.run_jobs(workers=workers, reporter=BarReporter(bar), max_attempts=3,
+                                         wait_for_retries=30)
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        transcribed = sum(1 for o in outcomes if o.transcribed)
+        roots = [os.path.abspath(p) for p in paths]
+        failed = [rec for root in roots for rec in pipeline.state.files_under(root) if rec.status == "failed"]
+        still_queued = pipeline.state.jobs.pending()
+        parts = [f"{counts.get('indexed', 0)} indexed ({transcribed} transcribed)"]
+        if counts.get("removed"):
+            parts.append(f"{counts['removed']} removed")
+        if counts.get("ignored"):
+            parts.append(f"{counts['ignored']} not media")
+        parts.append(f"{len(failed)} failed")
+        if still_queued:
+            parts.append(f"{still_queued} waiting to retry")
+        click.echo("done: " + ", ".join(parts), err=True)
+        for rec in failed:
+            click.echo(f"  failed: {rec.path}: {rec.error}", err=True)
+        for root in plan.offline:
+            click.echo(f"  offline: {root} (missing; its files stay in the index)", err=True)
+        sys.exit(1 if failed or still_queued else 0)
+    except UsageError as e:
+        raise click.UsageError(str(e)) from None
+    finally:
+        pipeline.close()
+
+
+def _terminal_snippet(snippet: str, color: bool) -> str:
+    on, off = ("\x1b[1;33m", "\x1b[0m") if color else ("[", "]")
+    return html.unescape(snippet.replace("<mark>", on).replace("</mark>", off))
+
+
+@cli.command()
+@click.argument("query")
+@data_dir_option
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--lang", help="Only segments in this language (e.g. en, zh).")
+@click.option("--emotion", help="Only segments with this emotion.")
+@click.option("--kind", type=click.Choice(["speech", "singing", "music"]))
+@click.option("--path", "path_prefix", help="Only media under this folder.")
+@click.option("--index", "index_name", help="Index backend (default: sqlite).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, index_name, as_json):
+    """Find the moments where QUERY was said."""
+    pipeline = open_pipeline(data_dir, index=index_name)
+    try:
+        prefix = os.path.abspath(os.path.expanduser(path_prefix)) if path_prefix else None
+        result = pipeline.index.search(SearchQuery(q=query, limit=limit, offset=offset, language=lang,
+                                                   emotion=emotion, kind=kind, path_prefix=prefix))
+    finally:
+        pipeline.close()
+    if as_json:
+        hits = [{"media_id": h.media_id, "path": h.path, "time": round(h.time, 3), "start": h.start, "end": h.end,
+                 "text": h.text, "snippet": h.snippet, "language": h.language, "emotion": h.emotion,
+                 "kind": h.kind} for h in result.hits]
+        click.echo(json.dumps({"query": result.query, "total": result.total, "partial": result.partial,
+                               "hits": hits}, ensure_ascii=False))
+        return
+    if not result.hits:
+        click.echo(f"no match for {query!r}", err=True)
+        return
+    color = sys.stdout.isatty()
+    if result.partial:
+        click.echo("(no segment has every word: showing the closest matches)", err=True)
+    for h in result.hits:
+        click.echo(f"{clock(h.time)}  {h.path}  {_terminal_snippet(h.snippet, color)}")
+    shown = offset + len(result.hits)
+    if result.total > shown:
+        click.echo(f"... {result.total - shown} more (--offset {shown})", err=True)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def status(data_dir, as_json):
+    """Counts of files by state, and every failed file with its error."""
+    from .state import State
+
+    config = Config.load(data_dir)
+    if not config.state_path.exists():
+        summary = {"files": {"queued": 0, "running": 0, "indexed": 0, "failed": 0, "total": 0}, "failed": []}
+    else:
+        state = State(config.state_path)
+        summary = state.summary()
+        summary["jobs"] = state.jobs.counts()
+        state.close()
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    f = summary["files"]
+    click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed"
+               f" ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
+    for root in summary.get("roots", []):
+        if root["status"] == "offline":
+            click.echo(f"offline: {root['path']}")
+    for item in summary["failed"]:
+        click.echo(f"failed: {item['path']}: {item['error']}")
+
+
+@cli.command()
+@click.argument("media")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="srt", show_default=True)
+@data_dir_option
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-")
+def export(media, fmt, data_dir, output):
+    """Export the transcript of MEDIA (an id or a path) as SRT, WebVTT, JSON or text."""
+    pipeline = open_pipeline(data_dir)
+    try:
+        state = pipeline.state
+        m = state.get_media(media) if re.fullmatch(r"[0-9a-f]{20}", media) else None
+        if m is None:
+            m = state.media_for_path(os.path.abspath(os.path.expanduser(media)))
+        if m is None:
+            raise click.ClickException(f"{media}: not in the index (run `mediaindex index` on it first)")
+        transcript = state.get_transcript(m.id)
+        if transcript is None:
+            raise click.ClickException(f"{media}: no transcript yet (status: {m.status})")
+        output.write(render(fmt, m, transcript))
+    finally:
+        pipeline.close()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json):
+    """List loaded plugins, their distributions, versions and hooks."""
+    items = get_plugins()
+    if as_json:
+        click.echo(json.dumps(items, indent=1))
+        return
+    for p in items:
+        dist = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered in-process)"
+        click.echo(f"{p['name']:<12} {dist:<36} {', '.join(p['hooks'])}")
+
+
+def main():
+    load_plugins()
+    cli(prog_name="mediaindex")
+
+
+load_plugins().hook.register_commands(cli=cli)

@@ -1,0 +1,322 @@
+"""probe → fingerprint → stage → transcribe → enrich → index: the only place that calls plugin hooks.
+
+``Pipeline`` owns the registries that plugins fill (storage, transcribers, indexes), the state
+database and the job queue. ``process_path`` does one file; ``run_jobs`` drains the queue with a
+pool of workers; one bad file never stops the others.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .backends import (IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
+                       TranscribeRequest, TransientError)
+from .config import Config
+from .models import Media, ProbeResult, Segment, Transcript
+from .plugins import load_plugins
+from .probe import probe
+from .scan import ScanPlan, is_likely_media, plan_scan
+from .state import Job, State
+
+DEFAULT_TRANSCRIBER = "local"
+DEFAULT_INDEX = "sqlite"
+
+
+class UsageError(Exception):
+    """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
+
+
+def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The media id: a hash of the bytes, so a moved or renamed file keeps its id."""
+    h = hashlib.blake2b(digest_size=10)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Reporter(Protocol):
+    """Receives progress from the pipeline (CLI progress bars, the web status panel)."""
+
+    def started(self, path: str, duration: float | None) -> None: ...
+    def progress(self, path: str, done: float, total: float) -> None: ...
+    def finished(self, path: str, status: str, error: str | None) -> None: ...
+
+
+class NullReporter:
+    def started(self, path, duration):
+        pass
+
+    def progress(self, path, done, total):
+        pass
+
+    def finished(self, path, status, error):
+        pass
+
+
+@dataclass
+class Outcome:
+    path: str
+    status: str  # indexed | failed | retry | removed | ignored
+    error: str | None = None
+    media_id: str | None = None
+    transcribed: bool = False
+
+
+class Pipeline:
+    def __init__(self, config: Config, *, transcriber: str | None = None, index: str | None = None,
+                 state: State | None = None):
+        self.config = config
+        config.ensure_data_dir()
+        self.pm = load_plugins()
+        self.storages: dict[str, StorageBackend] = {}
+        self.transcribers: dict[str, Transcriber] = {}
+        self.indexes: dict[str, IndexBackend] = {}
+        self.pm.hook.register_storage_backends(register=self._registrar(self.storages, "scheme"), config=config)
+        self.pm.hook.register_transcribers(register=self._registrar(self.transcribers, "name"), config=config)
+        self.pm.hook.register_index_backends(register=self._registrar(self.indexes, "name"), config=config)
+        self.transcriber_name = transcriber or config.get("transcriber") or DEFAULT_TRANSCRIBER
+        index_name = index or config.get("index") or DEFAULT_INDEX
+        if index_name not in self.indexes:
+            raise UsageError(f"unknown index {index_name!r}; available: {', '.join(sorted(self.indexes)) or 'none'}")
+        self.index = self.indexes[index_name]
+        self.state = state or State(config.state_path)
+        self._media_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @staticmethod
+    def _registrar(registry: dict, attr: str) -> Callable:
+        def register(obj) -> None:
+            registry[getattr(obj, attr)] = obj
+        return register
+
+    # ---- routing ---------------------------------------------------------------------------
+
+    def transcriber_for(self, probe_result: ProbeResult) -> Transcriber:
+        """Pick the engine: the one named, or the first of its family whose limits fit the file.
+
+        A family (e.g. ``dashscope``) groups engines with different limits (short files to the
+        fast one, long files to the file-transcription one). Paid engines are only used when
+        the user names them; nothing is chosen because a key happens to be set.
+        """
+        name = self.transcriber_name
+        if name in self.transcribers:
+            candidates = [self.transcribers[name]]
+        else:
+            candidates = [t for t in self.transcribers.values() if getattr(t, "family", None) == name]
+        if not candidates:
+            raise UsageError(f"unknown transcriber {name!r}; available: {', '.join(sorted(self.transcribers)) or 'none'}"
+                             " (see `mediaindex plugins`)")
+        for t in candidates:
+            lim = t.limits
+            if lim.max_duration is not None and probe_result.duration > lim.max_duration:
+                continue
+            return t
+        longest = max((t.limits.max_duration or 0) for t in candidates)
+        raise PermanentError(f"{probe_result.duration / 3600:.1f} h is longer than {name!r} accepts "
+                             f"({longest / 3600:.1f} h)")
+
+    def _check_budget(self, transcriber: Transcriber, probe_result: ProbeResult) -> None:
+        cap = self.config.get("max_cost")
+        if not cap or not transcriber.limits.paid:
+            return
+        estimate = transcriber.estimate_cost(probe_result)
+        spent = self.state.total_cost()
+        if spent + estimate > float(cap):
+            raise PermanentError(f"spending cap reached: spent {spent:.2f}, this file would cost {estimate:.2f}, "
+                                 f"cap is {float(cap):.2f} (raise max_cost in config.toml)")
+
+    # ---- one file --------------------------------------------------------------------------
+
+    def _media_lock(self, media_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._media_locks.setdefault(media_id, threading.Lock())
+
+    def process_path(self, path: str, reporter: Reporter | None = None) -> Outcome:
+        """Index one file. Raises MediaError (transient or permanent) on failure."""
+        reporter = reporter or NullReporter()
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return self.remove_path(path)
+        try:
+            info = probe(path)
+        except PermanentError:
+            if not is_likely_media(path):  # an unknown type that is not media: skip quietly
+                self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="ignored")
+                return Outcome(path, "ignored")
+            raise
+        media_id = content_id(path)
+        previous = self.state.get_file(path)
+        with self._media_lock(media_id):
+            self.state.upsert_media(media_id, size=st.st_size, mtime=st.st_mtime, probe=info)
+            self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="running", media_id=media_id)
+            media = self.state.get_media(media_id)
+            assert media is not None
+            transcriber = self.transcriber_for(info)
+            key = transcriber.cache_key
+            transcribed = False
+            if media.status == "indexed" and media.engine == key:
+                self.index.update_media(media)  # a move, rename or copy: only the facets change
+            else:
+                transcript = self.state.get_transcript(media_id, key)
+                if transcript is None:
+                    reporter.started(path, info.duration)
+                    transcript = self._transcribe(transcriber, path, info, media, reporter)
+                    self.state.save_transcript(media_id, key, transcript, info.duration)
+                    transcribed = True
+                segments = self._enrich(media, transcript, info)
+                self.index.upsert(media, segments)
+                self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
+                media.status, media.engine, media.language = "indexed", key, transcript.language
+                self.pm.hook.media_indexed(media=media, segments=segments)
+            self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="indexed", media_id=media_id)
+        if previous and previous.media_id and previous.media_id != media_id:
+            self._detach(previous.media_id, path)  # the file at this path changed content
+        return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
+
+    def _transcribe(self, transcriber: Transcriber, path: str, info: ProbeResult, media: Media,
+                    reporter: Reporter) -> Transcript:
+        self._check_budget(transcriber, info)
+        hint = self.config.hint_for(path)
+        url = None
+        if transcriber.limits.needs_url:
+            url = self._stage(path, media.id)
+        request = TranscribeRequest(
+            path=Path(path), probe=info, url=url,
+            language=hint.get("language") or self.config.section(transcriber.name).get("language"),
+            prompt=hint.get("prompt"),
+            progress=lambda done, total: reporter.progress(path, done, total),
+        )
+        return transcriber.transcribe(request)
+
+    def _stage(self, path: str, media_id: str) -> str:
+        """Make the file readable by a cloud engine: upload to the configured bucket, presign."""
+        scheme = self.config.get("stage_storage")
+        if not scheme or scheme not in self.storages:
+            raise PermanentError("this transcriber needs a public URL: set stage_storage (e.g. \"s3\") in "
+                                 "config.toml and configure that storage plugin")
+        storage = self.storages[scheme]
+        uri = storage.stage(Path(path), f"mediaindex-staging/{media_id}{Path(path).suffix.lower()}")
+        return storage.public_url(uri, expires=6 * 3600)
+
+    def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult) -> list[Segment]:
+        self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, config=self.config)
+        for seg in transcript.segments:
+            seg.language = seg.language or transcript.language
+        return transcript.segments
+
+    def remove_path(self, path: str) -> Outcome:
+        """A path is gone: forget it; the media leaves the index when no other path has it."""
+        media_id = self.state.delete_file(path)
+        if media_id:
+            self._detach(media_id, path)
+        self.pm.hook.media_removed(media_id=media_id or "", path=path)
+        return Outcome(path, "removed", media_id=media_id)
+
+    def _detach(self, media_id: str, path: str) -> None:
+        with self._media_lock(media_id):
+            media = self.state.get_media(media_id)
+            if media is None:  # no live path left
+                self.index.delete(media_id)
+                self.state.set_media_status(media_id, "removed")
+            elif media.status == "indexed":
+                self.index.update_media(media)
+
+    def reindex(self, media_id: str) -> None:
+        """Rebuild a media's documents from its cached transcript (never re-transcribes)."""
+        media = self.state.get_media(media_id)
+        transcript = self.state.get_transcript(media_id)
+        info = self.state.get_probe(media_id)
+        if media is None or transcript is None or info is None:
+            raise PermanentError(f"{media_id}: no cached transcript to re-index")
+        self.index.upsert(media, self._enrich(media, transcript, info))
+
+    # ---- scanning and the job queue --------------------------------------------------------
+
+    def plan(self, roots: list[str]) -> ScanPlan:
+        """Find new, changed and deleted files under roots; offline roots are reported, not purged."""
+        roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+        plan = plan_scan(roots, self.state.file_signatures())
+        for root in roots:
+            self.state.set_root(root, "offline" if root in plan.offline else "online")
+        return plan
+
+    def enqueue_plan(self, plan: ScanPlan) -> int:
+        for f in plan.changed:
+            self.state.set_file(f.path, size=f.size, mtime=f.mtime, status="queued",
+                                media_id=(self.state.get_file(f.path) or _NoFile).media_id)
+            self.state.jobs.enqueue(f.path, "index")
+        for path in plan.deleted:
+            self.state.jobs.enqueue(path, "remove")
+        return len(plan.changed) + len(plan.deleted)
+
+    def run_job(self, job: Job, reporter: Reporter | None = None, max_attempts: int | None = None) -> Outcome:
+        """Run one claimed job; record its outcome in the queue and the files table."""
+        reporter = reporter or NullReporter()
+        try:
+            if job.action == "remove" and not os.path.exists(job.path):
+                outcome = self.remove_path(job.path)
+            else:
+                outcome = self.process_path(job.path, reporter)
+            self.state.jobs.complete(job)
+        except Exception as e:  # one bad file never stops the others
+            transient = e.transient if isinstance(e, MediaError) else not isinstance(e, (UsageError,))
+            message = str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, UsageError):
+                self.state.jobs.release(job)
+                raise
+            if not isinstance(e, MediaError):
+                traceback.print_exc()
+            retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts)
+            rec = self.state.get_file(job.path)
+            if rec:
+                self.state.set_file_status(job.path, "queued" if retried else "failed", message)
+            outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
+        reporter.finished(job.path, outcome.status, outcome.error)
+        return outcome
+
+    def run_jobs(self, *, workers: int = 1, reporter: Reporter | None = None, stop: threading.Event | None = None,
+                 max_attempts: int | None = None, wait_for_retries: float = 0.0) -> list[Outcome]:
+        """Drain the queue with a pool of workers until nothing is due (or stop is set).
+
+        Retries due within ``wait_for_retries`` seconds are waited for; later ones stay queued.
+        """
+        stop = stop or threading.Event()
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mediaindex-worker") as pool:
+            running = set()
+            while not stop.is_set():
+                while len(running) < max(1, workers) and not stop.is_set():
+                    job = self.state.jobs.claim()
+                    if job is None:
+                        break
+                    running.add(pool.submit(self.run_job, job, reporter, max_attempts))
+                if not running:
+                    due = self.state.jobs.next_due_in()
+                    if due is None or due > wait_for_retries:
+                        break
+                    stop.wait(min(due, 1.0) + 0.01)
+                    continue
+                done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    outcomes.append(fut.result())
+            for fut in running:
+                outcomes.append(fut.result())
+        return outcomes
+
+    def close(self) -> None:
+        for index in self.indexes.values():
+            index.close()
+        self.state.close()
+
+
+class _NoFile:
+    media_id = None
+

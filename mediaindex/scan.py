@@ -1,0 +1,109 @@
+"""Walk folders for media: which files are candidates, and what changed since the last scan."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .probe import MEDIA_EXTENSIONS
+
+# Partial downloads and editor/copy temporaries: never processed, whatever their inner extension.
+TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".temp", ".download", ".partial", "~", ".swp")
+# Files that are certainly not media: not even probed.
+NON_MEDIA_EXTENSIONS = frozenset(
+    ".txt .md .json .xml .html .htm .csv .pdf .doc .docx .odt .rtf .srt .vtt .lrc .ass .ssa .nfo .cue .log "
+    ".jpg .jpeg .png .gif .webp .bmp .tif .tiff .heic .svg .ico .zip .gz .tar .7z .rar .db .sqlite .sqlite3 "
+    ".py .js .css .sh .ini .cfg .toml .yaml .yml .exe .dll .so .iso .torrent .m3u .m3u8 .pls .ds_store".split()
+)
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden files and temporaries of downloads or copies in progress."""
+    lower = name.lower()
+    return name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or name.startswith("~$")
+
+
+def is_candidate(path: str | os.PathLike) -> bool:
+    """Worth probing: not ignored, and not a known non-media type (unknown types are probed)."""
+    p = Path(path)
+    if is_ignored_name(p.name) or any(part.startswith(".") for part in p.parent.parts[1:]):
+        return False
+    return p.suffix.lower() not in NON_MEDIA_EXTENSIONS
+
+
+def is_likely_media(path: str | os.PathLike) -> bool:
+    """Has a known media extension (a probe failure on it is an error, not a silent skip)."""
+    return Path(path).suffix.lower() in MEDIA_EXTENSIONS
+
+
+@dataclass
+class FileStat:
+    path: str
+    size: int
+    mtime: float
+
+
+def walk(root: str) -> Iterator[FileStat]:
+    """Every candidate file at or below root (a folder or a single file), with size and mtime."""
+    if os.path.isfile(root):
+        if is_candidate(root):
+            st = os.stat(root)
+            yield FileStat(root, st.st_size, st.st_mtime)
+        return
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file() and is_candidate(entry.path):
+                    st = entry.stat()
+                    yield FileStat(entry.path, st.st_size, st.st_mtime)
+            except (FileNotFoundError, PermissionError):
+                continue
+
+
+@dataclass
+class ScanPlan:
+    """What a scan found: files to (re)index, paths gone, roots that are offline."""
+
+    changed: list[FileStat] = field(default_factory=list)
+    unchanged: int = 0
+    deleted: list[str] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)
+
+
+def plan_scan(roots: list[str], known: dict[str, tuple[int, float, str]]) -> ScanPlan:
+    """Compare the disk with the known files (path → size, mtime, status).
+
+    Unchanged files (same size and mtime, finished) are skipped, so a rescan over 100k files
+    costs one stat each. A root that is missing is *offline*: its files are not deleted.
+    """
+    plan = ScanPlan(roots=roots)
+    for root in roots:
+        if not os.path.exists(root):
+            plan.offline.append(root)
+            continue
+        seen: set[str] = set()
+        for f in walk(root):
+            seen.add(f.path)
+            old = known.get(f.path)
+            if old and old[0] == f.size and old[1] == f.mtime and old[2] in ("indexed", "failed", "ignored"):
+                plan.unchanged += 1
+            else:
+                plan.changed.append(f)
+        prefix = root.rstrip(os.sep) + os.sep
+        for path in known:
+            if (path == root or path.startswith(prefix)) and path not in seen:
+                plan.deleted.append(path)
+    plan.changed.sort(key=lambda f: f.path)
+    return plan

@@ -1,0 +1,413 @@
+"""The state database: files seen, media, cached transcripts, the job queue, the cost ledger.
+
+One SQLite file in the data dir, WAL mode, one connection per thread, every change a
+transaction: a ``kill -9`` at any moment leaves a consistent database, and jobs left ``running``
+are put back in the queue by ``JobQueue.recover()`` on the next start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .models import Media, ProbeResult, Transcript
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS media (
+    id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    probe TEXT,                 -- ProbeResult as JSON
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | indexed | failed | removed
+    error TEXT,
+    engine TEXT,                -- transcript cache key used for the index
+    language TEXT,
+    cost REAL NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,      -- absolute path (or URI for remote storage)
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    media_id TEXT REFERENCES media(id),
+    status TEXT NOT NULL,       -- queued | running | indexed | failed
+    error TEXT,
+    added REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
+CREATE TABLE IF NOT EXISTS transcripts (
+    media_id TEXT NOT NULL,
+    engine_key TEXT NOT NULL,
+    data TEXT NOT NULL,         -- Transcript as JSON, raw engine response included
+    created REAL NOT NULL,
+    PRIMARY KEY (media_id, engine_key)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    action TEXT NOT NULL,       -- index | remove
+    status TEXT NOT NULL,       -- queued | running | done | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_active ON jobs(path) WHERE status IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS jobs_next ON jobs(status, next_try);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    media_id TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    cost REAL NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roots (
+    path TEXT PRIMARY KEY,
+    status TEXT NOT NULL,       -- online | offline
+    checked REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class FileRecord:
+    path: str
+    size: int
+    mtime: float
+    media_id: str | None
+    status: str
+    error: str | None
+
+
+@dataclass
+class Job:
+    id: int
+    path: str
+    action: str
+    attempts: int
+    error: str | None = None
+
+
+class State:
+    """Access to the state database. Safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.conn.executescript(SCHEMA)
+        self.jobs = JobQueue(self)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: no lock upgrades, no deadlocks)."""
+        conn = self.conn
+        if conn.in_transaction:  # nested: join the outer transaction
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def get_file(self, path: str) -> FileRecord | None:
+        row = self.conn.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+        return _file(row) if row else None
+
+    def files_under(self, root: str) -> Iterator[FileRecord]:
+        """Every known file at or below a folder (or exactly that file)."""
+        root = root.rstrip(os.sep) or os.sep
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        rows = self.conn.execute(
+            "SELECT * FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+            (root, prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
+        ).fetchall()
+        for row in rows:
+            yield _file(row)
+
+    def file_signatures(self) -> dict[str, tuple[int, float, str]]:
+        """path → (size, mtime, status) for every known file: lets a rescan skip unchanged files."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime, status FROM files")}
+
+    def set_file(self, path: str, *, size: int, mtime: float, status: str, media_id: str | None = None,
+                 error: str | None = None) -> None:
+        now = time.time()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO files (path, size, mtime, media_id, status, error, added, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                "mtime=excluded.mtime, media_id=excluded.media_id, status=excluded.status, "
+                "error=excluded.error, updated=excluded.updated",
+                (path, size, mtime, media_id, status, error, now, now),
+            )
+
+    def set_file_status(self, path: str, status: str, error: str | None = None) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE files SET status = ?, error = ?, updated = ? WHERE path = ?",
+                      (status, error, time.time(), path))
+
+    def delete_file(self, path: str) -> str | None:
+        """Forget a path; returns the media id it pointed to."""
+        with self.tx() as c:
+            row = c.execute("SELECT media_id FROM files WHERE path = ?", (path,)).fetchone()
+            c.execute("DELETE FROM files WHERE path = ?", (path,))
+        return row[0] if row else None
+
+    def paths_of(self, media_id: str) -> list[str]:
+        """Live paths of a media, primary (first added) first."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM files WHERE media_id = ? ORDER BY added, path", (media_id,))]
+
+    # ---- media -----------------------------------------------------------------------------
+
+    def upsert_media(self, media_id: str, *, size: int, mtime: float, probe: ProbeResult) -> None:
+        from dataclasses import asdict
+
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO media (id, size, mtime, probe, status, updated) VALUES (?, ?, ?, ?, 'pending', ?) "
+                "ON CONFLICT(id) DO UPDATE SET size=excluded.size, mtime=excluded.mtime, probe=excluded.probe, "
+                "updated=excluded.updated",
+                (media_id, size, mtime, json.dumps(asdict(probe)), time.time()),
+            )
+
+    def set_media_status(self, media_id: str, status: str, *, error: str | None = None,
+                         engine: str | None = None, language: str | None = None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE media SET status = ?, error = ?, engine = COALESCE(?, engine), "
+                "language = COALESCE(?, language), updated = ? WHERE id = ?",
+                (status, error, engine, language, time.time(), media_id),
+            )
+
+    def get_probe(self, media_id: str) -> ProbeResult | None:
+        row = self.conn.execute("SELECT probe FROM media WHERE id = ?", (media_id,)).fetchone()
+        return ProbeResult(**json.loads(row[0])) if row and row[0] else None
+
+    def get_media(self, media_id: str) -> Media | None:
+        """The media with its live paths, or None when unknown or no longer on disk."""
+        row = self.conn.execute("SELECT * FROM media WHERE id = ?", (media_id,)).fetchone()
+        if not row:
+            return None
+        paths = self.paths_of(media_id)
+        if not paths:
+            return None
+        probe = ProbeResult(**json.loads(row["probe"])) if row["probe"] else None
+        return Media(
+            id=row["id"], path=paths[0], paths=paths, size=row["size"], mtime=row["mtime"],
+            duration=probe.duration if probe else None, container=probe.container if probe else None,
+            has_video=probe.has_video if probe else False, channels=probe.channels if probe else None,
+            tags=probe.tags if probe else {}, status=row["status"], error=row["error"], engine=row["engine"],
+            language=row["language"], cost=row["cost"],
+        )
+
+    def media_for_path(self, path: str) -> Media | None:
+        rec = self.get_file(path)
+        return self.get_media(rec.media_id) if rec and rec.media_id else None
+
+    def all_media_ids(self, status: str | None = None) -> list[str]:
+        if status:
+            return [r[0] for r in self.conn.execute("SELECT id FROM media WHERE status = ?", (status,))]
+        return [r[0] for r in self.conn.execute("SELECT id FROM media")]
+
+    # ---- transcripts -----------------------------------------------------------------------
+
+    def get_transcript(self, media_id: str, engine_key: str | None = None) -> Transcript | None:
+        """The cached transcript for this engine, or (engine_key=None) the one the index uses."""
+        if engine_key is None:
+            row = self.conn.execute(
+                "SELECT t.data FROM transcripts t JOIN media m ON m.id = t.media_id "
+                "WHERE t.media_id = ? AND t.engine_key = m.engine", (media_id,)).fetchone()
+            if row is None:
+                row = self.conn.execute("SELECT data FROM transcripts WHERE media_id = ? ORDER BY created DESC",
+                                        (media_id,)).fetchone()
+        else:
+            row = self.conn.execute("SELECT data FROM transcripts WHERE media_id = ? AND engine_key = ?",
+                                    (media_id, engine_key)).fetchone()
+        return Transcript.from_dict(json.loads(row[0])) if row else None
+
+    def save_transcript(self, media_id: str, engine_key: str, transcript: Transcript, seconds: float) -> None:
+        """Store a new transcript and book its cost in the ledger, in one transaction."""
+        now = time.time()
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO transcripts (media_id, engine_key, data, created) VALUES (?, ?, ?, ?)",
+                      (media_id, engine_key, json.dumps(transcript.to_dict(), ensure_ascii=False), now))
+            c.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at) VALUES (?, ?, ?, ?, ?)",
+                      (media_id, engine_key, seconds, transcript.cost, now))
+            c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (transcript.cost, media_id))
+
+    def transcription_count(self, media_id: str | None = None) -> int:
+        """How many times an engine was actually run (ledger entries): caching tests read this."""
+        if media_id:
+            return self.conn.execute("SELECT COUNT(*) FROM ledger WHERE media_id = ?", (media_id,)).fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+
+    def total_cost(self) -> float:
+        return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger").fetchone()[0]
+
+    # ---- roots -----------------------------------------------------------------------------
+
+    def set_root(self, path: str, status: str) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO roots (path, status, checked) VALUES (?, ?, ?) ON CONFLICT(path) DO UPDATE "
+                      "SET status=excluded.status, checked=excluded.checked", (path, status, time.time()))
+
+    def roots(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT path, status FROM roots")}
+
+    # ---- summary ---------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by state and every failed file, for ``mediaindex status`` and the web UI."""
+        counts = {s: 0 for s in ("queued", "running", "indexed", "failed")}
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
+            counts[status] = n
+        counts["total"] = sum(counts.values())
+        failed = [{"path": r[0], "error": r[1]} for r in self.conn.execute(
+            "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path")]
+        retrying = self.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND attempts > 0").fetchone()[0]
+        return {
+            "files": counts,
+            "failed": failed,
+            "retrying": retrying,
+            "media": self.conn.execute("SELECT COUNT(*) FROM media WHERE status = 'indexed'").fetchone()[0],
+            "hours_indexed": round(sum(
+                json.loads(r[0]).get("duration", 0) for r in self.conn.execute(
+                    "SELECT probe FROM media WHERE status = 'indexed' AND probe IS NOT NULL")) / 3600, 3),
+            "spent": round(self.total_cost(), 4),
+            "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
+        }
+
+
+def _file(row: sqlite3.Row) -> FileRecord:
+    return FileRecord(path=row["path"], size=row["size"], mtime=row["mtime"], media_id=row["media_id"],
+                      status=row["status"], error=row["error"])
+
+
+class JobQueue:
+    """A durable job queue in the state database.
+
+    Kept behind this small interface (enqueue / claim / complete / fail / recover / counts) so a
+    distributed queue (RQ, Celery, Dramatiq) can replace it in a later step.
+    """
+
+    MAX_ATTEMPTS = 6
+    BACKOFF_BASE = 5.0  # seconds: 5, 10, 20, 40, 80 ...
+    BACKOFF_MAX = 3600.0
+
+    def __init__(self, state: State):
+        self.state = state
+
+    def enqueue(self, path: str, action: str = "index", delay: float = 0.0) -> None:
+        """Queue work for a path; an already queued job for it is replaced (the latest event wins)."""
+        now = time.time()
+        with self.state.tx() as c:
+            row = c.execute("SELECT id, status FROM jobs WHERE path = ? AND status IN ('queued', 'running')",
+                            (path,)).fetchone()
+            if row and row["status"] == "queued":
+                c.execute("UPDATE jobs SET action = ?, next_try = ?, attempts = 0, error = NULL, updated = ? "
+                          "WHERE id = ?", (action, now + delay, now, row["id"]))
+                return
+            if row:  # running: queue a follow-up once it finishes (the partial index allows one active)
+                c.execute("UPDATE jobs SET status = 'superseded', updated = ? WHERE id = ?", (now, row["id"]))
+            c.execute("INSERT INTO jobs (path, action, status, next_try, created, updated) "
+                      "VALUES (?, ?, 'queued', ?, ?, ?)", (path, action, now + delay, now, now))
+
+    def claim(self) -> Job | None:
+        """Take the next due job (oldest first) and mark it running; None if nothing is due."""
+        now = time.time()
+        with self.state.tx() as c:
+            row = c.execute("SELECT id, path, action, attempts FROM jobs WHERE status = 'queued' AND next_try <= ? "
+                            "ORDER BY next_try, id LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, updated = ? WHERE id = ?",
+                      (now, row["id"]))
+        return Job(id=row["id"], path=row["path"], action=row["action"], attempts=row["attempts"] + 1)
+
+    def complete(self, job: Job) -> None:
+        with self.state.tx() as c:
+            c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+
+    def fail(self, job: Job, error: str, transient: bool, max_attempts: int | None = None) -> bool:
+        """Record a failure; transient ones are retried with exponential backoff. True if retried."""
+        now = time.time()
+        with self.state.tx() as c:
+            status = c.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if status and status[0] == "superseded":  # a newer event already queued fresh work
+                c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+                return True
+            if transient and job.attempts < (max_attempts or self.MAX_ATTEMPTS):
+                delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (job.attempts - 1))
+                c.execute("UPDATE jobs SET status = 'queued', next_try = ?, error = ?, updated = ? WHERE id = ?",
+                          (now + delay, error, now, job.id))
+                return True
+            c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        return False
+
+    def release(self, job: Job) -> None:
+        """Put a running job back (clean shutdown): it runs again on the next start."""
+        with self.state.tx() as c:
+            c.execute("UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), updated = ? "
+                      "WHERE id = ? AND status = 'running'", (time.time(), job.id))
+            c.execute("DELETE FROM jobs WHERE id = ? AND status = 'superseded'", (job.id,))
+
+    def recover(self) -> int:
+        """After a crash: jobs left running go back to the queue. Returns how many."""
+        with self.state.tx() as c:
+            c.execute("DELETE FROM jobs WHERE status = 'superseded'")
+            n = c.execute("UPDATE jobs SET status = 'queued', next_try = ?, updated = ? WHERE status = 'running'",
+                          (time.time(), time.time())).rowcount
+        return n
+
+    def counts(self) -> dict[str, int]:
+        out = {"queued": 0, "running": 0}
+        for status, n in self.state.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            if status in out:
+                out[status] = n
+        return out
+
+    def pending(self) -> int:
+        """Jobs queued or running (due or not)."""
+        return self.state.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the next queued job is due (0 if one is due now), None if none queued."""
+        row = self.state.conn.execute("SELECT MIN(next_try) FROM jobs WHERE status = 'queued'").fetchone()
+        return None if row[0] is None else max(0.0, row[0] - time.time())

@@ -1,0 +1,82 @@
+"""A fast, deterministic transcriber for tests: it "hears" what the corpus manifest says.
+
+Point ``MEDIAINDEX_MANIFEST`` at a corpus's manifest.json. A file is recognised by its content
+hash (so moved and renamed copies are still recognised); each sentence becomes a segment whose
+words are spread evenly over the sentence's true interval (marked as interpolated).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from mediaindex import (PermanentError, Segment, Transcriber, TranscriberLimits, Transcript,
+                        TransientError, Word, hookimpl)
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _words(text: str, start: float, end: float) -> list[Word]:
+    tokens = list(text) if _CJK.search(text) else text.split()
+    tokens = [t for t in tokens if t.strip() and not re.fullmatch(r"[,。,.!?!?]", t)]
+    step = (end - start) / max(1, len(tokens))
+    return [Word(t, round(start + i * step, 3), round(start + (i + 1) * step, 3), 1.0, True)
+            for i, t in enumerate(tokens)]
+
+
+class ManifestTranscriber(Transcriber):
+    name = "manifest"
+    limits = TranscriberLimits(word_timestamps=True)
+
+    def __init__(self):
+        self._by_hash: dict[str, dict] | None = None
+        self._lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def _table(self) -> dict[str, dict]:
+        with self._lock:
+            if self._by_hash is None:
+                manifest = os.environ.get("MEDIAINDEX_MANIFEST")
+                if not manifest:
+                    raise PermanentError("MEDIAINDEX_MANIFEST is not set")
+                root = Path(manifest).parent
+                table = {}
+                for entry in json.loads(Path(manifest).read_text())["files"]:
+                    p = root / entry["path"]
+                    if p.exists() and entry.get("kind") != "broken":
+                        table[_hash(p)] = entry
+                self._by_hash = table
+            return self._by_hash
+
+    def transcribe(self, request):
+        self.calls.append(str(request.path))
+        delay = float(os.environ.get("MEDIAINDEX_MANIFEST_DELAY", "0"))
+        if delay:
+            time.sleep(delay)
+        if os.environ.get("MEDIAINDEX_MANIFEST_FAIL_ONCE") == request.path.name and not getattr(self, "_failed", False):
+            self._failed = True
+            raise TransientError("simulated 503 from the engine")
+        entry = self._table().get(_hash(request.path))
+        if entry is None:
+            raise PermanentError(f"{request.path}: not in the test manifest")
+        segments = []
+        for i, s in enumerate(entry.get("sentences", [])):
+            segments.append(Segment(index=i, start=s["start"], end=s["end"], text=s["text"],
+                                    words=_words(s["text"], s["start"], s["end"])))
+            if request.progress:
+                request.progress(s["end"], request.probe.duration)
+        return Transcript(engine="manifest", model="manifest", segments=segments,
+                          language=entry.get("language"), raw={"path": entry["path"]})
+
+
+@hookimpl
+def register_transcribers(register):
+    register(ManifestTranscriber())
