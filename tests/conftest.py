@@ -95,3 +95,22 @@ def make_pipeline(data_dir):
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def installed_manifest_plugin(corpus_src):
+    """The test transcriber installed as a real distribution (entry point and all).
+
+    Returns the environment for subprocesses that should load it.
+    """
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("mediaindex-manifest-transcriber")
+    except importlib.metadata.PackageNotFoundError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
+                        str(HERE / "plugins" / "mediaindex-manifest-transcriber")], check=True)
+    env = dict(os.environ)
+    env["MEDIAINDEX_LOAD_PLUGINS"] = "mediaindex-manifest-transcriber"
+    env["MEDIAINDEX_MANIFEST"] = str(corpus_src / "manifest.json")
+    return env

@@ -1,0 +1,128 @@
+"""The CLI contract: commands, JSON fields and exit codes that scripts depend on."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mediaindex.cli import cli
+
+pytestmark = pytest.mark.usefixtures("manifest_transcriber")
+
+
+def run(*args, code=None):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    if code is not None:
+        assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture
+def indexed(corpus, data_dir):
+    run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    return corpus
+
+
+def test_index_exit_codes_and_summary(corpus, data_dir):
+    good = corpus / "talks"
+    r = run("index", str(good), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    assert "2 indexed (2 transcribed)" in r.output and "0 failed" in r.output
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "failed: " + str(corpus / "broken" / "empty.mp3") + ": " in r.output
+    assert "no audio stream" in r.output
+    # a second run changes nothing, and still reports the broken files
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "0 new or changed" in r.output and "4 failed" in r.output
+
+
+def test_usage_errors_exit_2(corpus, data_dir, tmp_path):
+    run("index", str(tmp_path / "nope"), "--data-dir", str(data_dir), code=2)
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "no-such-engine", code=2)
+    assert "unknown transcriber 'no-such-engine'" in r.output
+    run("index", str(corpus), "--data-dir", str(data_dir), "--index", "nope", code=2)
+    run("search", "x", "--data-dir", str(data_dir), "--limit", "0", code=2)
+    run("export", "x", "--format", "doc", "--data-dir", str(data_dir), code=2)
+
+
+def test_search_json_contract(indexed, data_dir, manifest):
+    r = run("search", "robotic arm", "--data-dir", str(data_dir), "--json", code=0)
+    out = json.loads(r.output)
+    assert out["query"] == "robotic arm" and out["total"] == 1
+    hit = out["hits"][0]
+    assert set(hit) >= {"media_id", "path", "time", "start", "end", "text", "snippet", "language", "emotion", "kind"}
+    assert hit["path"] == str(indexed / "talks" / "space_station.mp3") and os.path.isabs(hit["path"])
+    s = manifest["files"][0]["sentences"][2]
+    assert s["start"] <= hit["time"] <= s["end"]
+    assert "<mark>robotic</mark>" in hit["snippet"] and hit["kind"] == "speech" and hit["language"] == "en"
+
+
+def test_search_filters(indexed, data_dir):
+    def total(*extra):
+        return json.loads(run("search", "the", "--data-dir", str(data_dir), "--json", "--limit", "50",
+                              *extra).output)["total"]
+    everything = total()
+    assert everything > 5
+    assert total("--lang", "zh") == 0
+    assert 0 < total("--path", str(indexed / "video")) < everything
+    assert total("--kind", "music") == 0
+    assert total("--emotion", "happy") == 0
+
+
+def test_search_human_output(indexed, data_dir):
+    r = run("search", "dolphins", "--data-dir", str(data_dir), code=0)
+    line = r.output.strip().splitlines()[0]
+    assert line.startswith("00:00:0") and "ferry.webm" in line and "[dolphins]" in line
+
+
+def test_status_json(indexed, data_dir):
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    assert out["files"]["failed"] == 4 and out["files"]["indexed"] >= 10
+    assert {"path", "error"} <= set(out["failed"][0])
+
+
+def test_status_on_empty_data_dir(tmp_path):
+    out = json.loads(run("status", "--data-dir", str(tmp_path / "fresh"), "--json", code=0).output)
+    assert out["files"]["total"] == 0 and out["failed"] == []
+
+
+@pytest.mark.parametrize("fmt,needle", [("srt", "00:00:00,500 --> "), ("vtt", "WEBVTT"), ("txt", "The space station"),
+                                        ("json", '"segments"')])
+def test_export_formats(indexed, data_dir, fmt, needle):
+    path = str(indexed / "talks" / "space_station.mp3")
+    r = run("export", path, "--format", fmt, "--data-dir", str(data_dir), code=0)
+    assert needle in r.output
+    media_id = json.loads(run("search", "cupola", "--data-dir", str(data_dir), "--json").output)["hits"][0]["media_id"]
+    assert run("export", media_id, "--format", fmt, "--data-dir", str(data_dir), code=0).output == r.output
+
+
+def test_export_unknown_media(data_dir):
+    r = run("export", "/nowhere/x.mp3", "--data-dir", str(data_dir), code=1)
+    assert "not in the index" in r.output
+
+
+def test_installed_plugin_end_to_end(installed_manifest_plugin, corpus, data_dir):
+    """A plugin installed as a real distribution is loaded by entry point and does the work."""
+    env = installed_manifest_plugin
+    exe = [sys.executable, "-m", "mediaindex"]
+    plugins = json.loads(subprocess.run([*exe, "plugins", "--json"], env=env, capture_output=True, text=True,
+                                        check=True).stdout)
+    mine = next(p for p in plugins if p["name"] == "manifest")
+    assert mine["distribution"] == "mediaindex-manifest-transcriber" and mine["version"] == "0.1.0"
+    assert mine["hooks"] == ["register_transcribers"]
+    r = subprocess.run([*exe, "index", str(corpus / "podcasts"), "--data-dir", str(data_dir),
+                        "--transcriber", "manifest"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*exe, "search", "harbour", "--data-dir", str(data_dir), "--json"], env=env,
+                       capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout)["hits"][0]["path"].endswith("(draft).ogg")
+    # the allow-list keeps it out
+    env2 = dict(env, MEDIAINDEX_LOAD_PLUGINS="")
+    plugins = json.loads(subprocess.run([*exe, "plugins", "--json"], env=env2, capture_output=True, text=True,
+                                        check=True).stdout)
+    assert "manifest" not in {p["name"] for p in plugins}
+    assert {"file", "sqlite", "local", "enrich"} <= {p["name"] for p in plugins}

@@ -1,0 +1,211 @@
+"""The whole pipeline on real media: real ffprobe, real SQLite state and index, the test transcriber."""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from mediaindex.models import SearchQuery
+
+pytestmark = pytest.mark.usefixtures("manifest_transcriber")
+
+
+def index_all(pipeline, *roots):
+    pipeline.enqueue_plan(pipeline.plan([str(r) for r in roots]))
+    return {os.path.relpath(o.path, roots[0]): o for o in pipeline.run_jobs()}
+
+
+def search(pipeline, q, **kw):
+    return pipeline.index.search(SearchQuery(q=q, **kw))
+
+
+def speech_files(manifest):
+    return [f for f in manifest["files"] if f["kind"] == "speech" and "long_meeting" not in f["path"]]
+
+
+def test_every_file_indexed_or_clear_error(make_pipeline, corpus, manifest):
+    p = make_pipeline()
+    outcomes = index_all(p, corpus)
+    for f in speech_files(manifest):
+        assert outcomes[f["path"]].status == "indexed", outcomes[f["path"]]
+    assert outcomes["music/instrumental.mp3"].status == "indexed"  # indexed, with no speech in it
+    errors = {f["path"]: outcomes[f["path"]] for f in manifest["files"] if f["kind"] == "broken"}
+    assert all(o.status == "failed" for o in errors.values()), errors
+    assert "0 bytes" in errors["broken/empty.mp3"].error
+    assert "truncated" in errors["broken/truncated.mp3"].error
+    assert "not a readable media file" in errors["broken/not_really_video.mp4"].error
+    assert "no audio stream" in errors["broken/silent_video.mp4"].error
+    assert "notes.txt" not in outcomes  # not media: never even probed
+    summary = p.state.summary()
+    assert summary["files"]["failed"] == 4
+    assert summary["files"]["indexed"] == len(speech_files(manifest)) + 1
+    assert {f["path"] for f in summary["failed"]} == {str(corpus / path) for path in errors}
+
+
+def test_query_from_a_sentence_lands_inside_it(make_pipeline, corpus, manifest):
+    p = make_pipeline()
+    index_all(p, corpus)
+    checked = 0
+    for f in speech_files(manifest):
+        if f["language"] != "en":
+            continue
+        for s in f["sentences"]:
+            words = [w.strip(".,!?") for w in s["text"].split()]
+            query = " ".join(words[2:5])  # a few words from inside the sentence
+            result = search(p, query)
+            hit = next((h for h in result.hits if h.path == str(corpus / f["path"])), None)
+            assert hit is not None, (query, [h.path for h in result.hits])
+            assert s["start"] - 1 <= hit.time <= s["end"] + 1, (query, hit.time, s)
+            checked += 1
+    assert checked >= 20
+
+
+def test_jump_time_is_the_first_matched_word(make_pipeline, corpus, manifest):
+    p = make_pipeline()
+    index_all(p, corpus)
+    hit = search(p, "hurricanes").hits[0]
+    s = next(s for s in manifest["files"][0]["sentences"] if "hurricanes" in s["text"])
+    # "hurricanes" is the 8th of 11 words: its time is well after the sentence start
+    assert hit.time > s["start"] + (s["end"] - s["start"]) / 2
+    assert hit.time <= s["end"]
+
+
+def test_move_keeps_transcript(make_pipeline, corpus):
+    p = make_pipeline()
+    index_all(p, corpus)
+    before = p.state.transcription_count()
+    src = corpus / "talks" / "space_station.mp3"
+    dst_dir = corpus / "archive" / "2024"
+    dst_dir.mkdir(parents=True)
+    dst = dst_dir / "renamed.mp3"
+    shutil.move(src, dst)
+    outcomes = index_all(p, corpus)
+    assert outcomes["archive/2024/renamed.mp3"].status == "indexed"
+    assert not outcomes["archive/2024/renamed.mp3"].transcribed
+    assert p.state.transcription_count() == before  # no second transcription
+    hits = search(p, "cupola window").hits
+    assert [h.path for h in hits] == [str(dst)]
+
+
+def test_copy_is_a_second_path_of_the_same_media(make_pipeline, corpus):
+    p = make_pipeline()
+    index_all(p, corpus)
+    before = p.state.transcription_count()
+    src = corpus / "podcasts" / "ferry.webm"
+    shutil.copy2(src, corpus / "ferry copy.webm")
+    index_all(p, corpus)
+    assert p.state.transcription_count() == before
+    media_id = p.state.get_file(str(src)).media_id
+    assert p.state.get_file(str(corpus / "ferry copy.webm")).media_id == media_id
+    assert sorted(p.state.get_media(media_id).paths) == sorted([str(src), str(corpus / "ferry copy.webm")])
+    assert len(search(p, "dolphins jumping").hits) == 1  # one media, not two
+    os.remove(src)  # deleting one copy keeps the other searchable
+    index_all(p, corpus)
+    assert [h.path for h in search(p, "dolphins jumping").hits] == [str(corpus / "ferry copy.webm")]
+
+
+def test_delete_removes_hits(make_pipeline, corpus):
+    p = make_pipeline()
+    index_all(p, corpus)
+    assert search(p, "sourdough starter").hits
+    os.remove(corpus / "talks" / "bread_baking.m4a")
+    outcomes = index_all(p, corpus)
+    assert outcomes["talks/bread_baking.m4a"].status == "removed"
+    assert search(p, "sourdough starter").total == 0
+    assert p.state.get_file(str(corpus / "talks" / "bread_baking.m4a")) is None
+
+
+def test_modified_file_is_reindexed(make_pipeline, corpus):
+    p = make_pipeline()
+    index_all(p, corpus)
+    target = corpus / "talks" / "space_station.mp3"
+    old_id = p.state.get_file(str(target)).media_id
+    shutil.copy2(corpus / "podcasts" / "ferry.webm", target)  # new content at the same path
+    os.remove(corpus / "podcasts" / "ferry.webm")
+    os.utime(target, (1, 1))
+    index_all(p, corpus)
+    assert search(p, "cupola window").total == 0  # the old content left the index
+    assert p.state.get_media(old_id) is None
+    assert [h.path for h in search(p, "dolphins jumping").hits] == [str(target)]
+
+
+def test_unchanged_files_are_skipped(make_pipeline, corpus):
+    p = make_pipeline()
+    index_all(p, corpus)
+    plan = p.plan([str(corpus)])
+    assert plan.changed == [] and plan.deleted == []
+    assert plan.unchanged >= 12  # speech + music + broken files: failed ones are not retried either
+
+
+def test_chinese_found_by_two_character_word(make_pipeline, corpus, manifest):
+    p = make_pipeline()
+    index_all(p, corpus)
+    zh = next(f for f in manifest["files"] if f["language"] == "zh")
+    for word, sentence in (("北京", 0), ("下雨", 1), ("公园", 2)):
+        hits = search(p, word).hits
+        assert hits, word
+        assert hits[0].path == str(corpus / zh["path"])
+        s = zh["sentences"][sentence]
+        assert s["start"] - 1 <= hits[0].time <= s["end"] + 1
+        assert hits[0].language == "zh"
+
+
+def test_offline_root_keeps_its_entries(make_pipeline, corpus, tmp_path):
+    p = make_pipeline()
+    index_all(p, corpus)
+    hidden = tmp_path / "unmounted"
+    corpus.rename(hidden)  # the drive went away
+    plan = p.plan([str(corpus)])
+    assert plan.offline == [str(corpus)] and plan.deleted == []
+    assert p.state.roots()[str(corpus)] == "offline"
+    assert search(p, "cupola window").total == 1
+
+
+def test_transient_error_is_retried(make_pipeline, corpus, monkeypatch):
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_FAIL_ONCE", "lighthouse.opus")
+    monkeypatch.setattr("mediaindex.state.JobQueue.BACKOFF_BASE", 0.2)
+    p = make_pipeline()
+    p.enqueue_plan(p.plan([str(corpus / "podcasts")]))
+    outcomes = p.run_jobs(wait_for_retries=5)
+    statuses = [o.status for o in outcomes if o.path.endswith("lighthouse.opus")]
+    assert statuses == ["retry", "indexed"]
+    assert search(p, "lighthouse keeper").total == 1
+
+
+def test_reindex_without_retranscribing(make_pipeline, corpus, data_dir):
+    p = make_pipeline()
+    index_all(p, corpus)
+    before = p.state.transcription_count()
+    media_id = p.state.get_file(str(corpus / "talks" / "space_station.mp3")).media_id
+    p.index.delete(media_id)
+    assert search(p, "cupola window").total == 0
+    p.reindex(media_id)
+    assert search(p, "cupola window").total == 1
+    assert p.state.transcription_count() == before
+
+
+def test_state_is_wal_and_survives_reopen(make_pipeline, corpus, data_dir):
+    p = make_pipeline()
+    index_all(p, corpus)
+    p.close()
+    conn = sqlite3.connect(data_dir / "state.sqlite3")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    p2 = make_pipeline()
+    assert search(p2, "cupola window").total == 1
+    assert p2.plan([str(corpus)]).changed == []
+
+
+def test_per_folder_hint_reaches_the_transcriber(make_pipeline, corpus, data_dir, manifest_transcriber):
+    (data_dir / "config.toml").write_text(
+        f'[[hints]]\npath = "{corpus / "chinese"}"\nlanguage = "zh"\nprompt = "天气预报"\n')
+    p = make_pipeline()
+    seen = []
+    t = p.transcribers["manifest"]
+    original = t.transcribe
+    t.transcribe = lambda req: seen.append((req.path.name, req.language, req.prompt)) or original(req)
+    index_all(p, corpus / "chinese", corpus / "talks")
+    assert ("weather.mp3", "zh", "天气预报") in seen
+    assert ("space_station.mp3", None, None) in seen
