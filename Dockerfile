@@ -1,0 +1,10 @@
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY . /app
+RUN pip install --no-cache-dir . && for p in plugins/*/; do [ -f "$p/pyproject.toml" ] && pip install --no-cache-dir "$p"; done; true
+ENV MEDIAINDEX_DATA_DIR=/data
+VOLUME ["/data"]
+EXPOSE 8844
+ENTRYPOINT ["mediaindex"]
+CMD ["watch", "/media", "--host", "0.0.0.0", "--port", "8844"]
