@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS media (
     id TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
+    duration REAL,
     probe TEXT,                 -- ProbeResult as JSON
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | indexed | failed | removed
     error TEXT,
@@ -195,14 +196,12 @@ class State:
     # ---- media -----------------------------------------------------------------------------
 
     def upsert_media(self, media_id: str, *, size: int, mtime: float, probe: ProbeResult) -> None:
-        from dataclasses import asdict
-
         with self.tx() as c:
             c.execute(
-                "INSERT INTO media (id, size, mtime, probe, status, updated) VALUES (?, ?, ?, ?, 'pending', ?) "
-                "ON CONFLICT(id) DO UPDATE SET size=excluded.size, mtime=excluded.mtime, probe=excluded.probe, "
-                "updated=excluded.updated",
-                (media_id, size, mtime, json.dumps(asdict(probe)), time.time()),
+                "INSERT INTO media (id, size, mtime, duration, probe, status, updated) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT(id) DO UPDATE SET size=excluded.size, "
+                "mtime=excluded.mtime, duration=excluded.duration, probe=excluded.probe, updated=excluded.updated",
+                (media_id, size, mtime, probe.duration, json.dumps(asdict(probe)), time.time()),
             )
 
     def set_media_status(self, media_id: str, status: str, *, error: str | None = None,
@@ -306,9 +305,8 @@ class State:
             "failed": failed,
             "retrying": retrying,
             "media": self.conn.execute("SELECT COUNT(*) FROM media WHERE status = 'indexed'").fetchone()[0],
-            "hours_indexed": round(sum(
-                json.loads(r[0]).get("duration", 0) for r in self.conn.execute(
-                    "SELECT probe FROM media WHERE status = 'indexed' AND probe IS NOT NULL")) / 3600, 3),
+            "hours_indexed": round(self.conn.execute(
+                "SELECT COALESCE(SUM(duration), 0) FROM media WHERE status = 'indexed'").fetchone()[0] / 3600, 3),
             "spent": round(self.total_cost(), 4),
             "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
         }
