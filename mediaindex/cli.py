@@ -14,7 +14,7 @@ from . import __version__
 from .config import Config
 from .export import FORMATS, clock, render
 from .models import SearchQuery
-from .pipeline import Pipeline, UsageError
+from .pipeline import FatalError, Pipeline, UsageError
 from .plugins import get_plugins, load_plugins
 
 data_dir_option = click.option(
@@ -115,6 +115,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
         sys.exit(1 if failed or still_queued else 0)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
+    except FatalError as e:
+        raise click.ClickException(str(e)) from None
     finally:
         pipeline.close()
 
@@ -233,4 +235,7 @@ def main():
     cli(prog_name="mediaindex")
 
 
+from .watch import watch_command  # noqa: E402  (watch mode lives in its own module)
+
+cli.add_command(watch_command)
 load_plugins().hook.register_commands(cli=cli)

@@ -32,6 +32,19 @@ class UsageError(Exception):
     """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
 
 
+class FatalError(Exception):
+    """Stops all work (a full disk): no file can succeed until the user acts."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    import errno
+    import sqlite3
+
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
+
+
 def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The media id: a hash of the bytes, so a moved or renamed file keeps its id."""
     h = hashlib.blake2b(digest_size=10)
@@ -267,6 +280,13 @@ class Pipeline:
                 outcome = self.process_path(job.path, reporter)
             self.state.jobs.complete(job)
         except Exception as e:  # one bad file never stops the others
+            if _is_disk_full(e):  # nothing else can succeed either: stop, the job stays queued
+                try:
+                    self.state.jobs.release(job)
+                except Exception:
+                    pass  # left "running": recover() requeues it on the next start
+                raise FatalError(f"disk full: free space for {self.config.data_dir} and try again "
+                                 "(nothing was lost; the interrupted file will be redone)") from e
             transient = e.transient if isinstance(e, MediaError) else not isinstance(e, (UsageError,))
             message = str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}"
             if isinstance(e, UsageError):

@@ -209,3 +209,25 @@ def test_per_folder_hint_reaches_the_transcriber(make_pipeline, corpus, data_dir
     index_all(p, corpus / "chinese", corpus / "talks")
     assert ("weather.mp3", "zh", "天气预报") in seen
     assert ("space_station.mp3", None, None) in seen
+
+
+def test_full_disk_stops_cleanly_and_loses_nothing(make_pipeline, corpus, monkeypatch):
+    import errno
+
+    from mediaindex.pipeline import FatalError
+
+    p = make_pipeline()
+    p.enqueue_plan(p.plan([str(corpus / "talks")]))
+    original = p.index.upsert
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(p.index, "upsert", full)
+    with pytest.raises(FatalError, match="disk full"):
+        p.run_jobs()
+    assert p.state.jobs.pending() == 2  # both files still queued
+    monkeypatch.setattr(p.index, "upsert", original)  # space freed
+    outcomes = p.run_jobs()
+    assert sorted(o.status for o in outcomes) == ["indexed", "indexed"]
+    assert p.state.transcription_count() == 2  # the transcript made before the failure was kept
