@@ -1,0 +1,1 @@
+"""Embedded defaults: each module is an ordinary plugin, loaded by entry point."""
