@@ -238,4 +238,6 @@ def main():
 from .watch import watch_command  # noqa: E402  (watch mode lives in its own module)
 
 cli.add_command(watch_command)
+from .web.cli import serve_command  # noqa: E402  (the web UI: mediaindex/web/)
+cli.add_command(serve_command)
 load_plugins().hook.register_commands(cli=cli)

@@ -1,0 +1,657 @@
+"""The JSON API and the single-page UI, as one Starlette app.
+
+Rules this module keeps (see DESIGN.md, "Search"):
+
+- The UI uses only the API. Pages (``/`` and deep links ``/m/<id>?t=…``) are the same static
+  ``index.html``; the JavaScript routes.
+- Media are served **by id only**: ``id`` (hex, validated before any lookup) → the state
+  database's live paths → the first one that lies under an indexed root and exists. A path never
+  comes from the request.
+- Bad parameters give a 4xx with a JSON body ``{"error": "...", "status": N}``, never a 500.
+- With a token, every ``/api`` call needs it (``Authorization: Bearer``, ``?token=`` — for media
+  element URLs — or the HttpOnly cookie the UI gets from ``POST /api/login`` or a page opened
+  with ``?token=``). Without a token only loopback ``Host`` headers are answered, so a web page
+  elsewhere cannot read the API through DNS rebinding.
+- Every response carries a Content-Security-Policy without inline scripts, ``nosniff``,
+  ``no-referrer`` and ``frame-ancestors 'none'``.
+"""
+from __future__ import annotations
+
+import hmac
+import html
+import math
+import mimetypes
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import quote, urlencode
+
+import anyio
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import (FileResponse, JSONResponse, RedirectResponse, Response,
+                                 StreamingResponse)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import __version__
+from ..export import FORMATS, MEDIA_TYPES, clock, render
+from ..models import Media, SearchQuery
+
+STATIC_DIR = Path(__file__).parent / "static"
+COOKIE = "mediaindex_token"
+MEDIA_ID = re.compile(r"[0-9a-f]{8,64}")
+KINDS = ("speech", "singing", "music")
+MAX_LIMIT = 100
+MAX_OFFSET = 10_000
+MAX_QUERY = 500
+CLIP_MAX_SIDE = 60.0  # seconds before / after the hit
+CLIP_DEFAULT_BEFORE = 5.0
+CLIP_DEFAULT_AFTER = 10.0
+CLIP_TIMEOUT = 120.0
+CLIP_CONCURRENCY = 2
+CHUNK = 256 * 1024
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "media-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+# Containers Python's mimetypes does not know (or guesses badly for media players).
+_EXTRA_TYPES = {
+    ".m4a": "audio/mp4", ".m4b": "audio/mp4", ".aac": "audio/aac", ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg", ".flac": "audio/flac",
+    ".wav": "audio/wav", ".weba": "audio/webm", ".wma": "audio/x-ms-wma", ".aiff": "audio/aiff",
+    ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+    ".webm": "video/webm", ".avi": "video/x-msvideo", ".ts": "video/mp2t", ".ogv": "video/ogg",
+}
+
+
+class ApiError(Exception):
+    """A client error: answered as JSON with this status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+# ---- parameters ----------------------------------------------------------------------------
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"{name} must be a whole number between {lo} and {hi}, not {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _float_param(request: Request, name: str, default: float | None, lo: float, hi: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ApiError(400, f"{name} is required (seconds)")
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number of seconds, not {raw[:40]!r}") from None
+    if not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a finite number of seconds")
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo:g} and {hi:g} seconds, not {value:g}")
+    return value
+
+
+_FACET_VALUE = re.compile(r"[\w.\-]{1,40}")
+
+
+def _facet_param(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not _FACET_VALUE.fullmatch(raw):
+        raise ApiError(400, f"{name} must be a short code (letters, digits, '-', '_'), not {raw[:40]!r}")
+    return raw
+
+
+def search_query(request: Request) -> SearchQuery:
+    """The SearchQuery for /api/search and /api/facets, validated."""
+    q = request.query_params.get("q", "")
+    if len(q) > MAX_QUERY:
+        raise ApiError(400, f"q is too long ({len(q)} characters; at most {MAX_QUERY})")
+    kind = _facet_param(request, "kind")
+    if kind is not None and kind not in KINDS:
+        raise ApiError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    path = request.query_params.get("path") or None
+    if path is not None:
+        if "\x00" in path or len(path) > 4096 or not os.path.isabs(path):
+            raise ApiError(400, "path must be an absolute folder path (a prefix of the media paths)")
+        trailing = path.endswith(("/", os.sep))
+        path = os.path.normpath(path)
+        if trailing and not path.endswith(os.sep):
+            path += os.sep
+    return SearchQuery(
+        q=q,
+        limit=_int_param(request, "limit", 20, 0, MAX_LIMIT),
+        offset=_int_param(request, "offset", 0, 0, MAX_OFFSET),
+        language=_facet_param(request, "lang"),
+        emotion=_facet_param(request, "emotion"),
+        kind=kind,
+        path_prefix=path,
+    )
+
+
+def valid_media_id(media_id: str) -> str:
+    if not MEDIA_ID.fullmatch(media_id):
+        raise ApiError(404, "no such media (a media id is a hex string)")
+    return media_id
+
+
+_MARK = re.compile(r"(</?mark>)")
+
+
+def safe_snippet(snippet: str) -> str:
+    """Keep only text and <mark>: whatever an index backend returned, nothing else survives."""
+    out = []
+    for part in _MARK.split(snippet or ""):
+        if part in ("<mark>", "</mark>"):
+            out.append(part)
+        else:
+            out.append(html.escape(html.unescape(part), quote=False))
+    return "".join(out)
+
+
+def _content_type(path: str, has_video: bool) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    ctype = _EXTRA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if not has_video and ctype.startswith("video/") and ext in (".webm", ".mp4", ".ogv", ".mkv"):
+        ctype = {"video/webm": "audio/webm", "video/mp4": "audio/mp4", "video/ogg": "audio/ogg"}.get(ctype, ctype)
+    return ctype
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition value: an ASCII fallback plus the UTF-8 name (RFC 6266)."""
+    ascii_name = re.sub(r'[^A-Za-z0-9._ -]+', "_", filename).strip() or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _file_stem(media: Media) -> str:
+    stem = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", media.title).strip(" ._") or media.id
+    return stem[:100]
+
+
+# ---- byte ranges ---------------------------------------------------------------------------
+
+
+class Unsatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One (first, last) byte range to serve, None to serve the whole file, or Unsatisfiable.
+
+    RFC 9110: a Range header that is not ``bytes=`` or not well formed is ignored (200 with the
+    whole file); one whose ranges all start past the end gets 416. Several ranges are answered
+    with the whole file (allowed, and no player asks for several).
+    """
+    if not header:
+        return None
+    header = header.strip()
+    if not header.lower().startswith("bytes="):
+        return None
+    specs = [s.strip() for s in header[6:].split(",")]
+    ranges: list[tuple[int, int]] = []
+    for spec in specs:
+        m = re.fullmatch(r"(\d*)-(\d*)", spec)
+        if not m or (not m.group(1) and not m.group(2)):
+            return None  # malformed: ignore the header
+        first, last = m.group(1), m.group(2)
+        if first:
+            a = int(first)
+            b = int(last) if last else size - 1
+            if last and b < a:
+                return None  # invalid: ignore the header
+            if a >= size:
+                continue  # unsatisfiable
+            ranges.append((a, min(b, size - 1)))
+        else:
+            n = int(last)
+            if n == 0 or size == 0:
+                continue
+            ranges.append((max(0, size - n), size - 1))
+    if not ranges:
+        raise Unsatisfiable()
+    if len(ranges) > 1:
+        return None
+    return ranges[0]
+
+
+def _read_file(path: str, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = length
+        while left > 0:
+            block = f.read(min(CHUNK, left))
+            if not block:
+                break
+            left -= len(block)
+            yield block
+
+
+# ---- the app -------------------------------------------------------------------------------
+
+
+class WebApp:
+    """The endpoints, bound to one pipeline (its state database and index)."""
+
+    def __init__(self, pipeline, token: str | None = None):
+        self.pipeline = pipeline
+        self.token = token
+        self._clip_slots = threading.BoundedSemaphore(CLIP_CONCURRENCY)
+
+    @property
+    def state(self):
+        return self.pipeline.state
+
+    @property
+    def index(self):
+        return self.pipeline.index
+
+    # -- helpers --
+
+    def _media(self, media_id: str) -> Media:
+        media = self.state.get_media(valid_media_id(media_id))
+        if media is None:
+            raise ApiError(404, f"no media with id {media_id} (unknown, or none of its files is left)")
+        return media
+
+    def _roots(self) -> list[str]:
+        return [os.path.normpath(r) for r in self.state.roots()]
+
+    def playable_path(self, media: Media) -> str | None:
+        """The first live path of the media that lies under an indexed root and is a file."""
+        roots = self._roots()
+        for p in media.paths:
+            if "://" in p:
+                continue  # remote storage: not served by this UI
+            norm = os.path.normpath(p)
+            if not any(norm == r or norm.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                continue
+            if os.path.isfile(norm):
+                return norm
+        return None
+
+    def _transcript(self, media: Media):
+        transcript = self.state.get_transcript(media.id)
+        if transcript is None:
+            raise ApiError(404, f"media {media.id} has no transcript yet (status: {media.status})")
+        return transcript
+
+    @staticmethod
+    async def run(fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    # -- endpoints --
+
+    async def search(self, request: Request) -> Response:
+        query = search_query(request)
+        result = await self.run(self.index.search, query)
+        hits = []
+        for h in result.hits:
+            t = round(float(h.time), 3)
+            jump = round(max(0.0, t - 1.0), 3)
+            hits.append({
+                "media_id": h.media_id, "path": h.path, "title": h.title or os.path.splitext(os.path.basename(h.path))[0],
+                "folder": os.path.dirname(h.path), "time": t, "jump": jump, "clock": clock(t),
+                "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
+                "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
+                "kind": h.kind, "score": h.score, "matched_words": h.matched_words,
+                "link": f"/m/{h.media_id}?{urlencode({'t': jump})}",
+            })
+        return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
+                             "limit": query.limit, "offset": query.offset, "hits": hits})
+
+    async def facets(self, request: Request) -> Response:
+        query = search_query(request)
+        counts = await self.run(self.index.facets, query)
+        return JSONResponse({"query": query.q, "language": counts.language, "emotion": counts.emotion,
+                             "kind": counts.kind, "folder": counts.folder})
+
+    def _media_json(self, media_id: str) -> dict[str, Any]:
+        media = self._media(media_id)
+        transcript = self.state.get_transcript(media.id)
+        base = f"/api/media/{media.id}"
+        out: dict[str, Any] = {
+            "id": media.id, "title": media.title, "path": media.path, "paths": media.paths,
+            "folder": media.folder, "size": media.size, "mtime": media.mtime, "duration": media.duration,
+            "container": media.container, "has_video": media.has_video, "channels": media.channels,
+            "tags": media.tags, "status": media.status, "error": media.error, "engine": media.engine,
+            "language": media.language, "cost": media.cost,
+            "playable": self.playable_path(media) is not None,
+            "stream_url": f"{base}/stream", "captions_url": f"{base}/captions.vtt",
+            "clip_url": f"{base}/clip", "exports": {fmt: f"{base}/export.{fmt}" for fmt in FORMATS},
+            "transcript": None, "segments": [],
+        }
+        if transcript is not None:
+            out["transcript"] = {"engine": transcript.engine, "model": transcript.model,
+                                 "language": transcript.language}
+            out["segments"] = [{
+                "index": s.index, "start": s.start, "end": s.end, "text": s.text, "language": s.language,
+                "emotion": s.emotion, "kind": s.kind, "channel": s.channel, "source": s.source,
+                "words": [{"text": w.text, "start": w.start, "end": w.end, "interpolated": w.interpolated}
+                          for w in s.words],
+            } for s in transcript.segments]
+        return out
+
+    async def media(self, request: Request) -> Response:
+        return JSONResponse(await self.run(self._media_json, request.path_params["media_id"]))
+
+    def _stream_target(self, media_id: str) -> tuple[Media, str, os.stat_result]:
+        media = self._media(media_id)
+        path = self.playable_path(media)
+        if path is None:
+            raise ApiError(404, f"media {media.id}: its file is offline or outside the indexed folders")
+        return media, path, os.stat(path)
+
+    async def stream(self, request: Request) -> Response:
+        media, path, st = await self.run(self._stream_target, request.path_params["media_id"])
+        size = st.st_size
+        etag = f'"{media.id}-{size:x}-{int(st.st_mtime):x}"'
+        headers = {
+            "accept-ranges": "bytes", "etag": etag, "cache-control": "private, max-age=3600",
+            "content-type": _content_type(path, media.has_video),
+        }
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "content-type"})
+        rng_header = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if if_range is not None and if_range.strip() != etag:
+            rng_header = None  # the client's copy is stale: send the whole file
+        try:
+            rng = parse_range(rng_header, size)
+        except Unsatisfiable:
+            return error_response(416, f"range not satisfiable: the file has {size} bytes",
+                                  {"content-range": f"bytes */{size}", "accept-ranges": "bytes"})
+        if rng is None:
+            status, start, length = 200, 0, size
+        else:
+            status, start, length = 206, rng[0], rng[1] - rng[0] + 1
+            headers["content-range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+        headers["content-length"] = str(length)
+        if request.method == "HEAD":
+            return Response(b"", status_code=status, headers=headers)
+        return StreamingResponse(_read_file(path, start, length), status_code=status, headers=headers)
+
+    async def captions(self, request: Request) -> Response:
+        def work():
+            media = self._media(request.path_params["media_id"])
+            return render("vtt", media, self._transcript(media))
+        body = await self.run(work)
+        return Response(body, media_type="text/vtt; charset=utf-8", headers={"cache-control": "no-cache"})
+
+    async def export(self, request: Request) -> Response:
+        fmt = request.path_params["fmt"]
+        if fmt not in FORMATS:
+            raise ApiError(404, f"unknown export format {fmt[:20]!r}; choose from {', '.join(FORMATS)}")
+
+        def work():
+            media = self._media(request.path_params["media_id"])
+            return media, render(fmt, media, self._transcript(media))
+        media, body = await self.run(work)
+        ctype = MEDIA_TYPES[fmt] + ("; charset=utf-8" if fmt != "json" else "")
+        return Response(body, media_type=ctype,
+                        headers={"content-disposition": _attachment(f"{_file_stem(media)}.{fmt}")})
+
+    async def clip(self, request: Request) -> Response:
+        media, path, _ = await self.run(self._stream_target, request.path_params["media_id"])
+        limit = media.duration if media.duration and media.duration > 0 else 48 * 3600.0
+        t = _float_param(request, "t", None, 0.0, limit)
+        before = _float_param(request, "before", CLIP_DEFAULT_BEFORE, 0.0, CLIP_MAX_SIDE)
+        after = _float_param(request, "after", CLIP_DEFAULT_AFTER, 0.0, CLIP_MAX_SIDE)
+        start = max(0.0, t - before)
+        end = min(limit, t + after)
+        if end - start < 0.1:
+            raise ApiError(400, "the clip would be empty: give before/after (seconds) around t")
+        out_dir, out_file, ext = await self.run(self._cut, media, path, start, end - start)
+        name = f"{_file_stem(media)} {clock(start).replace(':', '-')}.{ext}"
+        return FileResponse(out_file, media_type="video/mp4" if ext == "mp4" else "audio/mpeg",
+                            headers={"content-disposition": _attachment(name)},
+                            background=BackgroundTask(shutil.rmtree, out_dir, True))
+
+    def _cut(self, media: Media, path: str, start: float, duration: float) -> tuple[str, str, str]:
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            raise ApiError(503, "clips need ffmpeg on the server's PATH")
+        if not self._clip_slots.acquire(timeout=30):
+            raise ApiError(503, "too many clips being cut at once; try again in a moment", {"retry-after": "5"})
+        out_dir = tempfile.mkdtemp(prefix="mediaindex-clip-")
+        try:
+            ext = "mp4" if media.has_video else "mp3"
+            out = os.path.join(out_dir, f"clip.{ext}")
+            cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start:.3f}", "-i", path,
+                   "-t", f"{duration:.3f}", "-map_metadata", "-1"]
+            if ext == "mp4":
+                cmd += ["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
+                        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-f", "mp4"]
+            else:
+                cmd += ["-vn", "-map", "0:a:0", "-c:a", "libmp3lame", "-q:a", "4", "-f", "mp3"]
+            cmd.append(out)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, timeout=CLIP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise ApiError(504, "cutting the clip took too long") from None
+            if proc.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
+                msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+                raise ApiError(500, f"ffmpeg could not cut this media: {msg[0][:300]}")
+            return out_dir, out, ext
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        finally:
+            self._clip_slots.release()
+
+    def _status(self) -> dict[str, Any]:
+        summary = self.state.summary()
+        summary["jobs"] = self.state.jobs.counts()
+        summary["version"] = __version__
+        summary["index"] = getattr(self.index, "name", "")
+        summary["auth"] = self.token is not None
+        return summary
+
+    async def status(self, request: Request) -> Response:
+        return JSONResponse(await self.run(self._status), headers={"cache-control": "no-store"})
+
+    async def openapi(self, request: Request) -> Response:
+        from .openapi import openapi_spec
+        return JSONResponse(openapi_spec(__version__))
+
+    async def login(self, request: Request) -> Response:
+        token = None
+        ctype = request.headers.get("content-type", "")
+        try:
+            if ctype.startswith("application/json"):
+                body = await request.json()
+                token = body.get("token") if isinstance(body, dict) else None
+            else:
+                form = await request.form()
+                token = form.get("token")
+        except Exception:
+            raise ApiError(400, "send {\"token\": \"...\"} as JSON or a form field") from None
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "token is required")
+        if self.token is None:
+            return Response(status_code=204)
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise ApiError(401, "wrong token")
+        response = Response(status_code=204)
+        _set_cookie(response, token)
+        return response
+
+    async def page(self, request: Request) -> Response:
+        if self.token is not None and "token" in request.query_params:
+            # A link with ?token=: remember it in a cookie and drop it from the address bar.
+            params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            url = request.url.path + (f"?{urlencode(params)}" if params else "")
+            response = RedirectResponse(url, status_code=303)
+            if hmac.compare_digest(request.query_params["token"].encode(), self.token.encode()):
+                _set_cookie(response, self.token)
+            return response
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"cache-control": "no-cache"})
+
+
+def _set_cookie(response: Response, token: str) -> None:
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", max_age=30 * 24 * 3600)
+
+
+class Guard:
+    """Pure ASGI middleware: security headers on every response; the token or a loopback Host."""
+
+    def __init__(self, app, token: str | None, allowed_hosts: set[str] | None):
+        self.app = app
+        self.token = token.encode() if token else None
+        self.allowed_hosts = allowed_hosts
+
+    def _authorised(self, scope) -> bool:
+        if self.token is None:
+            return True
+        headers = dict(scope.get("headers") or [])
+        candidates = []
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            candidates.append(auth[7:].strip())
+        qs = scope.get("query_string", b"")
+        if b"token=" in qs:
+            from urllib.parse import parse_qs
+            candidates += [v.encode() for v in parse_qs(qs.decode("latin-1")).get("token", [])]
+        cookie = headers.get(b"cookie", b"")
+        if COOKIE.encode() in cookie:
+            from http.cookies import SimpleCookie
+            jar = SimpleCookie()
+            try:
+                jar.load(cookie.decode("latin-1"))
+            except Exception:
+                pass
+            if COOKIE in jar:
+                candidates.append(jar[COOKIE].value.encode())
+        return any(hmac.compare_digest(c, self.token) for c in candidates)
+
+    def _host_ok(self, scope) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+        if host.startswith("["):
+            host = host[: host.find("]") + 1] if "]" in host else host
+        else:
+            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return host in self.allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message = dict(message)
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
+            await send(message)
+
+        if not self._host_ok(scope):
+            resp = error_response(421, "this server only answers requests to a loopback host name "
+                                       "(127.0.0.1, localhost, ::1); start it with --token to serve other names")
+            return await resp(scope, receive, send_with_headers)
+        path = scope.get("path", "")
+        if path.startswith("/api/") and path != "/api/login" and not self._authorised(scope):
+            resp = error_response(401, "this server needs a token: send 'Authorization: Bearer <token>', "
+                                       "add ?token=<token>, or log in from the web page",
+                                  {"www-authenticate": 'Bearer realm="mediaindex"'})
+            return await resp(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    return error_response(exc.status, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if request.url.path.startswith("/api/") or exc.status_code != 404:
+        message = exc.detail if exc.status_code != 404 else "no such endpoint or media"
+        return error_response(exc.status_code, str(message), getattr(exc, "headers", None))
+    return Response("Not found\n", status_code=404, media_type="text/plain; charset=utf-8")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | None = None):
+    """The ASGI app for this pipeline.
+
+    ``token``: when set, every ``/api`` call needs it. When not set, only requests whose Host is
+    a loopback name (or one of ``allowed_hosts``) are answered.
+    """
+    web = WebApp(pipeline, token)
+    mid = "/api/media/{media_id}"
+    routes = [
+        Route("/", web.page, methods=["GET"]),
+        Route("/m/{media_id}", web.page, methods=["GET"]),
+        Route("/api/search", web.search, methods=["GET"]),
+        Route("/api/facets", web.facets, methods=["GET"]),
+        Route("/api/status", web.status, methods=["GET"]),
+        Route("/api/openapi.json", web.openapi, methods=["GET"]),
+        Route("/api/login", web.login, methods=["POST"]),
+        Route(mid, web.media, methods=["GET"]),
+        Route(mid + "/stream", web.stream, methods=["GET", "HEAD"]),
+        Route(mid + "/captions.vtt", web.captions, methods=["GET"]),
+        Route(mid + "/export.{fmt}", web.export, methods=["GET"]),
+        Route(mid + "/clip", web.clip, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
+    app.state.web = web
+    hosts = None if token else (LOOPBACK_HOSTS | set(allowed_hosts or ()))
+    return Guard(app, token, hosts)
+
+
+def api_routes() -> list[tuple[str, list[str]]]:
+    """(path, methods) of every API route: the OpenAPI test checks each is described."""
+    out = []
+
+    class _P:  # a stand-in pipeline: routes do not touch it while being listed
+        state = index = None
+    guard = create_app(_P(), token="x")
+    for r in guard.app.routes:
+        if isinstance(r, Route) and r.path.startswith("/api/"):
+            out.append((r.path, sorted(m for m in (r.methods or ()) if m != "HEAD")))
+    return out
+

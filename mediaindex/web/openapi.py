@@ -1,0 +1,167 @@
+"""The OpenAPI 3.1 description of the JSON API, served at ``/api/openapi.json``.
+
+Hand-written (the endpoints are few and their parameters matter more than a generator would
+say); ``tests/test_web_api.py`` checks that every ``/api`` route of the app is described here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_MEDIA_ID = {"name": "media_id", "in": "path", "required": True,
+             "description": "Media id (hex content hash, as returned in search hits).",
+             "schema": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"}}
+
+
+def _q(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+_FILTERS = [
+    _q("q", "Words to find (plain words; \"quoted phrases\" and prefix* are supported by the built-in index).",
+       {"type": "string", "maxLength": 500}),
+    _q("lang", "Only segments in this language (e.g. en, zh).", {"type": "string"}),
+    _q("emotion", "Only segments with this emotion.", {"type": "string"}),
+    _q("kind", "Only segments of this kind.", {"type": "string", "enum": ["speech", "singing", "music"]}),
+    _q("path", "Only media whose path starts with this absolute folder path (end it with / for a folder).",
+       {"type": "string"}),
+]
+
+
+def openapi_spec(version: str) -> dict[str, Any]:
+    media_get = lambda summary, description, content, extra=None: {  # noqa: E731
+        "get": {
+            "summary": summary, "description": description,
+            "parameters": [_MEDIA_ID, *(extra or [])],
+            "responses": {"200": {"description": "OK", "content": content}, "400": _ERROR, "404": _ERROR},
+        }
+    }
+    text = lambda t: {t: {"schema": {"type": "string"}}}  # noqa: E731
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mediaindex API", "version": version,
+            "description": "Search audio and video by what is said in it; play, caption and cut from the moment. "
+                           "When the server was started with a token, every call needs it: "
+                           "`Authorization: Bearer <token>`, `?token=<token>` or the cookie set by /api/login.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "query": {"type": "apiKey", "in": "query", "name": "token"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "mediaindex_token"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "status"],
+                          "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+                "Hit": {"type": "object", "properties": {
+                    "media_id": {"type": "string"}, "path": {"type": "string"}, "title": {"type": "string"},
+                    "folder": {"type": "string"},
+                    "time": {"type": "number", "description": "Start of the first matched word (seconds)."},
+                    "jump": {"type": "number", "description": "Where a player should start: 1 s before `time`."},
+                    "clock": {"type": "string", "description": "`time` as HH:MM:SS."},
+                    "start": {"type": "number"}, "end": {"type": "number"}, "segment_index": {"type": "integer"},
+                    "text": {"type": "string"},
+                    "snippet": {"type": "string", "description": "HTML: the text escaped, matches in <mark>."},
+                    "language": {"type": ["string", "null"]}, "emotion": {"type": ["string", "null"]},
+                    "kind": {"type": "string"}, "score": {"type": "number"}, "matched_words": {"type": "integer"},
+                    "link": {"type": "string", "description": "Deep link to the moment in the web UI."}}},
+                "SearchResult": {"type": "object", "properties": {
+                    "query": {"type": "string"}, "total": {"type": "integer"},
+                    "partial": {"type": "boolean", "description": "True when no segment has every word."},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
+                "Facets": {"type": "object", "properties": {
+                    "query": {"type": "string"},
+                    **{k: {"type": "object", "additionalProperties": {"type": "integer"}}
+                       for k in ("language", "emotion", "kind", "folder")}}},
+                "Word": {"type": "object", "properties": {
+                    "text": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
+                    "interpolated": {"type": "boolean"}}},
+                "Segment": {"type": "object", "properties": {
+                    "index": {"type": "integer"}, "start": {"type": "number"}, "end": {"type": "number"},
+                    "text": {"type": "string"}, "language": {"type": ["string", "null"]},
+                    "emotion": {"type": ["string", "null"]}, "kind": {"type": "string"},
+                    "channel": {"type": ["integer", "null"]}, "source": {"type": "string"},
+                    "words": {"type": "array", "items": {"$ref": "#/components/schemas/Word"}}}},
+                "Media": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "title": {"type": "string"}, "path": {"type": "string"},
+                    "paths": {"type": "array", "items": {"type": "string"}}, "folder": {"type": "string"},
+                    "size": {"type": "integer"}, "mtime": {"type": "number"},
+                    "duration": {"type": ["number", "null"]}, "container": {"type": ["string", "null"]},
+                    "has_video": {"type": "boolean"}, "channels": {"type": ["integer", "null"]},
+                    "tags": {"type": "object"}, "status": {"type": "string"}, "error": {"type": ["string", "null"]},
+                    "engine": {"type": ["string", "null"]}, "language": {"type": ["string", "null"]},
+                    "cost": {"type": "number"}, "playable": {"type": "boolean"},
+                    "stream_url": {"type": "string"}, "captions_url": {"type": "string"},
+                    "clip_url": {"type": "string"}, "exports": {"type": "object"},
+                    "transcript": {"type": ["object", "null"]},
+                    "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}}}},
+                "Status": {"type": "object", "properties": {
+                    "files": {"type": "object", "description": "Files by state: queued, running, indexed, failed, total."},
+                    "failed": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "error": {"type": "string"}}}},
+                    "retrying": {"type": "integer"}, "media": {"type": "integer"},
+                    "hours_indexed": {"type": "number"}, "spent": {"type": "number"},
+                    "roots": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "status": {"type": "string", "enum": ["online", "offline"]}}}},
+                    "jobs": {"type": "object"}, "version": {"type": "string"}, "index": {"type": "string"},
+                    "auth": {"type": "boolean"}}},
+            },
+        },
+        "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
+        "paths": {
+            "/api/search": {"get": {
+                "summary": "Search", "description": "Ranked hits, each with the time of its first matched word.",
+                "parameters": [*_FILTERS,
+                               _q("limit", "Hits per page.", {"type": "integer", "minimum": 0, "maximum": 100, "default": 20}),
+                               _q("offset", "Hits to skip.", {"type": "integer", "minimum": 0, "maximum": 10000, "default": 0})],
+                "responses": {"200": {"description": "OK", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/SearchResult"}}}}, "400": _ERROR}}},
+            "/api/facets": {"get": {
+                "summary": "Facet counts", "description": "Segments per language, emotion, kind and folder for the query.",
+                "parameters": _FILTERS,
+                "responses": {"200": {"description": "OK", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Facets"}}}}, "400": _ERROR}}},
+            "/api/status": {"get": {
+                "summary": "Indexing status", "description": "Files by state, failures, spend, roots, queue.",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Status"}}}}}}},
+            "/api/openapi.json": {"get": {
+                "summary": "This description", "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
+            "/api/login": {"post": {
+                "summary": "Log in the web page", "security": [],
+                "description": "Checks the token and sets an HttpOnly, SameSite=Strict cookie for the UI and its media elements.",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["token"],
+                                                    "properties": {"token": {"type": "string"}}}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object",
+                                                                     "properties": {"token": {"type": "string"}}}}}},
+                "responses": {"204": {"description": "Logged in (cookie set)"}, "400": _ERROR, "401": _ERROR}}},
+            "/api/media/{media_id}": media_get(
+                "Media and transcript", "Metadata plus every transcript segment with its word times.",
+                {"application/json": {"schema": {"$ref": "#/components/schemas/Media"}}}),
+            "/api/media/{media_id}/stream": {
+                **media_get("Media bytes", "The file, by id, with HTTP Range support (206, 416, Accept-Ranges). "
+                            "HEAD is answered too.", {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                            [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                              "description": "bytes=first-last, bytes=first- or bytes=-suffix"}]),
+            },
+            "/api/media/{media_id}/captions.vtt": media_get(
+                "Captions", "WebVTT cues from the transcript segments.", text("text/vtt")),
+            "/api/media/{media_id}/export.{fmt}": media_get(
+                "Export the transcript", "SRT, WebVTT, JSON or plain text, as a download.",
+                {"application/x-subrip": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}},
+                 "application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}},
+                [{"name": "fmt", "in": "path", "required": True,
+                  "schema": {"type": "string", "enum": ["srt", "vtt", "json", "txt"]}}]),
+            "/api/media/{media_id}/clip": media_get(
+                "Cut a clip", "An audio (MP3) or video (MP4) clip from t-before to t+after, cut with ffmpeg. "
+                              "before and after are at most 60 s each.",
+                {"audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
+                 "video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+                [_q("t", "The moment (seconds, 0..duration).", {"type": "number", "minimum": 0}, True),
+                 _q("before", "Seconds before t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 5}),
+                 _q("after", "Seconds after t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 10})]),
+        },
+    }

@@ -1,0 +1,150 @@
+"""Run the web app with uvicorn: in a background thread (``watch``) or blocking (``serve``).
+
+The listening socket is bound here, before uvicorn starts, so "address in use" or "not allowed"
+is raised in the caller with a clear message (and ``port=0`` picks a free port).
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from .app import create_app
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8844
+
+
+class UnsafeBindError(ValueError):
+    """Refused: a non-loopback address without a token would expose the library to the network."""
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    if not is_loopback(host) and not token:
+        raise UnsafeBindError(
+            f"refusing to listen on {host}: that address is reachable from other machines and anyone there "
+            "could search and play your media. Give a token (--token or MEDIAINDEX_TOKEN) to serve beyond "
+            "this machine, or bind 127.0.0.1 (the default).")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}"
+                               + (" (another server is using that port? try --port)" if e.errno == 98 else "")) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app, host: str, port: int, log_level: str, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                          lifespan="off", proxy_headers=False, server_header=False, timeout_graceful_shutdown=3)
+
+
+def _url(host: str, port: int) -> str:
+    h = host.strip("[]")
+    shown = f"[{h}]" if ":" in h else h
+    if h in ("0.0.0.0", "::"):
+        shown = "127.0.0.1"
+    return f"http://{shown}:{port}/"
+
+
+@dataclass
+class ServerHandle:
+    """A running server: ``.url``, ``.port``, ``.stop()``."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+    host: str
+    port: int
+    error: list = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return _url(self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_server(pipeline, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None, *,
+                 log_level: str = "warning", access_log: bool = False, startup_timeout: float = 15.0) -> ServerHandle:
+    """Serve the UI and API for ``pipeline`` from a background thread; returns once it accepts."""
+    check_bind(host, token)
+    sock = bind_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(create_app(pipeline, token), host, actual_port, log_level, access_log))
+    errors: list = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as e:  # SystemExit from uvicorn included: report, do not kill the caller
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="mediaindex-web", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError(f"the web server did not start on {host}:{actual_port}: "
+                               f"{errors[0] if errors else 'timed out'}")
+        time.sleep(0.02)
+    return ServerHandle(server=server, thread=thread, sock=sock, host=host, port=actual_port, error=errors)
+
+
+def run_server(pipeline, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None, *,
+               log_level: str = "info", access_log: bool = False, on_ready=None) -> None:
+    """Serve in the foreground until Ctrl-C (``mediaindex serve``)."""
+    check_bind(host, token)
+    sock = bind_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(create_app(pipeline, token), host, actual_port, log_level, access_log))
+    if on_ready is not None:
+        on_ready(_url(host, actual_port))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
