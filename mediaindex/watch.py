@@ -1,0 +1,882 @@
+"""Watch mode: keep folders indexed, never lose a file.
+
+``Watcher`` combines four sources of truth so that no change is missed and no half-written file
+is ever transcribed:
+
+- an **initial scan** (``Pipeline.plan``: unchanged files are skipped by size + mtime, so a
+  restart over 100k files costs one ``stat`` each) after putting back jobs a crash left running;
+- **watchdog events** (inotify/FSEvents/..., or ``PollingObserver`` with ``poll=`` for network
+  shares where kernel events do not exist);
+- a **periodic rescan** as a safety net (watchers miss events: queue overflows, remounts);
+- a **root check** every few seconds: a missing root (or a mount point that is suddenly empty)
+  is *offline*: its entries stay in the index and nothing under it is removed; when it comes
+  back it is rescanned.
+
+Every changed path goes through the **stability tracker** first: it is handled only once its
+size and mtime have not changed for ``stable`` seconds (a copy or a download in progress is
+never transcribed half-written; a delete waits the same, which also absorbs "atomic save"
+patterns of delete + rename). Then it becomes a job in the durable queue of the state database
+(``JobQueue``): transient failures are retried with exponential backoff, a ``kill -9`` loses
+nothing (jobs left running are recovered on the next start, files left ``queued`` are found by
+the initial scan). A bounded pool of worker threads drains the queue.
+
+Moves keep identity: the pipeline identifies media by content hash, so a renamed, moved or
+copied file is never transcribed again; only its path facets change in the index.
+
+``mediaindex watch`` (``watch_command``) is the CLI on top: live progress on one status line
+when stderr is a terminal (plain event lines otherwise), the web UI unless ``--no-serve``, and a
+clean shutdown on Ctrl-C / SIGTERM (running jobs may finish within a grace period, then are
+released back to the queue; a second Ctrl-C releases them at once).
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import click
+
+from .pipeline import NullReporter, Pipeline, Reporter, UsageError
+from .scan import NON_MEDIA_EXTENSIONS, FileStat, ScanPlan, is_ignored_name, walk
+from .state import Job
+
+DONE_STATUSES = ("indexed", "failed", "ignored")
+# watchdog event types that say nothing about content changes
+_IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
+def _sig(st: os.stat_result | None) -> tuple[int, float] | None:
+    return (st.st_size, st.st_mtime) if st is not None else None
+
+
+def _stat_file(path: str) -> os.stat_result | None:
+    """The stat of a regular file, or None when missing (or not a regular file)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    import stat as _stat
+
+    return st if _stat.S_ISREG(st.st_mode) else None
+
+
+@dataclass
+class _Pending:
+    sig: tuple[int, float] | None  # (size, mtime) at the last change, None when missing
+    due: float  # monotonic time when it may be handled, if nothing changes before
+
+
+class Watcher:
+    """Keep ``roots`` indexed through ``pipeline`` until ``stop()``.
+
+    ``stable``: seconds a file's size and mtime must stay unchanged before it is processed.
+    ``poll``: use watchdog's PollingObserver with this interval (network shares); None = native.
+    ``rescan``: seconds between safety-net rescans (0 or None: never).
+    ``workers``: files processed at once. ``reporter`` receives the pipeline's progress;
+    ``log`` receives one line per notable event.
+    """
+
+    def __init__(self, pipeline: Pipeline, roots: Iterable[str], *, stable: float = 3.0,
+                 poll: float | None = None, rescan: float | None = 600.0, workers: int = 1,
+                 reporter: Reporter | None = None, log: Callable[[str], None] | None = None,
+                 root_check: float = 2.0, max_attempts: int | None = None):
+        self.pipeline = pipeline
+        self.state = pipeline.state
+        roots = [os.path.abspath(os.path.expanduser(str(r))).rstrip(os.sep) or os.sep for r in roots]
+        self.roots: list[str] = sorted(dict.fromkeys(roots))
+        self.stable = max(0.0, float(stable))
+        self.poll = poll
+        self.rescan_interval = rescan or None
+        self.workers = max(1, int(workers))
+        self.reporter = reporter or NullReporter()
+        self.log = log or (lambda msg: None)
+        self.root_check = root_check
+        self.max_attempts = max_attempts
+
+        self.offline: set[str] = set()
+        self.scan_done = threading.Event()
+        self.last_scan: dict[str, float] = {}  # stats of the last scan (for the bench and the log)
+        self.fatal: BaseException | None = None
+
+        self._inbox: deque = deque()  # raw watchdog events, handled by the scheduler thread
+        self._kick = threading.Event()  # wakes the scheduler
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._pending: dict[str, _Pending] = {}  # the stability tracker (scheduler thread only...)
+        self._pending_lock = threading.Lock()  # ... but workers read it
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._rescan_requested: set[str] = set()
+        self._cond = threading.Condition()  # wakes idle workers
+        self._gen = 0
+        self._running: dict[int, Job] = {}  # job id -> job, for release on a forced stop
+        self._running_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._observer = None
+        self._watches: dict[str, object] = {}
+        self._mounts: set[str] = set()  # roots seen as mount points (unmounted = offline)
+        self._busy = 0  # scheduler is in the middle of handling something
+        self._last_activity = time.monotonic()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "Watcher":
+        """Recover interrupted jobs, start the observer, the scheduler and the workers.
+
+        Returns at once; the initial scan runs on the scheduler thread (``scan_done`` is set
+        when it has been planned and queued).
+        """
+        recovered = self.state.jobs.recover()
+        if recovered:
+            self.log(f"resuming {recovered} job(s) interrupted last time")
+        self._start_observer()
+        sched = threading.Thread(target=self._scheduler, name="mediaindex-watch", daemon=True)
+        self._threads.append(sched)
+        sched.start()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"mediaindex-worker-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+        return self
+
+    def stop(self, grace: float = 10.0, force: threading.Event | None = None) -> int:
+        """Stop watching; let running jobs finish for up to ``grace`` seconds (or until ``force``
+        is set), then release the ones still running back to the queue. Returns how many were
+        released. Safe to call twice."""
+        self._stopping.set()
+        self._kick.set()
+        with self._cond:
+            self._gen += 1
+            self._cond.notify_all()
+        self._stop_observer()
+        deadline = time.monotonic() + max(0.0, grace)
+        for t in self._threads:
+            while t.is_alive() and time.monotonic() < deadline and not (force and force.is_set()):
+                t.join(0.1)
+        released = 0
+        with self._running_lock:
+            leftover = list(self._running.values())
+        for job in leftover:
+            try:
+                self.state.jobs.release(job)
+                self.state.set_file_status(job.path, "queued")
+                released += 1
+            except Exception as e:  # never let shutdown fail; recover() handles it next start
+                self.log(f"could not release {job.path}: {e}")
+        self._stopped.set()
+        return released
+
+    @property
+    def running_jobs(self) -> int:
+        with self._running_lock:
+            return len(self._running)
+
+    def all_threads_done(self) -> bool:
+        return not any(t.is_alive() for t in self._threads)
+
+    def request_rescan(self, roots: Iterable[str] | None = None) -> None:
+        """Ask for a rescan of some roots (default: all) on the scheduler thread."""
+        self._rescan_requested.update(roots or self.roots)
+        self._kick.set()
+
+    # ---- waiting (tests, bench) ------------------------------------------------------------
+
+    def is_idle(self, include_retries: bool = False) -> bool:
+        """Nothing pending: scan done, no unhandled event, nothing unstable, no job due/running."""
+        if not self.scan_done.is_set() or self._inbox or self._busy or self._rescan_requested:
+            return False
+        with self._pending_lock:
+            if self._pending:
+                return False
+        if self.running_jobs:
+            return False
+        jobs = self.state.jobs
+        if include_retries:
+            return jobs.pending() == 0
+        due = jobs.next_due_in()
+        return (due is None or due > 0.0) and jobs.counts()["running"] == 0
+
+    def wait_idle(self, timeout: float = 30.0, quiet: float = 0.3, include_retries: bool = False) -> bool:
+        """Wait until idle for ``quiet`` seconds in a row (events may lag behind the disk)."""
+        deadline = time.monotonic() + timeout
+        since = None
+        while time.monotonic() < deadline:
+            if self.fatal:
+                raise RuntimeError(f"watcher stopped: {self.fatal}") from self.fatal
+            if self.is_idle(include_retries) and time.monotonic() - self._last_activity >= quiet:
+                since = since or time.monotonic()
+                if time.monotonic() - since >= quiet:
+                    return True
+            else:
+                since = None
+            time.sleep(0.05)
+        return False
+
+    # ---- observer --------------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        if self.poll:
+            from watchdog.observers.polling import PollingObserver
+
+            self._observer = PollingObserver(timeout=self.poll)
+        else:
+            from watchdog.observers import Observer
+
+            self._observer = Observer()
+        for root in self.roots:
+            if self._root_online(root):
+                self._schedule(root)
+            else:
+                self._set_offline(root)
+        self._observer.start()
+
+    def _schedule(self, root: str) -> None:
+        if root in self._watches or self._observer is None:
+            return
+        from watchdog.events import FileSystemEventHandler
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):  # runs on the observer thread: just hand it over
+                if event.event_type in _IGNORED_EVENTS:
+                    return
+                watcher._inbox.append((event.event_type, os.fsdecode(event.src_path),
+                                       os.fsdecode(event.dest_path) if event.dest_path else "",
+                                       event.is_directory))
+                watcher._last_activity = time.monotonic()
+                watcher._kick.set()
+
+        folder, recursive = (root, True) if os.path.isdir(root) else (os.path.dirname(root), False)
+        try:
+            self._watches[root] = self._observer.schedule(Handler(), folder, recursive=recursive)
+        except OSError as e:  # e.g. inotify watch limit: the periodic rescan still covers it
+            self.log(f"cannot watch {root} for changes ({e}); relying on rescans every "
+                     f"{self.rescan_interval or 0:.0f} s")
+
+    def _unschedule(self, root: str) -> None:
+        watch = self._watches.pop(root, None)
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except Exception:
+                pass
+
+    def _stop_observer(self) -> None:
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            try:
+                obs.stop()
+                obs.join(5)
+            except Exception:
+                pass
+
+    # ---- roots -----------------------------------------------------------------------------
+
+    def root_of(self, path: str) -> str | None:
+        for root in self.roots:
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                return root
+        return None
+
+    def _has_known_files(self, root: str) -> bool:
+        prefix = root.rstrip(os.sep) + os.sep
+        row = self.state.conn.execute(
+            "SELECT 1 FROM files WHERE path = ? OR (path >= ? AND path < ?) LIMIT 1",
+            (root, prefix, prefix[:-1] + chr(ord(os.sep) + 1))).fetchone()
+        return row is not None
+
+    def _root_online(self, root: str, scanning: bool = False) -> bool:
+        """A root is offline when it is missing, or when it was a mount point and no longer is
+        (an unmounted drive leaves its empty mount point behind). A scan also treats an empty
+        root folder as offline when files under it are known: a scan must never purge a library
+        because its drive was not mounted when the watcher started."""
+        if not os.path.exists(root):
+            return False
+        if not os.path.isdir(root):
+            return True
+        if os.path.ismount(root):
+            self._mounts.add(root)
+            return True
+        if root in self._mounts:
+            return False
+        if scanning:
+            try:
+                with os.scandir(root) as it:
+                    empty = next(it, None) is None
+            except OSError:
+                return False
+            if empty and self._has_known_files(root):
+                return False
+        return True
+
+    def _set_offline(self, root: str) -> None:
+        if root not in self.offline:
+            self.offline.add(root)
+            self.state.set_root(root, "offline")
+            self.log(f"offline: {root} (missing or unmounted; its files stay in the index)")
+        self._unschedule(root)
+
+    def _check_roots(self) -> None:
+        for root in self.roots:
+            # coming back needs the stricter test (not an empty folder where files were)
+            online = self._root_online(root, scanning=root in self.offline)
+            if online and root in self.offline:
+                self.offline.discard(root)
+                self.state.set_root(root, "online")
+                self.log(f"online: {root} (back; rescanning)")
+                self._schedule(root)
+                self._rescan_requested.add(root)
+            elif not online and root not in self.offline:
+                self._set_offline(root)
+
+    # ---- the scheduler thread --------------------------------------------------------------
+
+    def _scheduler(self) -> None:
+        try:
+            self._busy += 1
+            try:
+                self._scan(self.roots, initial=True)
+            finally:
+                self._busy -= 1
+                self.scan_done.set()
+            next_rescan = time.monotonic() + self.rescan_interval if self.rescan_interval else None
+            next_root_check = time.monotonic() + self.root_check
+            while not self._stopping.is_set():
+                timeout = 0.5
+                with self._pending_lock:
+                    if self._heap:
+                        timeout = min(timeout, max(0.0, self._heap[0][0] - time.monotonic()))
+                if not self._inbox:
+                    self._kick.wait(timeout)
+                self._kick.clear()
+                if self._stopping.is_set():
+                    break
+                self._busy += 1
+                try:
+                    self._drain_inbox()
+                    self._handle_due()
+                    now = time.monotonic()
+                    if now >= next_root_check:
+                        self._check_roots()
+                        next_root_check = now + self.root_check
+                    if next_rescan is not None and now >= next_rescan:
+                        self._rescan_requested.update(self.roots)
+                        next_rescan = now + self.rescan_interval
+                    if self._rescan_requested:
+                        roots, self._rescan_requested = sorted(self._rescan_requested), set()
+                        self._scan(roots)
+                finally:
+                    self._busy -= 1
+        except BaseException as e:  # a bug here must not leave a silent, half-working watcher
+            self.fatal = e
+            self.log(f"watcher error: {type(e).__name__}: {e}")
+            import traceback
+
+            traceback.print_exc()
+            self._stopping.set()
+
+    def _touch(self, path: str, sig: tuple[int, float] | None = None, *, stat: bool = True) -> None:
+        """A path changed (or may have): handle it once it has been stable for ``stable`` s."""
+        if stat:
+            sig = _sig(_stat_file(path))
+        due = time.monotonic() + self.stable
+        with self._pending_lock:
+            self._pending[path] = _Pending(sig, due)
+            self._seq += 1
+            heapq.heappush(self._heap, (due, self._seq, path))
+        self._last_activity = time.monotonic()
+
+    def _wanted(self, path: str) -> bool:
+        """Worth watching: inside a root, not hidden (relative to the root), not a temporary,
+        not a known non-media type (unknown types are probed: the pipeline ignores non-media)."""
+        root = self.root_of(path)
+        if root is None:
+            return False
+        rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
+        parts = Path(rel).parts
+        if any(p.startswith(".") for p in parts[:-1]) or is_ignored_name(parts[-1]):
+            return False
+        return Path(path).suffix.lower() not in NON_MEDIA_EXTENSIONS
+
+    def _known_under(self, folder: str) -> list[str]:
+        return [rec.path for rec in self.state.files_under(folder)]
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            kind, src, dest, is_dir = self._inbox.popleft()
+            if is_dir:
+                if kind == "modified" or kind == "attrib":
+                    continue
+                if kind in ("deleted", "moved"):
+                    if src in self.roots:  # the root itself went away: the root check decides
+                        self._check_roots()
+                        continue
+                    for path in self._known_under(src):
+                        self._touch(path)
+                if kind in ("created", "moved"):
+                    target = dest if kind == "moved" else src
+                    if self.root_of(target):
+                        for f in walk(target):
+                            if self._wanted(f.path):
+                                self._touch(f.path, (f.size, f.mtime), stat=False)
+                continue
+            if kind == "moved":
+                if self._wanted(src) or self.state.get_file(src):
+                    self._touch(src)
+                if self._wanted(dest):
+                    self._touch(dest)
+            elif self._wanted(src) or (kind == "deleted" and self.state.get_file(src)):
+                self._touch(src)
+
+    def _handle_due(self) -> None:
+        now = time.monotonic()
+        ready: list[tuple[str, os.stat_result | None]] = []
+        with self._pending_lock:
+            while self._heap and self._heap[0][0] <= now:
+                due, _, path = heapq.heappop(self._heap)
+                entry = self._pending.get(path)
+                if entry is None or entry.due != due:
+                    continue  # superseded by a later change
+                ready.append((path, None))
+        if not ready:
+            return
+        changed: list[FileStat] = []
+        deleted: list[str] = []
+        for path, _ in ready:
+            st = _stat_file(path)
+            sig = _sig(st)
+            with self._pending_lock:
+                entry = self._pending.get(path)
+                if entry is None:
+                    continue
+                if sig != entry.sig:  # still changing: wait another full period
+                    entry.sig = sig
+                    entry.due = time.monotonic() + self.stable
+                    self._seq += 1
+                    heapq.heappush(self._heap, (entry.due, self._seq, path))
+                    continue
+            self._reconcile(path, st, changed, deleted)
+            with self._pending_lock:
+                entry = self._pending.get(path)
+                if entry is not None and entry.sig == sig and entry.due <= time.monotonic():
+                    del self._pending[path]
+        self._enqueue(changed, deleted)
+
+    def _active_paths(self) -> set[str]:
+        return {r[0] for r in self.state.conn.execute(
+            "SELECT path FROM jobs WHERE status IN ('queued', 'running')")}
+
+    def _has_active_job(self, path: str) -> bool:
+        return self.state.conn.execute(
+            "SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')", (path,)).fetchone() is not None
+
+    def _reconcile(self, path: str, st: os.stat_result | None, changed: list[FileStat], deleted: list[str]) -> None:
+        """A stable path: queue what it needs (index, remove, or nothing)."""
+        root = self.root_of(path)
+        if root is None:
+            return
+        if st is None:
+            if root in self.offline or not self._root_online(root):
+                self._set_offline(root)  # never purge because a mount is gone
+                return
+            if self.state.get_file(path) is not None:
+                deleted.append(path)
+            return
+        if not self._wanted(path):
+            return
+        rec = self.state.get_file(path)
+        if rec and rec.size == st.st_size and rec.mtime == st.st_mtime and (
+                rec.status in DONE_STATUSES or self._has_active_job(path)):
+            return  # nothing new (e.g. an event for a file already handled by the scan)
+        changed.append(FileStat(path, st.st_size, st.st_mtime))
+
+    def _enqueue(self, changed: list[FileStat], deleted: list[str]) -> None:
+        if not changed and not deleted:
+            return
+        # index new paths before removing old ones: a moved media never leaves the index
+        self.pipeline.enqueue_plan(ScanPlan(changed=changed, deleted=deleted))
+        for f in changed:
+            self.log(f"queued: {f.path}")
+        self._wake_workers()
+
+    def _wake_workers(self) -> None:
+        with self._cond:
+            self._gen += 1
+            self._cond.notify_all()
+
+    def _scan(self, roots: list[str], initial: bool = False) -> None:
+        t0 = time.perf_counter()
+        online = []
+        for root in roots:
+            if self._root_online(root, scanning=True):
+                if root in self.offline:
+                    self.offline.discard(root)
+                    self._schedule(root)
+                online.append(root)
+            else:
+                self._set_offline(root)
+        plan = self.pipeline.plan(online) if online else ScanPlan()
+        t_plan = time.perf_counter() - t0
+        active = self._active_paths()
+        wall = time.time()
+        immediate: list[FileStat] = []
+        for f in plan.changed:
+            if not self._wanted(f.path):
+                continue
+            with self._pending_lock:
+                tracked = f.path in self._pending
+            if tracked:
+                continue
+            if f.path in active:
+                rec = self.state.get_file(f.path)
+                if rec and rec.size == f.size and rec.mtime == f.mtime:
+                    continue  # already queued (or retrying with backoff): leave it be
+            if wall - f.mtime >= self.stable:
+                immediate.append(f)  # untouched for longer than the stability delay
+            else:
+                self._touch(f.path, (f.size, f.mtime), stat=False)  # maybe still being written
+        deleted = [p for p in plan.deleted if p not in active]
+        with self._pending_lock:
+            deleted = [p for p in deleted if p not in self._pending]
+        self._enqueue(immediate, deleted)
+        elapsed = time.perf_counter() - t0
+        self.last_scan = {"seconds": elapsed, "plan_seconds": t_plan, "changed": len(plan.changed),
+                          "unchanged": plan.unchanged, "deleted": len(plan.deleted)}
+        if initial or plan.changed or plan.deleted:
+            what = "scan" if initial else "rescan"
+            self.log(f"{what}: {len(plan.changed)} new or changed, {plan.unchanged} unchanged, "
+                     f"{len(plan.deleted)} gone ({elapsed:.1f} s)")
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    def _unsettled(self, path: str) -> bool:
+        with self._pending_lock:
+            return path in self._pending
+
+    def _worker(self) -> None:
+        state = self.state
+        while not self._stopping.is_set():
+            with self._cond:
+                gen = self._gen
+            try:
+                job = state.jobs.claim()
+            except Exception as e:  # e.g. database briefly locked beyond the timeout
+                self.log(f"queue error: {e}")
+                self._stopping.wait(1.0)
+                continue
+            if job is None:
+                due = state.jobs.next_due_in()
+                wait = 1.0 if due is None else min(1.0, due + 0.01)
+                with self._cond:
+                    if self._gen == gen and not self._stopping.is_set():
+                        self._cond.wait(wait)
+                continue
+            if job.action == "index" and self._unsettled(job.path):
+                # changed again since it was queued: the tracker queues it once it is stable
+                state.jobs.complete(job)
+                continue
+            with self._running_lock:
+                self._running[job.id] = job
+            self._last_activity = time.monotonic()
+            try:
+                self.pipeline.run_job(job, self.reporter, self.max_attempts)
+            except UsageError as e:  # unknown engine or index: nothing will work, stop
+                self.fatal = e
+                self.log(f"stopping: {e}")
+                self._stopping.set()
+                self._kick.set()
+            except Exception as e:  # run_job records failures itself; this is a last resort
+                self.log(f"worker error on {job.path}: {type(e).__name__}: {e}")
+                try:
+                    state.jobs.fail(job, f"{type(e).__name__}: {e}", transient=True,
+                                    max_attempts=self.max_attempts)
+                except Exception:
+                    pass
+            finally:
+                with self._running_lock:
+                    self._running.pop(job.id, None)
+                self._last_activity = time.monotonic()
+
+
+# ---- terminal progress ---------------------------------------------------------------------
+
+
+def _short(path: str, width: int) -> str:
+    name = os.path.basename(path)
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class WatchProgress:
+    """The pipeline's Reporter plus the watcher's log, for a terminal or a log file.
+
+    On a TTY: one status line rewritten in place (queued / running / done / failed, the file
+    being transcribed with its %, an ETA); only notable events (failures, offline roots, scans)
+    are printed above it. Otherwise: one plain line per event, nothing rewritten.
+    """
+
+    def __init__(self, watcher_ref: Callable[[], Watcher | None], stream=None, tty: bool | None = None,
+                 interval: float = 0.5):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.watcher_ref = watcher_ref
+        self.interval = interval
+        self.lock = threading.RLock()
+        self.current: dict[str, tuple[float, float | None]] = {}  # path -> (pct, started)
+        self.started_at: dict[str, float] = {}
+        self.done = 0
+        self.failed = 0
+        self.retrying = 0
+        self.removed = 0
+        self.avg_job: float | None = None  # moving average of seconds per job (ETA)
+        self._line_shown = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # Reporter
+    def started(self, path, duration):
+        with self.lock:
+            self.current[path] = (0.0, duration)
+            self.started_at.setdefault(path, time.monotonic())
+        if not self.tty:
+            self._emit(f"transcribing: {path}" + (f" ({_duration(duration)})" if duration else ""))
+
+    def progress(self, path, done, total):
+        with self.lock:
+            pct = 100.0 * done / total if total else 0.0
+            self.current[path] = (min(100.0, pct), total)
+            self.started_at.setdefault(path, time.monotonic())
+
+    def finished(self, path, status, error):
+        with self.lock:
+            self.current.pop(path, None)
+            t0 = self.started_at.pop(path, None)
+            if t0 is not None and status == "indexed":
+                took = time.monotonic() - t0
+                self.avg_job = took if self.avg_job is None else 0.8 * self.avg_job + 0.2 * took
+            if status == "indexed":
+                self.done += 1
+            elif status == "failed":
+                self.failed += 1
+            elif status == "retry":
+                self.retrying += 1
+            elif status == "removed":
+                self.removed += 1
+        if error and error.startswith(f"{path}: "):
+            error = error[len(path) + 2:]  # most pipeline errors already name the file
+        if status == "failed":
+            self.event(f"failed: {path}: {error}", important=True)
+        elif status == "retry":
+            self.event(f"will retry: {path}: {error}", important=True)
+        else:
+            self.event(f"{status}: {path}")
+
+    # log lines
+    def event(self, message: str, important: bool = False) -> None:
+        if self.tty:
+            if important or not message.startswith(("indexed:", "removed:", "queued:", "ignored:")):
+                self._emit(message)
+        else:
+            if not message.startswith("queued:"):
+                self._emit(message)
+
+    def log(self, message: str) -> None:
+        self.event(message)
+
+    def _emit(self, message: str) -> None:
+        with self.lock:
+            if self.tty and self._line_shown:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(time.strftime("%H:%M:%S ") + message + "\n")
+            self.stream.flush()
+            if self.tty and self._line_shown:
+                self._draw()
+
+    # the status line
+    def status_line(self) -> str:
+        w = self.watcher_ref()
+        queued = running = 0
+        if w is not None:
+            try:
+                counts = w.state.jobs.counts()
+                queued, running = counts["queued"], counts["running"]
+            except Exception:
+                pass
+        with self.lock:
+            parts = [f"{queued} queued", f"{running} running", f"{self.done} done", f"{self.failed} failed"]
+            if self.current:
+                path, (pct, _) = next(iter(self.current.items()))
+                more = f" +{len(self.current) - 1}" if len(self.current) > 1 else ""
+                parts.append(f"{_short(path, 40)} {pct:3.0f}%{more}")
+            if (queued or running) and self.avg_job and w is not None:
+                parts.append(f"ETA {_duration(self.avg_job * (queued + running) / w.workers)}")
+            elif not queued and not running:
+                parts.append("idle, watching")
+            if w is not None and w.offline:
+                parts.append(f"{len(w.offline)} offline")
+        return " · ".join(parts)
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns
+        line = self.status_line()[: max(10, width - 1)]
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+        self._line_shown = True
+
+    def start(self) -> None:
+        if not self.tty:
+            return
+
+        def loop():
+            while not self._stop.wait(self.interval):
+                with self.lock:
+                    self._draw()
+
+        self._thread = threading.Thread(target=loop, name="mediaindex-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        with self.lock:
+            if self.tty and self._line_shown:
+                self._draw()
+                self.stream.write("\n")
+                self.stream.flush()
+                self._line_shown = False
+
+
+# ---- the CLI command -----------------------------------------------------------------------
+
+
+def _start_server(pipeline, host, port, echo):
+    """The web UI (mediaindex.web), when it is installed; a notice otherwise."""
+    try:
+        from .web.server import start_server  # type: ignore[import-not-found]
+    except ImportError as e:
+        echo(f"web UI not available ({e}); watching without it (search with `mediaindex search`)")
+        return None
+    try:
+        handle = start_server(pipeline, host, port, token=None)
+    except Exception as e:  # e.g. the port is taken: keep indexing, say why there is no UI
+        echo(f"web UI not started: {type(e).__name__}: {e}")
+        return None
+    echo(f"web UI: http://{host}:{port}/")
+    return handle
+
+
+@click.command("watch")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDIAINDEX_DATA_DIR",
+              help="Where state and the index live (default ~/.local/share/mediaindex; env MEDIAINDEX_DATA_DIR).")
+@click.option("--poll", type=click.FloatRange(0.1), default=None, metavar="SECONDS",
+              help="Poll for changes every SECONDS instead of kernel events (network shares, NFS/SMB).")
+@click.option("--stable", type=click.FloatRange(0), default=3.0, show_default=True, metavar="SECONDS",
+              help="A file is processed once its size and mtime have not changed for this long.")
+@click.option("--rescan", type=click.FloatRange(0), default=600.0, show_default=True, metavar="SECONDS",
+              help="Full rescan interval, a safety net for missed events (0: never).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files processed at once.")
+@click.option("--transcriber", help="Speech engine (default: local; see `mediaindex plugins`).")
+@click.option("--index", "index_name", help="Index backend (default: sqlite).")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the web UI while watching.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8844, show_default=True)
+@click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
+              help="On Ctrl-C/SIGTERM, how long running jobs may finish before they are put back in the queue.")
+def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, grace):
+    """Keep PATHS indexed: index what is new, then follow every change until stopped.
+
+    New, changed, moved and deleted files are handled as they happen (once a file has stopped
+    changing for --stable seconds). A missing root (unmounted drive) is shown as offline and
+    keeps its entries. Ctrl-C or SIGTERM stops cleanly; a second Ctrl-C stops at once (running
+    jobs go back to the queue). `mediaindex status` shows progress from another terminal.
+    """
+    from .config import Config
+
+    try:
+        pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
+    except (UsageError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    name = pipeline.transcriber_name
+    if name not in pipeline.transcribers and not any(
+            getattr(t, "family", None) == name for t in pipeline.transcribers.values()):
+        pipeline.close()
+        raise click.UsageError(f"unknown transcriber {name!r}; available: "
+                               f"{', '.join(sorted(pipeline.transcribers)) or 'none'} (see `mediaindex plugins`)")
+
+    holder: dict[str, Watcher] = {}
+    progress = WatchProgress(lambda: holder.get("w"))
+    watcher = Watcher(pipeline, paths, stable=stable, poll=poll, rescan=rescan, workers=workers,
+                      reporter=progress, log=progress.log)
+    holder["w"] = watcher
+
+    stop_requested = threading.Event()
+    force = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop_requested.is_set():
+            force.set()
+        stop_requested.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    server = None
+    exit_code = 0
+    try:
+        mode = f"polling every {poll:g} s" if poll else "following changes"
+        progress.log(f"watching {', '.join(watcher.roots)} ({mode}; stable after {stable:g} s; "
+                     f"{workers} worker(s); data in {pipeline.config.data_dir})")
+        watcher.start()
+        if serve:
+            server = _start_server(pipeline, host, port, progress.log)
+        progress.start()
+        while not stop_requested.wait(0.5):
+            if watcher.fatal:
+                exit_code = 1
+                break
+        running = watcher.running_jobs
+        if running and not force.is_set():
+            progress.log(f"stopping: letting {running} running job(s) finish (up to {grace:g} s; "
+                         "Ctrl-C again to stop now)")
+        else:
+            progress.log("stopping")
+        released = watcher.stop(grace=grace, force=force)
+        if released:
+            progress.log(f"{released} job(s) put back in the queue; they resume on the next start")
+        if force.is_set() and released:
+            exit_code = 130
+    finally:
+        progress.stop()
+        if server is not None:
+            try:
+                server.stop()
+            except Exception as e:
+                click.echo(f"web UI did not stop cleanly: {e}", err=True)
+        for s, h in old.items():
+            signal.signal(s, h)
+        if watcher.all_threads_done():
+            pipeline.close()
+    if exit_code == 0 and isinstance(watcher.fatal, UsageError):
+        exit_code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if not watcher.all_threads_done():
+        os._exit(exit_code)  # a worker is stuck in an engine call; its job is back in the queue
+    sys.exit(exit_code)

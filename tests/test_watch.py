@@ -1,0 +1,448 @@
+"""Watch mode (issue 4): real files, the real watchdog observer, real SQLite, the manifest engine.
+
+Conditions are polled with timeouts (never fixed sleeps for correctness); stability delays are
+short (0.5-1 s) to keep the file fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mediaindex.models import SearchQuery
+from mediaindex.state import JobQueue
+from mediaindex.watch import Watcher, WatchProgress
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(pred, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def hit_paths(pipeline, q: str) -> set[str]:
+    return {h.path for h in pipeline.index.search(SearchQuery(q=q, limit=50)).hits}
+
+
+def copy(corpus_src: Path, rel: str, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(corpus_src / rel, dst)
+    return dst
+
+
+@pytest.fixture
+def library(tmp_path, corpus_src) -> Path:
+    """A small library: two talks and two podcasts."""
+    lib = tmp_path / "lib"
+    copy(corpus_src, "talks/bread_baking.m4a", lib / "talks" / "bread_baking.m4a")
+    copy(corpus_src, "video/chess_openings.mkv", lib / "talks" / "chess_openings.mkv")
+    copy(corpus_src, "podcasts/ferry.webm", lib / "podcasts" / "ferry.webm")
+    copy(corpus_src, "podcasts/lighthouse.opus", lib / "podcasts" / "lighthouse.opus")
+    return lib
+
+
+@pytest.fixture
+def start_watcher(make_pipeline, manifest_transcriber):
+    made = []
+
+    def start(roots, **kw):
+        pipeline = make_pipeline()
+        opts = {"stable": 0.5, "rescan": None, "workers": 2, "root_check": 0.3, **kw}
+        w = Watcher(pipeline, [str(r) for r in roots], **opts)
+        made.append(w)
+        w.start()
+        assert w.wait_idle(30), "initial scan did not finish"
+        return w
+
+    yield start
+    for w in made:
+        w.stop(grace=5)
+
+
+# ---- stability ---------------------------------------------------------------------------------
+
+
+def test_slow_copy_is_indexed_once_after_it_is_complete(start_watcher, library, corpus_src):
+    w = start_watcher([library], stable=1.0)
+    pipeline = w.pipeline
+    engine = pipeline.transcribers["manifest"]
+    before = pipeline.state.transcription_count()
+    assert before == 4 and hit_paths(pipeline, "sourdough starter")
+
+    data = (corpus_src / "talks" / "space_station.mp3").read_bytes()
+    target = library / "talks" / "space_station.mp3"
+    chunks = 8
+    step = len(data) // chunks + 1
+    with open(target, "wb") as f:  # a slow copy: 8 chunks, 0.4 s apart (3 s in all)
+        for i in range(chunks):
+            f.write(data[i * step:(i + 1) * step])
+            f.flush()
+            time.sleep(0.4)
+            assert pipeline.state.get_file(str(target)) is None, "a half-written file was queued"
+    finished = time.monotonic()
+    wait_for(lambda: hit_paths(pipeline, "lettuce chamber"), what="the copied file to be searchable")
+    latency = time.monotonic() - finished
+    assert w.wait_idle(10)
+    assert pipeline.state.transcription_count() == before + 1
+    assert engine.calls.count(str(target)) == 1  # the engine saw it once, complete
+    assert pipeline.state.get_file(str(target)).status == "indexed"
+    assert latency < 1.0 + 3.0, latency  # stability delay + slack for a busy 2-core machine
+
+
+def test_temporaries_hidden_and_non_media_are_ignored(start_watcher, library, corpus_src):
+    w = start_watcher([library])
+    pipeline = w.pipeline
+    (library / "notes.txt").write_text("not media")
+    (library / "blob.bin").write_bytes(os.urandom(4096))  # unknown type: probed, then ignored
+    copy(corpus_src, "podcasts/nested/deeper/gardening.flac", library / ".hidden" / "gardening.flac")
+    copy(corpus_src, "talks/space_station.mp3", library / "space.mp3.part")
+    copy(corpus_src, "chinese/weather.mp3", library / "weather.mp3.crdownload")
+    assert w.wait_idle(15)
+    wait_for(lambda: pipeline.state.get_file(str(library / "blob.bin")), what="blob.bin to be probed")
+    assert pipeline.state.get_file(str(library / "blob.bin")).status == "ignored"
+    for name in ("notes.txt", ".hidden/gardening.flac", "space.mp3.part", "weather.mp3.crdownload"):
+        assert pipeline.state.get_file(str(library / name)) is None, name
+    assert pipeline.state.transcription_count() == 4
+    # the download finishes: the browser renames it, and only then is it indexed
+    os.rename(library / "space.mp3.part", library / "space.mp3")
+    wait_for(lambda: hit_paths(pipeline, "lettuce") == {str(library / "space.mp3")}, what="renamed download")
+    assert pipeline.state.summary()["files"]["failed"] == 0
+
+
+# ---- moves, copies, deletes, modifications ------------------------------------------------------
+
+
+def test_rename_move_copy_delete_modify(start_watcher, library, corpus_src):
+    w = start_watcher([library])
+    p = w.pipeline
+    st = p.state
+    n0 = st.transcription_count()
+    old = library / "talks" / "bread_baking.m4a"
+    media_id = st.get_file(str(old)).media_id
+
+    # rename within a folder: same media, new path, no new transcription
+    renamed = library / "talks" / "bread.m4a"
+    os.rename(old, renamed)
+    wait_for(lambda: hit_paths(p, "sourdough starter") == {str(renamed)}, what="rename")
+    assert st.get_file(str(old)) is None and st.get_file(str(renamed)).media_id == media_id
+    # move across folders
+    moved = library / "podcasts" / "kitchen" / "bread.m4a"
+    moved.parent.mkdir()
+    os.rename(renamed, moved)
+    wait_for(lambda: hit_paths(p, "sourdough starter") == {str(moved)}, what="move across folders")
+    assert st.paths_of(media_id) == [str(moved)]
+    # copy: a second path of the same media
+    dup = library / "talks" / "bread copy.m4a"
+    shutil.copy2(moved, dup)
+    wait_for(lambda: sorted(st.paths_of(media_id)) == sorted([str(moved), str(dup)]), what="copy")
+    assert w.wait_idle(10)
+    assert st.transcription_count() == n0, "a move, rename or copy must not transcribe again"
+    assert st.get_media(media_id).status == "indexed"
+    # delete one copy: the media stays (other path); delete both: gone from the index
+    os.remove(moved)
+    wait_for(lambda: st.paths_of(media_id) == [str(dup)], what="delete of one copy")
+    assert hit_paths(p, "sourdough starter") == {str(dup)}
+    os.remove(dup)
+    wait_for(lambda: not hit_paths(p, "sourdough starter"), what="delete")
+    assert st.get_media(media_id) is None and media_id not in p.index.media_ids()
+    # modify: new content at the same path is re-indexed (old words gone, new words found)
+    ferry = library / "podcasts" / "ferry.webm"
+    assert hit_paths(p, "dolphins jumping") == {str(ferry)}
+    data = (corpus_src / "video" / "volcano_lecture.mp4").read_bytes()
+    with open(ferry, "wb") as f:
+        f.write(data)
+    wait_for(lambda: hit_paths(p, "volcano erupt") == {str(ferry)}, what="modified file re-indexed")
+    wait_for(lambda: not hit_paths(p, "dolphins jumping"), what="old content gone")
+    assert w.wait_idle(10)
+    assert st.transcription_count() == n0 + 1
+    assert st.summary()["files"]["failed"] == 0
+
+
+def test_folder_moved_in_and_out(start_watcher, library, corpus_src, tmp_path):
+    w = start_watcher([library])
+    p = w.pipeline
+    outside = tmp_path / "outside" / "show"
+    copy(corpus_src, "podcasts/nested/deeper/gardening.flac", outside / "deep" / "gardening.flac")
+    copy(corpus_src, "chinese/weather.mp3", outside / "weather.mp3")
+    copy(corpus_src, "podcasts/episode 07 - café & crème (draft).ogg", outside / "café.ogg")
+    inside = library / "show"
+    os.rename(outside, inside)
+    wait_for(lambda: hit_paths(p, "marigolds pests") == {str(inside / "deep" / "gardening.flac")},
+             what="moved-in folder")
+    wait_for(lambda: hit_paths(p, "espresso Naples") == {str(inside / "café.ogg")}, what="moved-in folder")
+    wait_for(lambda: hit_paths(p, "天气"), what="moved-in folder (Chinese)")
+    assert w.wait_idle(10)
+    assert len(list(p.state.files_under(str(inside)))) == 3
+    # a folder moved within the root: every file keeps its media, paths follow
+    n = p.state.transcription_count()
+    renamed = library / "archive"
+    os.rename(inside, renamed)
+    wait_for(lambda: hit_paths(p, "marigolds pests") == {str(renamed / "deep" / "gardening.flac")},
+             what="renamed folder")
+    # moved out of the root: removed from the index
+    os.rename(renamed, tmp_path / "gone")
+    wait_for(lambda: not hit_paths(p, "marigolds pests") and not hit_paths(p, "espresso Naples"),
+             what="moved-out folder removed")
+    assert w.wait_idle(10)
+    assert p.state.transcription_count() == n
+    assert not list(p.state.files_under(str(library / "archive")))
+    assert hit_paths(p, "sourdough starter")  # the rest is untouched
+
+
+def test_polling_observer(start_watcher, library, corpus_src):
+    w = start_watcher([library], poll=0.3)
+    p = w.pipeline
+    copy(corpus_src, "talks/space_station.mp3", library / "new" / "space.mp3")
+    wait_for(lambda: hit_paths(p, "lettuce") == {str(library / "new" / "space.mp3")}, what="polled new file")
+    os.remove(library / "podcasts" / "ferry.webm")
+    wait_for(lambda: not hit_paths(p, "dolphins"), what="polled delete")
+
+
+def test_rescan_catches_missed_changes(start_watcher, library, corpus_src):
+    w = start_watcher([library])
+    p = w.pipeline
+    # simulate a missed event: stop the observer, change the disk, then rescan
+    w._stop_observer()
+    copy(corpus_src, "talks/space_station.mp3", library / "space.mp3")
+    os.remove(library / "podcasts" / "ferry.webm")
+    time.sleep(0.2)
+    assert not hit_paths(p, "lettuce")
+    w.request_rescan()
+    wait_for(lambda: hit_paths(p, "lettuce") and not hit_paths(p, "dolphins"), what="rescan")
+
+
+# ---- offline roots -----------------------------------------------------------------------------
+
+
+def test_offline_root_keeps_its_entries(start_watcher, library, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    w = start_watcher([library, other])
+    p = w.pipeline
+    assert hit_paths(p, "sourdough starter")
+    away = tmp_path / "unmounted"
+    os.rename(library, away)  # the drive goes away
+    wait_for(lambda: p.state.roots().get(str(library)) == "offline", what="root offline")
+    assert w.wait_idle(10)
+    time.sleep(1.0)  # give a wrong removal every chance to happen
+    assert hit_paths(p, "sourdough starter") == {str(library / "talks" / "bread_baking.m4a")}
+    assert len(list(p.state.files_under(str(library)))) == 4
+    assert {"path": str(library), "status": "offline"} in p.state.summary()["roots"]
+    os.remove(away / "podcasts" / "ferry.webm")  # changed while offline
+    os.rename(away, library)  # and back: rescanned
+    wait_for(lambda: p.state.roots().get(str(library)) == "online", what="root online")
+    wait_for(lambda: not hit_paths(p, "dolphins"), what="rescan after coming back")
+    assert hit_paths(p, "sourdough starter")
+    assert p.state.transcription_count() == 4
+
+
+def test_missing_root_at_start_is_offline_and_empty_root_is_not_purged(start_watcher, library, tmp_path):
+    w = start_watcher([library])
+    p = w.pipeline
+    w.stop()
+    # restart while the "drive" is not mounted: the mount point exists but is empty
+    away = tmp_path / "unmounted"
+    os.rename(library, away)
+    library.mkdir()
+    w2 = start_watcher([library])
+    assert p.state.roots()[str(library)] == "offline"
+    assert len(list(w2.pipeline.state.files_under(str(library)))) == 4
+    assert hit_paths(w2.pipeline, "sourdough starter")
+
+
+# ---- failures ----------------------------------------------------------------------------------
+
+
+def test_transient_failure_is_retried(start_watcher, library, monkeypatch):
+    monkeypatch.setattr(JobQueue, "BACKOFF_BASE", 0.5)
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_FAIL_ONCE", "lighthouse.opus")
+    w = start_watcher([library])
+    p = w.pipeline
+    path = str(library / "podcasts" / "lighthouse.opus")
+    wait_for(lambda: hit_paths(p, "lighthouse keeper") == {path}, what="the retry to succeed")
+    assert w.wait_idle(10, include_retries=True)
+    assert p.state.get_file(path).status == "indexed"
+    assert p.transcribers["manifest"].calls.count(path) == 2
+    assert p.state.summary()["files"]["failed"] == 0
+
+
+def test_permanent_failure_is_recorded_and_watch_goes_on(start_watcher, library, corpus_src):
+    w = start_watcher([library])
+    p = w.pipeline
+    copy(corpus_src, "broken/truncated.mp3", library / "broken.mp3")
+    wait_for(lambda: (p.state.get_file(str(library / "broken.mp3")) or 0) and
+             p.state.get_file(str(library / "broken.mp3")).status == "failed", what="failure recorded")
+    copy(corpus_src, "talks/space_station.mp3", library / "space.mp3")
+    wait_for(lambda: hit_paths(p, "lettuce"), what="next file indexed")
+    assert w.wait_idle(10, include_retries=True)
+
+
+# ---- progress output ---------------------------------------------------------------------------
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.parts, self.tty = [], tty
+
+    def write(self, s):
+        self.parts.append(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+    @property
+    def text(self):
+        return "".join(self.parts)
+
+
+def test_progress_plain_lines_and_tty_status_line():
+    plain = _Stream(False)
+    prog = WatchProgress(lambda: None, stream=plain)
+    prog.started("/m/a.mp3", 60.0)
+    prog.progress("/m/a.mp3", 30.0, 60.0)
+    prog.finished("/m/a.mp3", "indexed", None)
+    prog.finished("/m/b.mp3", "failed", "no audio stream")
+    lines = plain.text.splitlines()
+    assert "\r" not in plain.text and len(lines) == 3
+    assert lines[1].endswith("indexed: /m/a.mp3") and "failed: /m/b.mp3: no audio stream" in lines[2]
+
+    tty = _Stream(True)
+    prog = WatchProgress(lambda: None, stream=tty)
+    prog.started("/m/c.mp3", 60.0)
+    prog.progress("/m/c.mp3", 45.0, 60.0)
+    prog._draw()
+    for i in range(50):  # many successes: no new lines, only the status line changes
+        prog.finished(f"/m/{i}.mp3", "indexed", None)
+    assert "\n" not in tty.text
+    assert "c.mp3  75%" in prog.status_line() and "50 done" in prog.status_line()
+    prog.finished("/m/bad.mp3", "failed", "corrupt")
+    assert tty.text.count("\n") == 1 and "failed: /m/bad.mp3: corrupt" in tty.text
+    prog.stop()
+
+
+# ---- the CLI in a subprocess: kill -9, restart, SIGTERM -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def installed_manifest_plugin():
+    subprocess.run([str(VENV_BIN / "pip"), "install", "-q", "--no-deps", "-e",
+                    str(ROOT / "tests" / "plugins" / "mediaindex-manifest-transcriber")],
+                   check=True, capture_output=True)
+
+
+def _watch_proc(root, data_dir, corpus_src, log, delay=0.0, workers=2):
+    env = {**os.environ, "MEDIAINDEX_LOAD_PLUGINS": "mediaindex-manifest-transcriber",
+           "MEDIAINDEX_MANIFEST": str(corpus_src / "manifest.json"),
+           "MEDIAINDEX_MANIFEST_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
+    env.pop("MEDIAINDEX_MANIFEST_FAIL_ONCE", None)
+    return subprocess.Popen([str(VENV_BIN / "mediaindex"), "watch", str(root), "--data-dir", str(data_dir),
+                             "--no-serve", "--transcriber", "manifest", "--stable", "0.5",
+                             "--workers", str(workers), "--grace", "3"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _db(path):
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    return conn
+
+
+def _count(path, sql, args=()):
+    if not Path(path).exists():
+        return 0
+    conn = _db(path)
+    try:
+        return conn.execute(sql, args).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_plugin, corpus, corpus_src,
+                                                             manifest, data_dir, tmp_path):
+    state_db, index_db = data_dir / "state.sqlite3", data_dir / "index.sqlite3"
+    speech = {e["path"]: e for e in manifest["files"] if e["kind"] in ("speech", "music")
+              and (corpus / e["path"]).exists()}
+    log = open(tmp_path / "watch.log", "wb")
+    proc = _watch_proc(corpus, data_dir, corpus_src, log, delay=0.7)
+    try:
+        wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM ledger") >= 2, timeout=40,
+                 what="a few files transcribed")
+        assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued','running')") > 0
+    finally:
+        proc.kill()  # kill -9, mid-batch
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    proc = _watch_proc(corpus, data_dir, corpus_src, log)
+    try:
+        def done():
+            n = _count(state_db, "SELECT COUNT(*) FROM files WHERE status IN ('indexed','failed','ignored')")
+            total = _count(state_db, "SELECT COUNT(*) FROM files")
+            jobs = _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued','running')")
+            return n == total and total >= len(speech) and jobs == 0
+        wait_for(done, timeout=60, what="everything indexed after the restart")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "watch.log").read_text()
+    st, ix = _db(state_db), _db(index_db)
+    try:
+        for rel, entry in speech.items():
+            path = str(corpus / rel)
+            row = st.execute("SELECT media_id, status FROM files WHERE path = ?", (path,)).fetchone()
+            assert row and row[1] == "indexed", (rel, row)
+            assert st.execute("SELECT COUNT(*) FROM ledger WHERE media_id = ?", (row[0],)).fetchone()[0] == 1, rel
+            docs = ix.execute("SELECT COUNT(*) FROM docs WHERE media_id = ?", (row[0],)).fetchone()[0]
+            assert docs == len(entry["sentences"]), (rel, docs)  # no duplicate, none missing
+        broken = st.execute("SELECT COUNT(*) FROM files WHERE path LIKE ? AND status = 'failed'",
+                            (str(corpus / "broken") + "/%",)).fetchone()[0]
+        assert broken >= 3
+        assert ix.execute("SELECT COUNT(DISTINCT media_id) FROM docs").fetchone()[0] == \
+            sum(1 for e in speech.values() if e["sentences"])
+    finally:
+        st.close()
+        ix.close()
+
+
+def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, data_dir, tmp_path):
+    state_db = data_dir / "state.sqlite3"
+    log = open(tmp_path / "watch.log", "wb")
+    proc = _watch_proc(library, data_dir, corpus_src, log, delay=1.5, workers=1)
+    try:
+        wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
+                 timeout=30, what="a running job")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = (tmp_path / "watch.log").read_text()
+    assert proc.returncode == 0, out
+    assert took < 3 + 3, took  # the running job finishes (1.5 s) within the grace period
+    assert "stopping" in out
+    assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0
+    assert _count(state_db, "SELECT COUNT(*) FROM files WHERE status = 'running'") == 0
+    assert _count(state_db, "SELECT COUNT(*) FROM ledger") >= 1
