@@ -1,0 +1,679 @@
+/* mediaindex web UI: plain JavaScript, no build step, talks only to the JSON API.
+ *
+ * Safety rule: every string from the server (file names, titles, transcript words, errors) goes
+ * into the page with textContent. The one exception is a hit's snippet, which the API sends as
+ * escaped text with <mark> around matches; even that is parsed inertly (DOMParser) and rebuilt
+ * from its text and <mark> elements only.
+ */
+(function () {
+  "use strict";
+
+  const PAGE = 20;
+  const DEBOUNCE_MS = 150;
+  const LEAD_S = 1; // a hit plays from 1 s before its first matched word (the API's "jump")
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  };
+
+  const state = {
+    q: "",
+    filters: { lang: null, kind: null, emotion: null, path: null },
+    offset: 0,
+    total: 0,
+    seq: 0,
+    controller: null,
+    media: null, // the media JSON shown in the player
+    player: null,
+    words: [], // [{start, el}] sorted by start
+    current: null,
+    status: null,
+    userScrolledAt: 0,
+    statusTimer: null,
+  };
+
+  // ---- API ---------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path, params, signal) {
+    const url = new URL(path, location.origin);
+    if (params) {
+      for (const [k, v] of Object.entries(params)) {
+        if (v !== null && v !== undefined && v !== "") url.searchParams.set(k, v);
+      }
+    }
+    const res = await fetch(url, { signal, credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (res.status === 401) { showLogin(); throw new ApiError(401, "a token is needed"); }
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (!res.ok) throw new ApiError(res.status, (body && body.error) || res.statusText);
+    return body;
+  }
+
+  // ---- formatting --------------------------------------------------------------------------
+
+  function clock(t) {
+    t = Math.max(0, Math.floor(t || 0));
+    const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
+    const mm = String(m).padStart(2, "0"), ss = String(s).padStart(2, "0");
+    return h ? `${h}:${mm}:${ss}` : `${m}:${ss}`;
+  }
+
+  function folderLabel(folder) {
+    const roots = (state.status && state.status.roots) || [];
+    for (const r of roots) {
+      const root = r.path.replace(/\/+$/, "");
+      if (folder === root) return root.split("/").pop() || root;
+      if (folder.startsWith(root + "/")) return (root.split("/").pop() || "") + "/" + folder.slice(root.length + 1);
+    }
+    return folder.split("/").slice(-2).join("/") || folder;
+  }
+
+  const CJK = /[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]/;
+
+  /* The snippet: escaped text with <mark>…</mark>. Parsed inertly; only text and marks survive. */
+  function appendSnippet(target, snippet) {
+    const doc = new DOMParser().parseFromString("<!doctype html><body>" + (snippet || ""), "text/html");
+    for (const node of Array.from(doc.body.childNodes)) {
+      if (node.nodeType === Node.ELEMENT_NODE && node.nodeName === "MARK") {
+        target.append(el("mark", null, node.textContent));
+      } else {
+        target.append(document.createTextNode(node.textContent || ""));
+      }
+    }
+  }
+
+  // ---- routing -----------------------------------------------------------------------------
+
+  function parseRoute() {
+    const params = new URLSearchParams(location.search);
+    const m = location.pathname.match(/^\/m\/([0-9a-f]{8,64})\/?$/);
+    let t = parseFloat(params.get("t") || "0");
+    if (!Number.isFinite(t) || t < 0) t = 0;
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "" };
+  }
+
+  function urlFor(mediaId, t, q) {
+    const params = new URLSearchParams();
+    if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
+    if (q) params.set("q", q);
+    const qs = params.toString();
+    return (mediaId ? `/m/${mediaId}` : "/") + (qs ? `?${qs}` : "");
+  }
+
+  async function route(autoplay) {
+    const r = parseRoute();
+    if (r.q !== state.q) {
+      $("q").value = r.q;
+      state.q = r.q;
+      runSearch(true);
+    }
+    if (r.mediaId) {
+      await openMedia(r.mediaId, r.t, autoplay);
+    } else {
+      closePlayer(false);
+    }
+  }
+
+  // ---- search ------------------------------------------------------------------------------
+
+  let debounceTimer = null;
+
+  function onInput() {
+    clearTimeout(debounceTimer);
+    debounceTimer = setTimeout(() => {
+      state.q = $("q").value;
+      const r = parseRoute();
+      history.replaceState(null, "", urlFor(r.mediaId, r.mediaId ? currentTime(r.t) : 0, state.q.trim()));
+      runSearch(true);
+    }, DEBOUNCE_MS);
+  }
+
+  function searchParams() {
+    const f = state.filters;
+    return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path };
+  }
+
+  async function runSearch(reset) {
+    if (reset) state.offset = 0;
+    const my = ++state.seq;
+    if (state.controller) state.controller.abort();
+    const controller = new AbortController();
+    state.controller = controller;
+    const params = searchParams();
+    if (!params.q) {
+      renderResults(null, true);
+      renderIdleSummary();
+      loadFacets(params, my, controller.signal);
+      return;
+    }
+    try {
+      const [result] = await Promise.all([
+        api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal),
+        reset ? loadFacets(params, my, controller.signal) : Promise.resolve(),
+      ]);
+      if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
+      renderResults(result, reset);
+    } catch (e) {
+      if (e.name === "AbortError" || my !== state.seq) return;
+      $("summary").textContent = `Search failed: ${e.message}`;
+    }
+  }
+
+  async function loadFacets(params, my, signal) {
+    try {
+      const f = await api("/api/facets", params, signal);
+      if (my !== state.seq) return;
+      renderFacets(f);
+    } catch (e) {
+      if (e.name !== "AbortError") $("filters").hidden = true;
+    }
+  }
+
+  function renderIdleSummary() {
+    const s = state.status;
+    $("more").hidden = true;
+    if (s && s.media > 0) {
+      const hours = s.hours_indexed >= 1 ? `${s.hours_indexed.toFixed(1)} hours` : `${Math.round(s.hours_indexed * 60)} minutes`;
+      $("summary").textContent = `Search ${s.media} recording${s.media === 1 ? "" : "s"} (${hours}) by what is said in them.`;
+    } else {
+      $("summary").textContent = "";
+    }
+  }
+
+  function renderResults(result, reset) {
+    const list = $("results");
+    if (reset) list.replaceChildren();
+    if (!result) { $("more").hidden = true; return; }
+    state.total = result.total;
+    const shown = state.offset + result.hits.length;
+    if (!result.hits.length && reset) {
+      $("summary").textContent = `No match for “${result.query}”.`;
+    } else {
+      const partial = result.partial ? " No recording has every word; these have the most." : "";
+      $("summary").textContent = `${result.total} moment${result.total === 1 ? "" : "s"} found.${partial}`;
+    }
+    result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
+    $("more").hidden = shown >= result.total;
+  }
+
+  function renderHit(hit, n) {
+    const li = el("li", "hit-item");
+    const a = el("a", "hit");
+    a.href = urlFor(hit.media_id, hit.jump, state.q.trim());
+    a.dataset.mediaId = hit.media_id;
+    a.dataset.jump = String(hit.jump);
+    a.dataset.index = String(n);
+    const head = el("div", "hit-head");
+    const chip = el("span", "chip", clock(hit.time));
+    chip.setAttribute("aria-label", `at ${clock(hit.time)}`);
+    head.append(chip, el("span", "hit-title", hit.title || hit.path));
+    const kind = hit.kind && hit.kind !== "speech" ? hit.kind : null;
+    for (const tag of [hit.language, kind, hit.emotion]) if (tag) head.append(el("span", "tag", tag));
+    const snip = el("p", "snippet");
+    appendSnippet(snip, hit.snippet);
+    a.append(head, snip, el("p", "hit-folder", folderLabel(hit.folder || "")));
+    a.addEventListener("click", (ev) => {
+      if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return; // new tab etc.
+      ev.preventDefault();
+      selectHit(a);
+      history.pushState(null, "", a.getAttribute("href"));
+      openMedia(hit.media_id, hit.jump, true);
+    });
+    li.append(a);
+    return li;
+  }
+
+  function selectHit(a) {
+    document.querySelectorAll(".hit[aria-current]").forEach((h) => h.removeAttribute("aria-current"));
+    a.setAttribute("aria-current", "true");
+  }
+
+  // ---- facets ------------------------------------------------------------------------------
+
+  const FACETS = [
+    ["language", "lang", "Language"],
+    ["kind", "kind", "Kind"],
+    ["emotion", "emotion", "Emotion"],
+    ["folder", "path", "Folder"],
+  ];
+
+  function renderFacets(f) {
+    const box = $("filters");
+    box.replaceChildren();
+    let any = false;
+    for (const [key, param, label] of FACETS) {
+      const counts = f[key] || {};
+      let entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
+      const selected = state.filters[param];
+      if (!entries.length && !selected) continue;
+      if (key === "folder") entries = entries.slice(0, 12);
+      const group = el("div", "facet");
+      group.setAttribute("role", "group");
+      const title = el("span", "facet-title", label);
+      title.id = `facet-${key}`;
+      group.setAttribute("aria-labelledby", title.id);
+      group.append(title);
+      const values = entries.map(([v, n]) => [key === "folder" ? v + "/" : v, n, key === "folder" ? folderLabel(v) : v]);
+      if (selected && !values.some(([v]) => v === selected)) {
+        values.unshift([selected, 0, key === "folder" ? folderLabel(selected.replace(/\/$/, "")) : selected]);
+      }
+      for (const [value, n, text] of values) {
+        const b = el("button", "facet-btn");
+        b.type = "button";
+        const on = selected === value;
+        b.setAttribute("aria-pressed", on ? "true" : "false");
+        b.title = key === "folder" ? value : `${label}: ${text}`;
+        b.append(el("span", "facet-val", text));
+        if (n) b.append(el("span", "count", n));
+        b.addEventListener("click", () => {
+          state.filters[param] = on ? null : value;
+          runSearch(true);
+        });
+        group.append(b);
+      }
+      box.append(group);
+      any = true;
+    }
+    box.hidden = !any;
+  }
+
+  // ---- player ------------------------------------------------------------------------------
+
+  function currentTime(fallback) {
+    return state.player ? state.player.currentTime : fallback || 0;
+  }
+
+  async function openMedia(mediaId, t, autoplay) {
+    const pane = $("player-pane");
+    pane.hidden = false;
+    document.body.classList.add("has-player");
+    if (state.media && state.media.id === mediaId && state.player) {
+      seekAndPlay(t, autoplay);
+      return;
+    }
+    $("media-note").textContent = "Loading…";
+    let media;
+    try {
+      media = await api(`/api/media/${mediaId}`);
+    } catch (e) {
+      $("media-title").textContent = "Not found";
+      $("media-meta").textContent = "";
+      $("media-note").textContent = e.status === 404 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
+      $("player-box").replaceChildren();
+      $("transcript").replaceChildren();
+      state.media = null;
+      state.player = null;
+      return;
+    }
+    state.media = media;
+    $("media-title").textContent = media.title;
+    document.title = `${media.title} · mediaindex`;
+    const meta = [media.path];
+    if (media.duration) meta.push(clock(media.duration));
+    if (media.language) meta.push(media.language);
+    $("media-meta").textContent = meta.join(" · ");
+    $("media-meta").title = media.path;
+    $("media-note").textContent = media.playable ? "" : "The file is offline (drive not mounted?) or outside the indexed folders.";
+
+    const player = document.createElement(media.has_video ? "video" : "audio");
+    player.id = "player";
+    player.controls = true;
+    player.preload = "auto";
+    player.setAttribute("aria-label", `${media.has_video ? "Video" : "Audio"}: ${media.title}`);
+    if (media.has_video) {
+      player.playsInline = true;
+      const track = document.createElement("track");
+      track.kind = "captions";
+      track.label = "Transcript";
+      track.srclang = media.language || "en";
+      track.src = media.captions_url;
+      track.default = true;
+      player.append(track);
+    }
+    player.src = media.stream_url;
+    player.addEventListener("timeupdate", () => highlight(false));
+    player.addEventListener("seeked", () => highlight(true));
+    player.addEventListener("play", tick);
+    player.addEventListener("error", () => {
+      if (media.playable) $("media-note").textContent = "This browser cannot play this file's format. Download the clip or export the transcript instead.";
+    });
+    $("player-box").replaceChildren(player);
+    state.player = player;
+
+    const exports = $("exports");
+    exports.replaceChildren();
+    for (const [fmt, url] of Object.entries(media.exports || {})) {
+      const a = el("a", "button small", fmt.toUpperCase());
+      a.href = url;
+      a.setAttribute("download", "");
+      a.setAttribute("aria-label", `Export transcript as ${fmt.toUpperCase()}`);
+      exports.append(a);
+    }
+    renderTranscript(media);
+    seekAndPlay(t, autoplay);
+  }
+
+  function seekAndPlay(t, autoplay) {
+    const p = state.player;
+    if (!p) return;
+    const target = Math.max(0, t || 0);
+    const go = () => {
+      if (Math.abs(p.currentTime - target) > 0.25) p.currentTime = target;
+      highlight(true);
+      if (autoplay !== false) {
+        const pr = p.play();
+        if (pr && pr.catch) pr.catch(() => { $("media-note").textContent = `Ready at ${clock(target)}: press play.`; });
+      }
+    };
+    if (p.readyState >= 1) go();
+    else p.addEventListener("loadedmetadata", go, { once: true });
+    if (window.matchMedia("(max-width: 900px)").matches) $("player-pane").scrollIntoView({ block: "start" });
+  }
+
+  function closePlayer(push) {
+    if (state.player) state.player.pause();
+    $("player-pane").hidden = true;
+    document.body.classList.remove("has-player");
+    $("player-box").replaceChildren();
+    state.player = null;
+    state.media = null;
+    state.words = [];
+    document.title = "mediaindex";
+    if (push) history.pushState(null, "", urlFor(null, 0, state.q.trim()));
+  }
+
+  // ---- transcript --------------------------------------------------------------------------
+
+  function renderTranscript(media) {
+    const box = $("transcript");
+    box.replaceChildren();
+    state.words = [];
+    state.current = null;
+    if (!media.segments.length) {
+      box.append(el("p", "muted", media.status === "indexed" ? "No speech in this recording." : `No transcript yet (${media.status}).`));
+      return;
+    }
+    for (const seg of media.segments) {
+      const p = el("p", "seg");
+      p.dataset.start = String(seg.start);
+      const ts = el("button", "seg-time", clock(seg.start));
+      ts.type = "button";
+      ts.dataset.start = String(seg.start);
+      ts.setAttribute("aria-label", `Play from ${clock(seg.start)}`);
+      p.append(ts, " ");
+      const words = seg.words && seg.words.length ? seg.words : [{ text: seg.text, start: seg.start, end: seg.end }];
+      words.forEach((w, i) => {
+        const s = el("span", "w", w.text);
+        s.dataset.start = String(w.start);
+        p.append(s);
+        state.words.push({ start: w.start, el: s });
+        const next = words[i + 1];
+        if (next && !(CJK.test(w.text.slice(-1)) && CJK.test(next.text.charAt(0)))) p.append(" ");
+      });
+      box.append(p);
+    }
+    state.words.sort((a, b) => a.start - b.start);
+  }
+
+  function onTranscriptClick(ev) {
+    const target = ev.target.closest("[data-start]");
+    if (!target || !state.player || target.classList.contains("seg")) return;
+    const t = parseFloat(target.dataset.start);
+    if (!Number.isFinite(t)) return;
+    state.player.currentTime = t;
+    const pr = state.player.play();
+    if (pr && pr.catch) pr.catch(() => {});
+  }
+
+  function wordAt(t) {
+    const w = state.words;
+    let lo = 0, hi = w.length - 1, found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (w[mid].start <= t + 0.05) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    return found >= 0 ? w[found].el : null;
+  }
+
+  function highlight(force) {
+    if (!state.player) return;
+    const cur = wordAt(state.player.currentTime);
+    if (cur === state.current && !force) return;
+    if (state.current) { state.current.classList.remove("current"); state.current.removeAttribute("aria-current"); }
+    state.current = cur;
+    if (!cur) return;
+    cur.classList.add("current");
+    cur.setAttribute("aria-current", "time");
+    if (Date.now() - state.userScrolledAt > 4000) {
+      const box = $("transcript");
+      const top = cur.offsetTop - box.offsetTop;
+      if (top < box.scrollTop + 20 || top > box.scrollTop + box.clientHeight - 40) {
+        box.scrollTop = Math.max(0, top - box.clientHeight / 3);
+      }
+    }
+  }
+
+  function tick() {
+    if (!state.player || state.player.paused || state.player.ended) return;
+    highlight(false);
+    requestAnimationFrame(tick);
+  }
+
+  // ---- moment actions ----------------------------------------------------------------------
+
+  function toast(msg) {
+    const t = $("toast");
+    t.textContent = msg;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { t.textContent = ""; }, 3000);
+  }
+
+  async function copyLink() {
+    if (!state.media) return;
+    const url = location.origin + urlFor(state.media.id, currentTime(0), "");
+    history.replaceState(null, "", urlFor(state.media.id, currentTime(0), state.q.trim()));
+    try {
+      await navigator.clipboard.writeText(url);
+      toast(`Link copied: ${url}`);
+    } catch (e) {
+      toast(`Copy this link: ${url}`);
+    }
+  }
+
+  function updateClipLink() {
+    if (!state.media) return;
+    const t = currentTime(0);
+    $("clip-link").href = `${state.media.clip_url}?t=${t.toFixed(2)}&before=10&after=10`;
+  }
+
+  // ---- status ------------------------------------------------------------------------------
+
+  async function pollStatus() {
+    clearTimeout(state.statusTimer);
+    let delay = 10000;
+    try {
+      const s = await api("/api/status");
+      state.status = s;
+      renderStatus(s);
+      const busy = (s.jobs && (s.jobs.queued || s.jobs.running)) || s.files.queued || s.files.running;
+      delay = busy || !$("status-panel").hidden ? 3000 : 10000;
+    } catch (e) {
+      $("status-label").textContent = e.status === 401 ? "Locked" : "Offline";
+      $("status-dot").className = "dot bad";
+    }
+    state.statusTimer = setTimeout(pollStatus, delay);
+  }
+
+  function renderStatus(s) {
+    const f = s.files;
+    const waiting = (f.queued || 0) + (f.running || 0);
+    $("st-media").textContent = s.media;
+    $("st-hours").textContent = (s.hours_indexed || 0).toFixed(1);
+    $("st-queued").textContent = waiting;
+    $("st-failed").textContent = f.failed || 0;
+    $("st-spent").textContent = (s.spent || 0).toFixed(2);
+    const done = (f.indexed || 0) + (f.failed || 0);
+    const total = f.total || 0;
+    $("st-progress").max = Math.max(1, total);
+    $("st-progress").value = done;
+    $("st-progress-label").textContent = total ? `${done} of ${total} files processed` : "No files seen yet";
+    const dot = $("status-dot");
+    if (waiting) {
+      $("status-label").textContent = `Indexing ${waiting}`;
+      dot.className = "dot busy";
+    } else if (f.failed) {
+      $("status-label").textContent = `${f.failed} failed`;
+      dot.className = "dot warn";
+    } else {
+      $("status-label").textContent = `${s.media} indexed`;
+      dot.className = "dot ok";
+    }
+    const roots = $("st-roots");
+    roots.replaceChildren();
+    for (const r of s.roots || []) {
+      const li = el("li", null, r.path);
+      if (r.status === "offline") li.append(" ", el("span", "tag warn", "offline"));
+      roots.append(li);
+    }
+    if (!(s.roots || []).length) roots.append(el("li", "muted", "none yet"));
+    const failed = s.failed || [];
+    $("st-failed-box").hidden = !failed.length;
+    const fl = $("st-failed-list");
+    fl.replaceChildren();
+    for (const item of failed.slice(0, 200)) {
+      const li = el("li");
+      li.append(el("span", "path", item.path), el("span", "err", item.error || ""));
+      fl.append(li);
+    }
+    // First run: nothing indexed yet.
+    const empty = s.media === 0;
+    $("empty").hidden = !empty;
+    $("empty-progress").textContent = waiting
+      ? `Indexing ${waiting} file${waiting === 1 ? "" : "s"} now… results will appear here.`
+      : "This page updates by itself while files are being indexed.";
+    if (!state.q.trim()) renderIdleSummary();
+  }
+
+  function toggleStatus() {
+    const panel = $("status-panel");
+    panel.hidden = !panel.hidden;
+    $("status-toggle").setAttribute("aria-expanded", panel.hidden ? "false" : "true");
+    if (!panel.hidden) pollStatus();
+  }
+
+  // ---- login (only when the server was started with a token) ------------------------------
+
+  function showLogin() {
+    $("login").hidden = false;
+    $("token").focus();
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    const token = $("token").value;
+    const res = await fetch("/api/login", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+    });
+    if (res.ok) {
+      $("login").hidden = true;
+      $("login-error").textContent = "";
+      $("token").value = "";
+      pollStatus();
+      state.q = null; // force a fresh search
+      route(false);
+    } else {
+      $("login-error").textContent = "That token is not right.";
+    }
+  }
+
+  // ---- keyboard ----------------------------------------------------------------------------
+
+  function hits() { return Array.from(document.querySelectorAll("#results .hit")); }
+
+  function onKey(ev) {
+    const active = document.activeElement;
+    const typing = active && (active.tagName === "INPUT" || active.tagName === "TEXTAREA" || active.isContentEditable);
+    if (ev.key === "/" && !typing && !ev.ctrlKey && !ev.metaKey && !ev.altKey) {
+      ev.preventDefault();
+      $("q").focus();
+      $("q").select();
+      return;
+    }
+    if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+      const list = hits();
+      if (!list.length) return;
+      const i = list.indexOf(active);
+      if (active === $("q") && ev.key === "ArrowDown") {
+        ev.preventDefault();
+        list[0].focus();
+      } else if (i >= 0) {
+        ev.preventDefault();
+        if (ev.key === "ArrowDown") list[Math.min(list.length - 1, i + 1)].focus();
+        else if (i === 0) $("q").focus();
+        else list[i - 1].focus();
+      }
+      return;
+    }
+    if (ev.key === "Escape" && active === $("q") && $("q").value) {
+      $("q").value = "";
+      onInput();
+    }
+  }
+
+  // ---- start -------------------------------------------------------------------------------
+
+  function init() {
+    $("q").addEventListener("input", onInput);
+    $("search-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      clearTimeout(debounceTimer);
+      state.q = $("q").value;
+      runSearch(true);
+      const first = hits()[0];
+      if (first) first.focus();
+    });
+    $("more").addEventListener("click", () => { state.offset += PAGE; runSearch(false); });
+    $("transcript").addEventListener("click", onTranscriptClick);
+    for (const evName of ["wheel", "touchmove"]) {
+      $("transcript").addEventListener(evName, () => { state.userScrolledAt = Date.now(); }, { passive: true });
+    }
+    $("copy-link").addEventListener("click", copyLink);
+    $("clip-link").addEventListener("click", updateClipLink);
+    $("clip-link").addEventListener("focus", updateClipLink);
+    $("clip-link").addEventListener("mouseenter", updateClipLink);
+    $("close-player").addEventListener("click", () => closePlayer(true));
+    $("status-toggle").addEventListener("click", toggleStatus);
+    $("login-form").addEventListener("submit", login);
+    $("home-link").addEventListener("click", (ev) => {
+      if (ev.ctrlKey || ev.metaKey) return;
+      ev.preventDefault();
+      $("q").value = "";
+      state.q = "";
+      state.filters = { lang: null, kind: null, emotion: null, path: null };
+      history.pushState(null, "", "/");
+      closePlayer(false);
+      runSearch(true);
+    });
+    document.addEventListener("keydown", onKey);
+    window.addEventListener("popstate", () => route(false));
+    const first = parseRoute();
+    state.q = first.q;
+    $("q").value = first.q;
+    pollStatus();
+    runSearch(true);
+    if (first.mediaId) openMedia(first.mediaId, first.t, true);
+    else $("q").focus();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
