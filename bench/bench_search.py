@@ -1,0 +1,219 @@
+"""Benchmark: the embedded SQLite index (mediaindex.builtin.sqlite_index).
+
+Builds a synthetic index of ``--hours`` of transcript (default 1,000 h = 720k segments of 5 s,
+~2.6 words/s, a Zipf-distributed vocabulary of 50k words, every word with its time) in a temp
+dir, then measures
+
+- indexing throughput: segments/s spent in ``SqliteIndex.upsert`` (one call per 1-hour media,
+  word timestamps included; the synthetic data generation is not counted);
+- search latency (``search()``, limit 20, the hits fully built: snippet, jump time) for a query
+  mix: rare / mid-frequency / frequent words, 2-3 word phrases, prefixes (search as you type),
+  2-3 word AND queries, and partial queries (3 words of a real segment + 1 word that is in no
+  segment, which needs the partial-match fallback);
+- facets latency for a few queries.
+
+Usage::
+
+    .venv/bin/python bench/bench_search.py               # 1,000 hours (~5 min, ~1 GB temp)
+    .venv/bin/python bench/bench_search.py --hours 50    # quick run
+    .venv/bin/python bench/bench_search.py --keep /tmp/ix --hours 100   # keep the DB
+
+Not a test: it prints numbers; bench/README.md records them.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mediaindex.builtin.sqlite_index import SqliteIndex  # noqa: E402
+from mediaindex.models import Media, SearchQuery, Segment, Word  # noqa: E402
+
+SEG_SECONDS = 5.0
+WORDS_PER_SECOND = 2.6
+
+
+def make_vocab(n: int, rng: random.Random) -> list[str]:
+    """n distinct pseudo-words; lower ranks (more frequent) are shorter, like real languages."""
+    cons = "bcdfghjklmnprstvwz"
+    vows = "aeiou"
+    syl = [c + v for c in cons for v in vows] + [c + v + e for c in cons for v in vows for e in "nrs"]
+    out: list[str] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        k = 1 + min(4, int(len(out) ** 0.25 / 2.2) + rng.randint(0, 1))
+        w = "".join(rng.choice(syl) for _ in range(k))
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+def zipf_cum(n: int, s: float = 1.0) -> list[float]:
+    return list(itertools.accumulate(1.0 / (r ** s) for r in range(1, n + 1)))
+
+
+def gen_media(i: int, seconds: float, vocab, cum, rng: random.Random) -> tuple[Media, list[Segment]]:
+    nseg = int(seconds / SEG_SECONDS)
+    per = int(SEG_SECONDS * WORDS_PER_SECOND)
+    counts = [max(3, per + rng.randint(-4, 4)) for _ in range(nseg)]
+    words = rng.choices(vocab, cum_weights=cum, k=sum(counts))
+    segs = []
+    pos = 0
+    folder = f"/data/show{i % 40:02d}/season{i % 7}"
+    for si, cnt in enumerate(counts):
+        t0 = si * SEG_SECONDS
+        step = SEG_SECONDS / cnt
+        ws = words[pos:pos + cnt]
+        pos += cnt
+        wl = [Word(w, round(t0 + k * step, 3), round(t0 + (k + 1) * step - 0.05, 3)) for k, w in enumerate(ws)]
+        text = " ".join(ws).capitalize() + "."
+        wl[0].text = ws[0].capitalize()
+        segs.append(Segment(index=si, start=t0, end=t0 + SEG_SECONDS, text=text, words=wl,
+                            language=("en", "fr", "de")[i % 3], emotion=("neutral", "happy", "sad")[si % 3],
+                            kind="singing" if si % 50 == 0 else "speech"))
+    path = f"{folder}/episode_{i:05d}.mp3"
+    m = Media(id=f"m{i:06d}", path=path, paths=[path], size=1, mtime=1.7e9 + i, duration=seconds,
+              language=("en", "fr", "de")[i % 3])
+    return m, segs
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hours", type=float, default=1000.0)
+    ap.add_argument("--vocab", type=int, default=50000)
+    ap.add_argument("--queries", type=int, default=150, help="queries per category")
+    ap.add_argument("--media-hours", type=float, default=1.0, help="length of each synthetic media")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", type=Path, help="build the index here and keep it")
+    ap.add_argument("--optimize", action="store_true", help="merge the FTS index before searching")
+    ap.add_argument("--search-only", action="store_true", help="reuse the index kept in --keep")
+    args = ap.parse_args()
+
+    rng = random.Random(args.seed)
+    vocab = make_vocab(args.vocab, rng)
+    cum = zipf_cum(len(vocab))
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="bench_search_"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    db = tmp / "index.sqlite3"
+    if not args.search_only:
+        for p in tmp.glob("index.sqlite3*"):
+            p.unlink()
+    ix = SqliteIndex(db)
+    if not args.search_only:
+        build(args, ix, vocab, cum, rng, tmp)
+    search_bench(args, ix, vocab)
+    ix.close()
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build(args, ix, vocab, cum, rng, tmp) -> None:
+    total_seconds = args.hours * 3600
+    n_media = max(1, math.ceil(total_seconds / (args.media_hours * 3600)))
+    nseg = nwords = 0
+    t_index = 0.0
+    t_wall = time.perf_counter()
+    print(f"building {args.hours:g} h in {n_media} media at {ix.path} ...", flush=True)
+    for i in range(n_media):
+        secs = min(args.media_hours * 3600, total_seconds - i * args.media_hours * 3600)
+        m, segs = gen_media(i, secs, vocab, cum, rng)
+        t0 = time.perf_counter()
+        ix.upsert(m, segs)
+        t_index += time.perf_counter() - t0
+        nseg += len(segs)
+        nwords += sum(len(s.words) for s in segs)
+        if (i + 1) % 100 == 0:
+            print(f"  {i + 1}/{n_media} media, {nseg} segments, {nseg / t_index:,.0f} seg/s", flush=True)
+    t_wall = time.perf_counter() - t_wall
+    size = sum(p.stat().st_size for p in tmp.glob("index.sqlite3*"))
+    print(f"indexed {nseg:,} segments ({nwords:,} words) in {t_index:.1f} s inside upsert "
+          f"({t_wall:.1f} s wall incl. data generation): {nseg / t_index:,.0f} segments/s, "
+          f"{nwords / t_index:,.0f} words/s; DB {size / 1e6:,.0f} MB")
+    if args.optimize:
+        t0 = time.perf_counter()
+        ix.optimize()
+        print(f"optimize: {time.perf_counter() - t0:.1f} s")
+
+
+
+def search_bench(args, ix, vocab) -> None:
+    q = args.queries
+    conn = ix._conn()
+    maxid = conn.execute("SELECT max(id) FROM docs").fetchone()[0]
+    sample_rng = random.Random(args.seed + 2)
+    sample_segments = []
+    while len(sample_segments) < 500:
+        row = conn.execute("SELECT text FROM docs WHERE id = ?", (sample_rng.randint(1, maxid),)).fetchone()
+        if row:
+            sample_segments.append(row[0].lower().rstrip(".").split())
+    qr = random.Random(args.seed + 1)
+    nv = len(vocab)
+    mix: dict[str, list[str]] = {
+        "rare word": [vocab[qr.randrange(nv // 2, nv)] + " " for _ in range(q)],
+        "mid word": [vocab[qr.randrange(300, 3000)] + " " for _ in range(q)],
+        "frequent word": [vocab[qr.randrange(0, 30)] + " " for _ in range(q)],
+    }
+    phr, prefix, andq, part = [], [], [], []
+    for _ in range(q):
+        s = qr.choice(sample_segments)
+        k = qr.choice((2, 3))
+        a = qr.randrange(0, max(1, len(s) - k))
+        phr.append('"' + " ".join(s[a:a + k]) + '"')
+        w = vocab[qr.randrange(100, nv)]
+        prefix.append(w[:max(3, min(len(w) - 1, qr.randint(3, 5)))])
+        andq.append(" ".join(qr.sample(s, min(k, len(s)))) + " ")
+        words = qr.sample(sorted(set(s)), min(3, len(set(s))))
+        words.insert(qr.randrange(len(words) + 1), "qzxv" + str(qr.randrange(10 ** 6)))  # not in any segment
+        part.append(" ".join(words) + " ")
+    mix.update({"phrase 2-3 words": phr, "prefix (as you type)": prefix, "AND 2-3 words": andq,
+                "partial (1 word absent)": part})
+
+    # warm up the page cache and jieba-free paths
+    for qs in mix.values():
+        for s in qs[:5]:
+            ix.search(SearchQuery(s))
+    print(f"\nsearch latency, limit 20 ({q} queries per category), ms:")
+    print(f"| {'category':<26} | {'p50':>6} | {'p95':>6} | {'p99':>6} | {'mean hits total':>15} |")
+    print(f"|{'-' * 28}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 17}|")
+    allt: list[float] = []
+    partial_ok = 0
+    for name, qs in mix.items():
+        ts, totals = [], []
+        for s in qs:
+            t0 = time.perf_counter()
+            r = ix.search(SearchQuery(s, limit=20))
+            ts.append((time.perf_counter() - t0) * 1000)
+            totals.append(r.total)
+            if name.startswith("partial") and r.partial and r.hits and r.hits[0].matched_words >= 3:
+                partial_ok += 1
+        allt += ts
+        print(f"| {name:<26} | {pct(ts, 50):6.2f} | {pct(ts, 95):6.2f} | {pct(ts, 99):6.2f} | "
+              f"{statistics.mean(totals):15,.0f} |")
+    print(f"| {'overall':<26} | {pct(allt, 50):6.2f} | {pct(allt, 95):6.2f} | {pct(allt, 99):6.2f} | {'':>15} |")
+    print(f"partial queries whose best hit has the 3 present words: {partial_ok}/{q}")
+
+    ft = []
+    for s in ["", vocab[5], vocab[2000], vocab[40000]]:
+        t0 = time.perf_counter()
+        ix.facets(SearchQuery(s))
+        ft.append((time.perf_counter() - t0) * 1000)
+    print("facets ms (empty query, frequent, mid, rare word): " + ", ".join(f"{x:.1f}" for x in ft))
+
+
+if __name__ == "__main__":
+    main()
