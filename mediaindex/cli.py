@@ -141,7 +141,11 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     """Find the moments where QUERY was said."""
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
-        prefix = os.path.abspath(os.path.expanduser(path_prefix)) if path_prefix else None
+        prefix = None
+        if path_prefix:  # a folder means "under it", not "any name starting with it"
+            prefix = os.path.abspath(os.path.expanduser(path_prefix))
+            if not os.path.isfile(prefix):
+                prefix = prefix.rstrip(os.sep) + os.sep
         result = pipeline.index.search(SearchQuery(q=query, limit=limit, offset=offset, language=lang,
                                                    emotion=emotion, kind=kind, path_prefix=prefix))
     finally:
