@@ -603,7 +603,8 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    if request.url.path.startswith("/api/") or exc.status_code != 404:
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/") or exc.status_code != 404:
         message = exc.detail if exc.status_code != 404 else "no such endpoint or media"
         return error_response(exc.status_code, str(message), getattr(exc, "headers", None))
     return Response("Not found\n", status_code=404, media_type="text/plain; charset=utf-8")

@@ -1,0 +1,617 @@
+"""The JSON API (mediaindex/web): every endpoint, bad parameters, byte ranges, traversal, tokens.
+
+One corpus index (manifest transcriber) is built per module; most tests use Starlette's
+TestClient, the traversal and server tests a real uvicorn on a free port.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from mediaindex.web.app import api_routes, create_app, parse_range, safe_snippet, Unsatisfiable
+from mediaindex.web.server import UnsafeBindError, start_server
+
+HERE = Path(__file__).parent
+BASE = "http://127.0.0.1"
+
+
+def build_index(corpus_src: Path, root: Path, *, extra=None):
+    """Copy the corpus (without the long meeting) under root, index it with the manifest transcriber.
+
+    Returns (pipeline, media folder, cleanup). ``extra(media_dir)`` may add or rename files first.
+    """
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.plugins import load_plugins
+
+    media = root / "media"
+    shutil.copytree(corpus_src, media, ignore=shutil.ignore_patterns("long_meeting.mp3", "manifest.json"))
+    if extra:
+        extra(media)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDIAINDEX_MANIFEST", str(corpus_src / "manifest.json"))
+    src = HERE / "plugins" / "mediaindex-manifest-transcriber" / "mediaindex_manifest_transcriber.py"
+    spec = importlib.util.spec_from_file_location("mediaindex_manifest_transcriber_web", src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pm = load_plugins()
+    pm.register(module, name="manifest-web")
+    try:
+        p = Pipeline(Config.load(root / "data"), transcriber="manifest")
+        p.enqueue_plan(p.plan([str(media)]))
+        p.run_jobs()
+    finally:
+        pm.unregister(name="manifest-web")
+        mp.undo()
+    return p, media
+
+
+@pytest.fixture(scope="module")
+def indexed(corpus_src, tmp_path_factory):
+    p, media = build_index(corpus_src, tmp_path_factory.mktemp("web"))
+    yield p, media
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def client(indexed):
+    p, _ = indexed
+    with TestClient(create_app(p), base_url=BASE) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ids(client):
+    def first(q):
+        r = client.get("/api/search", params={"q": q})
+        assert r.status_code == 200, r.text
+        return r.json()["hits"][0]
+    return {"space": first("lettuce chamber"), "volcano": first("geologists earthquakes"),
+            "ferry": first("dolphins"), "chess": first("castling")}
+
+
+@pytest.fixture(scope="module")
+def server(indexed):
+    p, _ = indexed
+    handle = start_server(p, port=0)
+    yield handle
+    handle.stop()
+
+
+def manifest_entry(manifest, rel):
+    return next(e for e in manifest["files"] if e["path"] == rel)
+
+
+# ---- search and facets ---------------------------------------------------------------------
+
+
+def test_search_hit_has_everything_needed_to_jump(client, manifest, indexed):
+    r = client.get("/api/search", params={"q": "lettuce chamber"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["total"] == 1 and body["partial"] is False
+    hit = body["hits"][0]
+    _, media = indexed
+    assert hit["path"] == str(media / "talks" / "space_station.mp3")
+    assert hit["title"] == "space_station"
+    sentence = manifest_entry(manifest, "talks/space_station.mp3")["sentences"][1]
+    assert sentence["start"] - 0.01 <= hit["time"] <= sentence["end"]
+    assert hit["jump"] == pytest.approx(max(0, hit["time"] - 1), abs=0.01)
+    assert "<mark>lettuce</mark>" in hit["snippet"] and "<mark>chamber</mark>" in hit["snippet"]
+    assert hit["clock"] == "00:00:07"
+    assert hit["link"].startswith(f"/m/{hit['media_id']}?t=")
+    assert hit["start"] <= hit["time"] <= hit["end"]
+
+
+def test_search_partial_flag_and_paging(client):
+    r = client.get("/api/search", params={"q": "lettuce zzzunknownword"}).json()
+    assert r["partial"] is True and r["hits"]
+    all_hits = client.get("/api/search", params={"q": "the", "limit": 100}).json()
+    assert all_hits["total"] >= 3
+    page = client.get("/api/search", params={"q": "the", "limit": 2, "offset": 1}).json()
+    assert [h["segment_index"] for h in page["hits"]] == [h["segment_index"] for h in all_hits["hits"][1:3]]
+    assert len(page["hits"]) == 2 and page["limit"] == 2 and page["offset"] == 1
+
+
+def test_search_filters(client, indexed):
+    _, media = indexed
+    zh = client.get("/api/search", params={"q": "天气", "lang": "zh"}).json()
+    assert zh["hits"] and all(h["language"] == "zh" for h in zh["hits"])
+    assert client.get("/api/search", params={"q": "天气", "lang": "en"}).json()["total"] == 0
+    assert client.get("/api/search", params={"q": "lettuce", "kind": "music"}).json()["total"] == 0
+    talks = client.get("/api/search", params={"q": "the", "path": str(media / "talks") + "/", "limit": 100}).json()
+    assert talks["hits"] and all(h["path"].startswith(str(media / "talks") + "/") for h in talks["hits"])
+    none = client.get("/api/search", params={"q": "lettuce", "path": str(media / "video") + "/"}).json()
+    assert none["total"] == 0
+
+
+def test_empty_query_returns_no_hits(client):
+    r = client.get("/api/search", params={"q": ""})
+    assert r.status_code == 200 and r.json()["hits"] == []
+
+
+def test_facets(client, indexed):
+    _, media = indexed
+    f = client.get("/api/facets").json()
+    assert f["language"]["en"] > 0 and f["language"]["zh"] > 0
+    assert f["kind"]["speech"] > 0
+    assert str(media / "talks") in f["folder"]
+    assert set(f) >= {"language", "emotion", "kind", "folder"}
+    q = client.get("/api/facets", params={"q": "lettuce"}).json()
+    assert q["language"] == {"en": 1} and q["folder"] == {str(media / "talks"): 1}
+
+
+@pytest.mark.parametrize("params", [
+    {"q": "x", "limit": "-1"}, {"q": "x", "limit": "abc"}, {"q": "x", "limit": "1000"}, {"q": "x", "limit": "1.5"},
+    {"q": "x", "offset": "-5"}, {"q": "x", "offset": "ten"}, {"q": "x", "offset": "99999999"},
+    {"q": "x", "kind": "dance"}, {"q": "x", "lang": "<script>"}, {"q": "x", "emotion": "a b"},
+    {"q": "x" * 600}, {"q": "x", "path": "relative/folder"}, {"q": "x", "path": "/a\x00b"},
+])
+@pytest.mark.parametrize("endpoint", ["/api/search", "/api/facets"])
+def test_bad_search_parameters_are_400_with_json(client, endpoint, params):
+    r = client.get(endpoint, params=params)
+    if endpoint == "/api/facets" and set(params) & {"limit", "offset"}:
+        assert r.status_code in (200, 400)  # facets also validate paging, harmlessly
+        return
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["status"] == 400 and isinstance(body["error"], str) and body["error"]
+
+
+def test_no_parameter_soup_gives_a_500(client, ids):
+    mid = ids["space"]["media_id"]
+    weird = ["", " ", "-", "0x10", "1e309", "nan", "inf", "-inf", "%00", "\u202e", "1" * 400, "[]", "{}", "null"]
+    for v in weird:
+        for url, key in [("/api/search", "limit"), ("/api/search", "offset"), ("/api/search", "q"),
+                         ("/api/search", "lang"), ("/api/facets", "path"), (f"/api/media/{mid}/clip", "t"),
+                         (f"/api/media/{mid}/clip", "before"), (f"/api/media/{mid}/clip", "after")]:
+            params = {key: v}
+            if url.endswith("clip") and key != "t":
+                params["t"] = "3"
+            r = client.get(url, params=params)
+            assert r.status_code < 500, (url, key, v, r.text)
+            if r.status_code >= 400:
+                assert "error" in r.json()
+
+
+# ---- media, transcript, exports ------------------------------------------------------------
+
+
+def test_media_metadata_and_transcript(client, ids, manifest):
+    mid = ids["space"]["media_id"]
+    m = client.get(f"/api/media/{mid}").json()
+    assert m["id"] == mid and m["title"] == "space_station" and m["has_video"] is False
+    assert m["playable"] is True and m["status"] == "indexed"
+    assert m["duration"] == pytest.approx(32.86, abs=0.2)
+    sentences = manifest_entry(manifest, "talks/space_station.mp3")["sentences"]
+    assert [s["text"] for s in m["segments"]] == [s["text"] for s in sentences]
+    words = m["segments"][1]["words"]
+    assert words[0]["text"] == "Astronauts" and words[0]["start"] == pytest.approx(sentences[1]["start"], abs=0.01)
+    assert m["stream_url"] == f"/api/media/{mid}/stream"
+    assert set(m["exports"]) == {"srt", "vtt", "json", "txt"}
+    video = client.get(f"/api/media/{ids['volcano']['media_id']}").json()
+    assert video["has_video"] is True
+
+
+@pytest.mark.parametrize("bad", ["zz", "ZZZZZZZZZZZZZZZZZZZZ", "0123456789ABCDEF0123", "abc", "a" * 65,
+                                 "..", "%2e%2e", "0123456789abcdef012g", "x;rm -rf"])
+def test_bad_media_ids_are_404(client, bad):
+    for suffix in ("", "/stream", "/captions.vtt", "/export.srt", "/clip?t=1"):
+        r = client.get(f"/api/media/{bad}{suffix}")
+        assert r.status_code == 404, (bad, suffix, r.text)
+        assert r.headers["content-type"].startswith("application/json")
+
+
+def test_unknown_media_id_is_404(client):
+    for suffix in ("", "/stream", "/captions.vtt", "/export.json", "/clip?t=1"):
+        r = client.get(f"/api/media/0123456789abcdef0123{suffix}")
+        assert r.status_code == 404
+        assert "no media" in r.json()["error"]
+
+
+def test_captions_vtt(client, ids):
+    r = client.get(f"/api/media/{ids['volcano']['media_id']}/captions.vtt")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/vtt")
+    assert r.text.startswith("WEBVTT") and "Magma rises" in r.text and "-->" in r.text
+
+
+@pytest.mark.parametrize("fmt,ctype", [("srt", "application/x-subrip"), ("vtt", "text/vtt"),
+                                       ("json", "application/json"), ("txt", "text/plain")])
+def test_exports(client, ids, fmt, ctype):
+    mid = ids["space"]["media_id"]
+    r = client.get(f"/api/media/{mid}/export.{fmt}")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith(ctype)
+    assert r.headers["content-disposition"].startswith("attachment;")
+    assert f'space_station.{fmt}' in r.headers["content-disposition"]
+    assert "lettuce" in r.text
+    if fmt == "json":
+        assert r.json()["segments"][1]["words"]
+    if fmt == "srt":
+        assert r.text.startswith("1\n00:00:00,")
+
+
+def test_unknown_export_format_is_404(client, ids):
+    r = client.get(f"/api/media/{ids['space']['media_id']}/export.exe")
+    assert r.status_code == 404 and "srt" in r.json()["error"]
+
+
+# ---- streaming with ranges -----------------------------------------------------------------
+
+
+def test_stream_whole_file(client, ids, indexed):
+    hit = ids["space"]
+    data = Path(hit["path"]).read_bytes()
+    r = client.get(f"/api/media/{hit['media_id']}/stream")
+    assert r.status_code == 200
+    assert r.content == data
+    assert r.headers["content-length"] == str(len(data))
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-type"] == "audio/mpeg"
+
+
+@pytest.mark.parametrize("header,expect", [
+    ("bytes=0-99", (0, 99)), ("bytes=100-1099", (100, 1099)), ("bytes=5000-", (5000, None)),
+    ("bytes=-500", (-500, None)), ("bytes=0-0", (0, 0)), ("bytes=1000-99999999", (1000, None)),
+])
+def test_stream_range_returns_exact_bytes(client, ids, header, expect):
+    hit = ids["space"]
+    data = Path(hit["path"]).read_bytes()
+    size = len(data)
+    a, b = expect
+    if a < 0:
+        a, b = size + a, size - 1
+    elif b is None:
+        b = size - 1
+    r = client.get(f"/api/media/{hit['media_id']}/stream", headers={"Range": header})
+    assert r.status_code == 206, r.text
+    assert r.content == data[a:b + 1]
+    assert r.headers["content-range"] == f"bytes {a}-{b}/{size}"
+    assert r.headers["content-length"] == str(b - a + 1)
+    assert r.headers["accept-ranges"] == "bytes"
+
+
+@pytest.mark.parametrize("header", ["bytes=999999999-", "bytes=131675-", "bytes=-0"])
+def test_unsatisfiable_range_is_416(client, ids, header):
+    hit = ids["space"]
+    size = Path(hit["path"]).stat().st_size
+    assert size == 131675 or header != "bytes=131675-"
+    r = client.get(f"/api/media/{hit['media_id']}/stream", headers={"Range": header})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{size}"
+    assert "error" in r.json()
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-5", "bytes=10-5", "bytes=--1", "bytes=0-5,10-20"])
+def test_malformed_or_multi_range_is_ignored(client, ids, header):
+    """RFC 9110: a Range header that cannot be parsed (or asks for several ranges) may be ignored."""
+    hit = ids["space"]
+    r = client.get(f"/api/media/{hit['media_id']}/stream", headers={"Range": header})
+    assert r.status_code == 200
+    assert r.content == Path(hit["path"]).read_bytes()
+
+
+def test_if_range_mismatch_sends_whole_file(client, ids):
+    hit = ids["space"]
+    url = f"/api/media/{hit['media_id']}/stream"
+    etag = client.head(url).headers["etag"]
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-Range": etag}).status_code == 206
+    assert client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"stale"'}).status_code == 200
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_head_stream(client, ids):
+    hit = ids["space"]
+    r = client.head(f"/api/media/{hit['media_id']}/stream", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.headers["content-length"] == "10" and r.content == b""
+
+
+def test_content_types(client, ids):
+    assert client.head(f"/api/media/{ids['volcano']['media_id']}/stream").headers["content-type"] == "video/mp4"
+    assert client.head(f"/api/media/{ids['ferry']['media_id']}/stream").headers["content-type"] == "video/webm"
+    assert client.head(f"/api/media/{ids['chess']['media_id']}/stream").headers["content-type"] == "video/x-matroska"
+
+
+def test_parse_range_unit():
+    assert parse_range(None, 10) is None
+    assert parse_range("bytes=0-4", 10) == (0, 4)
+    assert parse_range("bytes=-3", 10) == (7, 9)
+    assert parse_range("bytes=-30", 10) == (0, 9)
+    assert parse_range("bytes=8-", 10) == (8, 9)
+    assert parse_range("bytes=3-2", 10) is None
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=10-", 10)
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=0-", 0)
+
+
+def test_media_outside_indexed_roots_is_not_served(client, ids, indexed, monkeypatch):
+    p, _ = indexed
+    monkeypatch.setattr(p.state, "roots", lambda: {"/nonexistent-root": "online"})
+    r = client.get(f"/api/media/{ids['space']['media_id']}/stream")
+    assert r.status_code == 404 and "offline" in r.json()["error"]
+    assert client.get(f"/api/media/{ids['space']['media_id']}").json()["playable"] is False
+
+
+def test_missing_file_is_404(corpus_src, tmp_path):
+    p, media = build_index(corpus_src, tmp_path)
+    try:
+        with TestClient(create_app(p), base_url=BASE) as c:
+            hit = c.get("/api/search", params={"q": "lettuce"}).json()["hits"][0]
+            os.remove(hit["path"])
+            r = c.get(f"/api/media/{hit['media_id']}/stream")
+            assert r.status_code == 404 and "offline" in r.json()["error"]
+            assert c.get(f"/api/media/{hit['media_id']}/clip", params={"t": 3}).status_code == 404
+    finally:
+        p.close()
+
+
+# ---- clips ---------------------------------------------------------------------------------
+
+
+def _duration(data: bytes, tmp_path: Path, ext: str) -> float:
+    f = tmp_path / f"clip.{ext}"
+    f.write_bytes(data)
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(f)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip())
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_clip_audio_and_video(client, ids, tmp_path):
+    r = client.get(f"/api/media/{ids['space']['media_id']}/clip", params={"t": 10, "before": 2, "after": 3})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/mpeg"
+    assert "attachment;" in r.headers["content-disposition"] and ".mp3" in r.headers["content-disposition"]
+    assert _duration(r.content, tmp_path, "mp3") == pytest.approx(5, abs=0.4)
+    r = client.get(f"/api/media/{ids['volcano']['media_id']}/clip", params={"t": 1})  # before clamps at 0
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "video/mp4"
+    assert _duration(r.content, tmp_path, "mp4") == pytest.approx(11, abs=0.5)
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"t": "abc"}, {"t": "-1"}, {"t": "1e9"}, {"t": "nan"}, {"t": "inf"}, {"t": "40"},
+    {"t": "3", "before": "999"}, {"t": "3", "after": "-2"}, {"t": "3", "before": "x"},
+    {"t": "0", "before": "0", "after": "0"},
+])
+def test_clip_bad_parameters(client, ids, params):
+    r = client.get(f"/api/media/{ids['space']['media_id']}/clip", params=params)
+    assert r.status_code == 400, (params, r.text)
+    assert r.json()["error"]
+
+
+# ---- status, openapi, pages ----------------------------------------------------------------
+
+
+def test_status(client, indexed):
+    _, media = indexed
+    s = client.get("/api/status").json()
+    assert s["media"] == 10 and s["files"]["indexed"] == 10 and s["files"]["failed"] == 4
+    assert any(f["path"].endswith("broken/empty.mp3") and f["error"] for f in s["failed"])
+    assert s["roots"] == [{"path": str(media), "status": "online"}]
+    assert s["jobs"] == {"queued": 0, "running": 0}
+    assert s["spent"] == 0 and s["hours_indexed"] > 0 and s["auth"] is False
+
+
+def test_openapi_describes_every_endpoint(client):
+    spec = client.get("/api/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    routes = api_routes()
+    assert len(routes) >= 10
+    for path, methods in routes:
+        assert path in spec["paths"], f"{path} is not in the OpenAPI description"
+        for m in methods:
+            assert m.lower() in spec["paths"][path], f"{m} {path} is not described"
+    search = spec["paths"]["/api/search"]["get"]
+    assert {p["name"] for p in search["parameters"]} >= {"q", "limit", "offset", "lang", "emotion", "kind", "path"}
+
+
+def test_pages_and_deep_links_serve_the_ui(client):
+    for url in ("/", "/m/0123456789abcdef0123?t=12.5", "/?q=lettuce"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert '<script src="/static/app.js"' in r.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
+    assert client.get("/nowhere").status_code == 404
+    assert client.get("/api/nowhere").json()["status"] == 404
+
+
+def test_security_headers(client, ids):
+    for url in ("/", "/api/status", f"/api/media/{ids['space']['media_id']}/stream", "/static/app.js", "/nowhere"):
+        r = client.get(url, headers={"Range": "bytes=0-1"})
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_no_inline_scripts_in_page(client):
+    html = client.get("/").text
+    assert "<script>" not in html and "onclick" not in html.lower() and "style=" not in html
+
+
+def test_safe_snippet_keeps_only_marks():
+    assert safe_snippet("a <mark>b</mark> &lt;i&gt;") == "a <mark>b</mark> &lt;i&gt;"
+    assert safe_snippet("<script>alert(1)</script> <mark>x</mark>") == \
+        "&lt;script&gt;alert(1)&lt;/script&gt; <mark>x</mark>"
+    assert "<img" not in safe_snippet("<img src=x onerror=alert(1)>")
+
+
+def test_transcript_markup_is_escaped_in_snippets(corpus_src, tmp_path):
+    from mediaindex.models import Segment, Transcript, Word
+
+    p, _ = build_index(corpus_src, tmp_path)
+    try:
+        with TestClient(create_app(p), base_url=BASE) as c:
+            hit = c.get("/api/search", params={"q": "lettuce"}).json()["hits"][0]
+            media = p.state.get_media(hit["media_id"])
+            text = "zebra <script>alert(1)</script> <img src=x onerror=alert(2)> & more"
+            seg = Segment(index=0, start=1.0, end=4.0, text=text,
+                          words=[Word(w, 1.0 + i * 0.3, 1.2 + i * 0.3) for i, w in enumerate(text.split())])
+            p.state.save_transcript(media.id, media.engine, Transcript("manifest", "manifest", [seg]), 4.0)
+            p.index.upsert(media, [seg])
+            r = c.get("/api/search", params={"q": "zebra"}).json()
+            snippet = r["hits"][0]["snippet"]
+            assert "<script" not in snippet and "<img" not in snippet and "&lt;script&gt;" in snippet
+            assert c.get(f"/api/media/{media.id}").json()["segments"][0]["text"] == text  # JSON: data, not HTML
+            assert "<script>" not in c.get(f"/api/media/{media.id}/captions.vtt").text
+    finally:
+        p.close()
+
+
+# ---- tokens, hosts, binding ----------------------------------------------------------------
+
+
+def test_token_required_when_set(indexed, ids):
+    p, _ = indexed
+    mid = ids["space"]["media_id"]
+    with TestClient(create_app(p, token="s3cret"), base_url=BASE) as c:
+        for url in ("/api/status", "/api/search?q=lettuce", f"/api/media/{mid}", f"/api/media/{mid}/stream",
+                    f"/api/media/{mid}/captions.vtt", "/api/facets", "/api/openapi.json"):
+            r = c.get(url)
+            assert r.status_code == 401, url
+            assert "token" in r.json()["error"] and r.headers["www-authenticate"].startswith("Bearer")
+            assert c.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(url, headers={"Authorization": "Bearer s3cret"}).status_code in (200, 206)
+            sep = "&" if "?" in url else "?"
+            assert c.get(f"{url}{sep}token=s3cret").status_code in (200, 206)
+            assert c.get(f"{url}{sep}token=nope").status_code == 401
+        assert c.get("/").status_code == 200  # the page itself holds no data
+        # the UI logs in once; the HttpOnly cookie then works for fetch() and <audio src>
+        assert c.post("/api/login", json={"token": "nope"}).status_code == 401
+        r = c.post("/api/login", json={"token": "s3cret"})
+        assert r.status_code == 204 and "httponly" in r.headers["set-cookie"].lower()
+        assert "samesite=strict" in r.headers["set-cookie"].lower()
+        assert c.get("/api/status").status_code == 200
+        assert c.get(f"/api/media/{mid}/stream", headers={"Range": "bytes=0-3"}).status_code == 206
+    with TestClient(create_app(p, token="s3cret"), base_url=BASE) as c:
+        r = c.get(f"/m/{mid}?t=3&token=s3cret", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/m/{mid}?t=3"
+        assert c.get("/api/status").status_code == 200  # the cookie from the link
+        assert c.post("/api/login", data={"token": ""}).status_code == 400
+
+
+def test_without_token_only_loopback_hosts_are_answered(indexed):
+    p, _ = indexed
+    with TestClient(create_app(p), base_url="http://evil.example") as c:
+        r = c.get("/api/status")
+        assert r.status_code == 421 and "loopback" in r.json()["error"]
+    for host in ("127.0.0.1:8844", "localhost", "[::1]:8844"):
+        with TestClient(create_app(p), base_url=BASE) as c:
+            assert c.get("/api/status", headers={"Host": host}).status_code == 200, host
+    with TestClient(create_app(p, token="t"), base_url="http://media.example.org") as c:
+        assert c.get("/api/status?token=t").status_code == 200
+
+
+def test_non_loopback_without_token_is_refused(indexed, tmp_path):
+    p, _ = indexed
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
+        with pytest.raises(UnsafeBindError, match="token"):
+            start_server(p, host=host, port=0)
+    from mediaindex.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "token" in result.output
+    handle = start_server(p, host="0.0.0.0", port=0, token="tok")
+    try:
+        r = httpx.get(f"http://127.0.0.1:{handle.port}/api/status", headers={"Authorization": "Bearer tok"})
+        assert r.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{handle.port}/api/status").status_code == 401
+    finally:
+        handle.stop()
+
+
+# ---- a real server -------------------------------------------------------------------------
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """Send a request line exactly as given (no client-side normalisation of ../ or %2e)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+@pytest.mark.parametrize("target", [
+    "/api/media/../../etc/passwd/stream",
+    "/api/media/..%2F..%2F..%2Fetc%2Fpasswd/stream",
+    "/api/media/%2e%2e%2f%2e%2e%2fetc%2fpasswd/stream",
+    "/api/media/%252e%252e%252fetc%252fpasswd/stream",
+    "/api/media/..%5c..%5cetc%5cpasswd/stream",
+    "/api/media/%2e%2e/stream",
+    "/api/media/..;/stream",
+    "/static/../app.py",
+    "/static/..%2fapp.py",
+    "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/m/../../etc/passwd",
+])
+def test_path_traversal_is_404(server, target):
+    status, data = raw_get(server.port, target)
+    assert status in (400, 404), data[:300]
+    assert b"root:" not in data and b"import " not in data
+
+
+def test_real_server_serves_ranges_and_stops(indexed, ids):
+    p, _ = indexed
+    handle = start_server(p, port=0)
+    hit = ids["space"]
+    data = Path(hit["path"]).read_bytes()
+    try:
+        assert handle.url == f"http://127.0.0.1:{handle.port}/"
+        with httpx.Client(base_url=handle.url) as c:
+            assert c.get("/api/status").json()["media"] == 10
+            r = c.get(f"/api/media/{hit['media_id']}/stream", headers={"Range": "bytes=1000-1999"})
+            assert r.status_code == 206 and r.content == data[1000:2000]
+            r = c.get(f"/api/media/{hit['media_id']}/stream")
+            assert r.content == data
+    finally:
+        handle.stop()
+    assert not handle.running
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{handle.port}/api/status", timeout=2)
+
+
+def test_port_in_use_is_a_clear_error(indexed):
+    p, _ = indexed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(OSError, match="cannot listen"):
+            start_server(p, port=port)
+
+
+def test_empty_index_status_and_search(tmp_path):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    p = Pipeline(Config.load(tmp_path / "data"))
+    try:
+        with TestClient(create_app(p), base_url=BASE) as c:
+            s = c.get("/api/status").json()
+            assert s["media"] == 0 and s["files"]["total"] == 0 and s["roots"] == []
+            assert c.get("/api/search", params={"q": "anything"}).json() == {
+                "query": "anything", "total": 0, "partial": False, "limit": 20, "offset": 0, "hits": []}
+            assert c.get("/api/facets").status_code == 200
+    finally:
+        p.close()
+
+
+def test_status_json_is_serialisable(client):
+    json.dumps(client.get("/api/status").json())
