@@ -502,8 +502,17 @@ class Watcher:
     def _enqueue(self, changed: list[FileStat], deleted: list[str]) -> None:
         if not changed and not deleted:
             return
-        # index new paths before removing old ones: a moved media never leaves the index
-        self.pipeline.enqueue_plan(ScanPlan(changed=changed, deleted=deleted))
+        # index new paths before removing old ones: a moved media never leaves the index.
+        # Batches of 500 per transaction: a first scan of 100k files is not 300k commits, and
+        # a file's status and its job are written together.
+        batch = 500
+        for i in range(0, len(changed), batch):
+            with self.state.tx():
+                self.pipeline.enqueue_plan(ScanPlan(changed=changed[i:i + batch]))
+            self._wake_workers()
+        for i in range(0, len(deleted), batch):
+            with self.state.tx():
+                self.pipeline.enqueue_plan(ScanPlan(deleted=deleted[i:i + batch]))
         for f in changed:
             self.log(f"queued: {f.path}")
         self._wake_workers()
@@ -767,7 +776,7 @@ class WatchProgress:
 # ---- the CLI command -----------------------------------------------------------------------
 
 
-def _start_server(pipeline, host, port, echo):
+def _start_server(pipeline, host, port, token, echo):
     """The web UI (mediaindex.web), when it is installed; a notice otherwise."""
     try:
         from .web.server import start_server  # type: ignore[import-not-found]
@@ -775,12 +784,24 @@ def _start_server(pipeline, host, port, echo):
         echo(f"web UI not available ({e}); watching without it (search with `mediaindex search`)")
         return None
     try:
-        handle = start_server(pipeline, host, port, token=None)
+        handle = start_server(pipeline, host, port, token=token)
     except Exception as e:  # e.g. the port is taken: keep indexing, say why there is no UI
-        echo(f"web UI not started: {type(e).__name__}: {e}")
+        echo(f"web UI not started: {e} (indexing goes on; try --port, or --no-serve)")
         return None
-    echo(f"web UI: http://{host}:{port}/")
+    echo(f"web UI: {getattr(handle, 'url', f'http://{host}:{port}/')}")
     return handle
+
+
+def _check_bind(host, token):
+    """Refuse a network-reachable address without a token before anything starts."""
+    try:
+        from .web.server import check_bind  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    try:
+        check_bind(host, token)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 @click.command("watch")
@@ -799,9 +820,12 @@ def _start_server(pipeline, host, port, echo):
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the web UI while watching.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8844, show_default=True)
+@click.option("--token", envvar="MEDIAINDEX_TOKEN", default=None,
+              help="Require this token on every web API call (env MEDIAINDEX_TOKEN); needed beyond loopback.")
 @click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
               help="On Ctrl-C/SIGTERM, how long running jobs may finish before they are put back in the queue.")
-def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, grace):
+def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, token,
+                  grace):
     """Keep PATHS indexed: index what is new, then follow every change until stopped.
 
     New, changed, moved and deleted files are handled as they happen (once a file has stopped
@@ -811,6 +835,9 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     """
     from .config import Config
 
+    token = token or None
+    if serve:
+        _check_bind(host, token)
     try:
         pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
     except (UsageError, ValueError) as e:
@@ -845,7 +872,7 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
                      f"{workers} worker(s); data in {pipeline.config.data_dir})")
         watcher.start()
         if serve:
-            server = _start_server(pipeline, host, port, progress.log)
+            server = _start_server(pipeline, host, port, token, progress.log)
         progress.start()
         while not stop_requested.wait(0.5):
             if watcher.fatal:
