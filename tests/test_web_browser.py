@@ -1,0 +1,299 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright (sync API), headless.
+
+A real uvicorn server (``start_server`` in a thread, free port) serves a corpus index built with
+the manifest transcriber. One screenshot per state goes to ``test-artifacts/`` (gitignored).
+Never runs ``playwright install``: it uses /usr/bin/chromium.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_web_api import build_index
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_TEXT = "zebra <script>alert('xss')</script> <img src=x onerror=alert(2)> & friends"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+def _rename_xss(media: Path) -> None:
+    # A file name that is also HTML: it must show up as text, never as an element.
+    shutil.move(media / "podcasts" / "lighthouse.opus", media / "podcasts" / f"{XSS_NAME}.opus")
+
+
+@pytest.fixture(scope="module")
+def site(corpus_src, tmp_path_factory):
+    from mediaindex.models import Segment, Word
+    from mediaindex.web.server import start_server
+
+    p, media = build_index(corpus_src, tmp_path_factory.mktemp("webui"), extra=_rename_xss)
+    # A transcript with markup in it (as an engine or a subtitle sidecar could produce).
+    evil = p.state.media_for_path(str(media / "podcasts" / f"{XSS_NAME}.opus"))
+    transcript = p.state.get_transcript(evil.id)
+    words = [Word(w, 9.0 + i * 0.3, 9.25 + i * 0.3) for i, w in enumerate(XSS_TEXT.split())]
+    transcript.segments.append(Segment(index=len(transcript.segments), start=9.0, end=12.0, text=XSS_TEXT,
+                                       words=words, language="en"))
+    p.state.save_transcript(evil.id, evil.engine, transcript, 13.0)
+    p.index.upsert(evil, transcript.segments)
+    handle = start_server(p, port=0)
+    yield handle, p, media
+    handle.stop()
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def empty_site(tmp_path_factory):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+
+    p = Pipeline(Config.load(tmp_path_factory.mktemp("webui-empty") / "data"))
+    handle = start_server(p, port=0)
+    yield handle
+    handle.stop()
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required", "--mute-audio"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A page that records dialogs, uncaught errors and console errors (CSP violations included)."""
+
+    def __init__(self, browser, **kw):
+        self.context = browser.new_context(**kw)
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser):
+    p = Page(browser, viewport={"width": 1280, "height": 860})
+    yield p
+    p.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=False)
+
+
+def wait_playing(page, near: float | None = None, timeout: int = 15000) -> float:
+    page.wait_for_function(
+        "() => { const p = document.getElementById('player');"
+        " return p && !p.paused && p.readyState >= 2 && p.currentTime > 0; }", timeout=timeout)
+    return page.evaluate("document.getElementById('player').currentTime")
+
+
+def test_search_click_plays_from_the_hit(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "lettuce chamber")
+    hit = pg.locator("#results .hit").first
+    hit.wait_for()
+    assert hit.locator(".hit-title").inner_text() == "space_station"
+    assert hit.locator("mark").first.inner_text().lower() == "lettuce"
+    chip = hit.locator(".chip").inner_text()
+    assert chip == "0:07"
+    shot(pg, "1-results")
+    api_hit = p.index.search(__import__("mediaindex.models", fromlist=["SearchQuery"]).SearchQuery(q="lettuce chamber")).hits[0]
+    hit.click()
+    t = wait_playing(pg)
+    assert pg.evaluate("document.getElementById('player').tagName") == "AUDIO"
+    assert abs(t - api_hit.time) <= 1.5, (t, api_hit.time)
+    assert f"/m/{api_hit.media_id}?t=" in pg.url
+    # the transcript follows the playback: the current word is highlighted
+    pg.wait_for_selector("#transcript .w.current")
+    current = pg.locator("#transcript .w.current").inner_text()
+    assert current in "Astronauts grow lettuce in a small chamber with red and blue lights."
+    shot(pg, "2-playing")
+    # clicking a word seeks there
+    pg.locator("#transcript .w", has_text="hurricanes").click()
+    pg.wait_for_function("() => document.getElementById('player').currentTime > 19")
+    assert not pg.evaluate("document.getElementById('player').paused")
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_video_plays_with_captions(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "dolphins")  # podcasts/ferry.webm: VP8 + Opus
+    pg.locator("#results .hit").first.click()
+    t = wait_playing(pg)
+    assert pg.evaluate("document.getElementById('player').tagName") == "VIDEO"
+    track = pg.evaluate("(() => { const t = document.querySelector('#player track');"
+                        " return t && [t.kind, t.src, t.track.mode]; })()")
+    assert track[0] == "captions" and track[1].endswith("/captions.vtt") and track[2] == "showing"
+    pg.wait_for_function("(() => { const t = document.querySelector('#player').textTracks[0];"
+                         " return t.cues && t.cues.length > 0; })()")
+    assert t > 0
+    shot(pg, "3-video")
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_deep_link_opens_at_its_time(site, page):
+    handle, p, media = site
+    m = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    pg = page.page
+    pg.goto(f"{handle.url}m/{m.id}?t=15")
+    t = wait_playing(pg)
+    assert abs(t - 15) <= 1.5, t
+    assert pg.locator("#media-title").inner_text() == "space_station"
+    # "copy link to this moment" gives a deep link at the current time
+    pg.click("#copy-link")
+    pg.wait_for_function("() => document.getElementById('toast').textContent.includes('/m/')")
+    assert f"/m/{m.id}?t=" in pg.locator("#toast").inner_text()
+    # the clip button points at the clip endpoint around the current moment
+    pg.hover("#clip-link")
+    href = pg.get_attribute("#clip-link", "href")
+    assert href.startswith(f"/api/media/{m.id}/clip?t=")
+    shot(pg, "4-deep-link")
+    pg.goto(f"{handle.url}m/0123456789abcdef0123?t=3")
+    pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('not in the index')")
+    assert not page.dialogs
+
+
+def test_untrusted_names_and_transcripts_render_as_text(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "lighthouse keeper")
+    hit = pg.locator("#results .hit").first
+    hit.wait_for()
+    assert hit.locator(".hit-title").inner_text() == XSS_NAME
+    pg.fill("#q", "zebra")
+    pg.wait_for_function("() => { const s = document.querySelector('#results .snippet');"
+                         " return s !== null && s.textContent.includes('zebra'); }")
+    snippet = pg.locator("#results .snippet").first
+    assert "<script>alert('xss')</script>" in snippet.inner_text()
+    assert snippet.locator("mark").inner_text() == "zebra"
+    pg.locator("#results .hit").first.click()
+    wait_playing(pg)
+    assert pg.locator("#media-title").inner_text() == XSS_NAME
+    transcript = pg.locator("#transcript").inner_text()
+    assert "<script>alert('xss')</script>" in transcript and "<img src=x onerror=alert(2)>" in transcript
+    pg.wait_for_timeout(500)
+    assert pg.evaluate("document.querySelectorAll('script').length") == 1  # only app.js
+    assert pg.evaluate("document.querySelectorAll('img').length") == 0
+    shot(pg, "5-xss-as-text")
+    assert page.dialogs == []
+    assert not page.errors, page.errors
+
+
+def test_keyboard_facets_and_status_panel(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('recordings')")
+    pg.evaluate("() => document.activeElement && document.activeElement.blur()")
+    assert pg.evaluate("() => document.activeElement.id") != "q"
+    pg.keyboard.press("/")
+    assert pg.evaluate("document.activeElement.id") == "q"
+    pg.keyboard.type("the")
+    pg.locator("#results .hit").nth(2).wait_for()
+    pg.keyboard.press("ArrowDown")
+    assert pg.evaluate("document.activeElement.classList.contains('hit')")
+    pg.keyboard.press("ArrowDown")
+    assert pg.evaluate("document.activeElement.dataset.index") == "1"
+    pg.keyboard.press("ArrowUp")
+    pg.keyboard.press("Enter")
+    wait_playing(pg)
+    # facets filter the results
+    pg.fill("#q", "天气")
+    pg.locator(".facet-btn", has_text="zh").wait_for()
+    n_before = pg.locator("#results .hit").count()
+    assert n_before >= 1
+    pg.locator(".facet-btn", has_text="zh").click()
+    pg.wait_for_function("() => document.querySelector('.facet-btn[aria-pressed=\"true\"]') !== null")
+    assert pg.locator("#results .hit .tag", has_text="zh").count() == pg.locator("#results .hit").count()
+    # the status panel shows progress, failures and folders
+    pg.click("#status-toggle")
+    pg.wait_for_selector("#status-panel:not([hidden])")
+    assert pg.locator("#st-media").inner_text() == "10"
+    assert pg.locator("#st-failed").inner_text() == "4"
+    assert str(media) in pg.locator("#st-roots").inner_text()
+    assert pg.get_attribute("#status-toggle", "aria-expanded") == "true"
+    shot(pg, "6-status-panel")
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_empty_state_on_first_run(empty_site, page):
+    pg = page.page
+    pg.goto(empty_site.url)
+    pg.wait_for_selector("#empty:not([hidden])")
+    text = pg.locator("#empty").inner_text()
+    assert "Nothing indexed yet" in text and "mediaindex index" in text and "mediaindex watch" in text
+    assert pg.locator("#status-label").inner_text() == "0 indexed"
+    shot(pg, "7-empty-state")
+    assert not page.errors, page.errors
+
+
+def test_phone_layout(site, browser):
+    handle, p, media = site
+    page = Page(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        pg = page.page
+        pg.goto(handle.url)
+        pg.fill("#q", "magma")
+        pg.locator("#results .hit").first.wait_for()
+        shot(pg, "8-phone-results")
+        pg.locator("#results .hit").first.click()
+        wait_playing(pg)
+        assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        box = pg.locator("#player").bounding_box()
+        assert box["width"] <= 390
+        shot(pg, "9-phone-player")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+
+
+def test_token_login(site, browser):
+    from mediaindex.web.server import start_server
+
+    handle, p, media = site
+    secured = start_server(p, port=0, token="letmein")
+    page = Page(browser, viewport={"width": 1024, "height": 768})
+    try:
+        pg = page.page
+        pg.goto(secured.url)
+        pg.wait_for_selector("#login:not([hidden])")
+        shot(pg, "10-token-login")
+        pg.fill("#token", "letmein")
+        pg.click("#login-form button")
+        pg.wait_for_selector("#login", state="hidden")
+        pg.fill("#q", "lettuce")
+        pg.locator("#results .hit").first.click()
+        wait_playing(pg)  # the media element is authorised by the cookie
+        assert not page.dialogs
+    finally:
+        page.close()
+        secured.stop()
