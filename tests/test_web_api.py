@@ -133,6 +133,11 @@ def test_search_filters(client, indexed):
     assert talks["hits"] and all(h["path"].startswith(str(media / "talks") + "/") for h in talks["hits"])
     none = client.get("/api/search", params={"q": "lettuce", "path": str(media / "video") + "/"}).json()
     assert none["total"] == 0
+    # a folder is a folder: "/x/talk" does not match "/x/talks/..."
+    assert client.get("/api/search", params={"q": "lettuce", "path": str(media / "talks")}).json()["total"] == 1
+    assert client.get("/api/search", params={"q": "lettuce", "path": str(media / "talk")}).json()["total"] == 0
+    one_file = str(media / "talks" / "space_station.mp3")
+    assert client.get("/api/search", params={"q": "lettuce", "path": one_file}).json()["total"] == 1
 
 
 def test_empty_query_returns_no_hits(client):

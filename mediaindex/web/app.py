@@ -153,10 +153,9 @@ def search_query(request: Request) -> SearchQuery:
     if path is not None:
         if "\x00" in path or len(path) > 4096 or not os.path.isabs(path):
             raise ApiError(400, "path must be an absolute folder path (a prefix of the media paths)")
-        trailing = path.endswith(("/", os.sep))
         path = os.path.normpath(path)
-        if trailing and not path.endswith(os.sep):
-            path += os.sep
+        if not os.path.isfile(path):  # a folder means "under it", not "any name starting with it"
+            path = path.rstrip(os.sep) + os.sep
     return SearchQuery(
         q=q,
         limit=_int_param(request, "limit", 20, 0, MAX_LIMIT),

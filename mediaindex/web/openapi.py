@@ -23,7 +23,7 @@ _FILTERS = [
     _q("lang", "Only segments in this language (e.g. en, zh).", {"type": "string"}),
     _q("emotion", "Only segments with this emotion.", {"type": "string"}),
     _q("kind", "Only segments of this kind.", {"type": "string", "enum": ["speech", "singing", "music"]}),
-    _q("path", "Only media whose path starts with this absolute folder path (end it with / for a folder).",
+    _q("path", "Only media under this absolute folder (or this one file).",
        {"type": "string"}),
 ]
 
