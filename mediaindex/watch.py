@@ -109,6 +109,7 @@ class Watcher:
         self._inbox: deque = deque()  # raw watchdog events, handled by the scheduler thread
         self._kick = threading.Event()  # wakes the scheduler
         self._stopping = threading.Event()
+        self._stop_requested = False
         self._stopped = threading.Event()
         self._pending: dict[str, _Pending] = {}  # the stability tracker (scheduler thread only...)
         self._pending_lock = threading.Lock()  # ... but workers read it
@@ -151,6 +152,7 @@ class Watcher:
         """Stop watching; let running jobs finish for up to ``grace`` seconds (or until ``force``
         is set), then release the ones still running back to the queue. Returns how many were
         released. Safe to call twice."""
+        self._stop_requested = True
         self._stopping.set()
         self._kick.set()
         with self._cond:
@@ -597,7 +599,9 @@ class Watcher:
                 self._running[job.id] = job
             self._last_activity = time.monotonic()
             try:
-                self.pipeline.run_job(job, self.reporter, self.max_attempts)
+                outcome = self.pipeline.run_job(job, self.reporter, self.max_attempts)
+                if outcome.status in ("failed", "retry") and job.action == "index":
+                    self._distrust_failure_on_stop(job)
             except UsageError as e:  # unknown engine or index: nothing will work, stop
                 self.fatal = e
                 self.log(f"stopping: {e}")
@@ -614,6 +618,27 @@ class Watcher:
                 with self._running_lock:
                     self._running.pop(job.id, None)
                 self._last_activity = time.monotonic()
+
+
+    def request_stop(self) -> None:
+        """Note that a stop is coming (safe to call from a signal handler): failures from now on
+        may be caused by the stop itself and are not trusted."""
+        self._stop_requested = True
+
+    def _distrust_failure_on_stop(self, job: Job) -> None:
+        """Ctrl-C in a terminal also kills our ffmpeg/ffprobe children (same process group): a
+        file failing at that moment is not broken. Put it back in the queue, as if released."""
+        if not self._stop_requested:
+            self._stopping.wait(0.05)  # the signal handler may run a moment after the child died
+        if not (self._stop_requested or self._stopping.is_set()):
+            return
+        try:
+            with self.state.tx():
+                self.state.jobs.enqueue(job.path, "index")
+                self.state.set_file_status(job.path, "queued")
+            self.log(f"interrupted: {job.path} (back in the queue)")
+        except Exception as e:
+            self.log(f"could not re-queue {job.path}: {e}")
 
 
 # ---- terminal progress ---------------------------------------------------------------------
@@ -859,6 +884,7 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     force = threading.Event()
 
     def on_signal(signum, frame):
+        watcher.request_stop()
         if stop_requested.is_set():
             force.set()
         stop_requested.set()

@@ -349,14 +349,14 @@ def installed_manifest_plugin():
                    check=True, capture_output=True)
 
 
-def _watch_proc(root, data_dir, corpus_src, log, delay=0.0, workers=2):
+def _watch_proc(root, data_dir, corpus_src, log, delay=0.0, workers=2, grace=3):
     env = {**os.environ, "MEDIAINDEX_LOAD_PLUGINS": "mediaindex-manifest-transcriber",
            "MEDIAINDEX_MANIFEST": str(corpus_src / "manifest.json"),
            "MEDIAINDEX_MANIFEST_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
     env.pop("MEDIAINDEX_MANIFEST_FAIL_ONCE", None)
     return subprocess.Popen([str(VENV_BIN / "mediaindex"), "watch", str(root), "--data-dir", str(data_dir),
                              "--no-serve", "--transcriber", "manifest", "--stable", "0.5",
-                             "--workers", str(workers), "--grace", "3"],
+                             "--workers", str(workers), "--grace", str(grace)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -446,3 +446,32 @@ def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, d
     assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0
     assert _count(state_db, "SELECT COUNT(*) FROM files WHERE status = 'running'") == 0
     assert _count(state_db, "SELECT COUNT(*) FROM ledger") >= 1
+
+
+def test_second_ctrl_c_exits_at_once_and_puts_jobs_back(installed_manifest_plugin, library, corpus_src, data_dir,
+                                                        tmp_path):
+    state_db = data_dir / "state.sqlite3"
+    log = open(tmp_path / "watch.log", "wb")
+    proc = _watch_proc(library, data_dir, corpus_src, log, delay=60, workers=1, grace=60)
+    try:
+        wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
+                 timeout=30, what="a running job")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the first Ctrl-C waits for running jobs (grace period)"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = (tmp_path / "watch.log").read_text()
+    assert proc.returncode == 130, out
+    assert took < 5, took
+    assert "put back in the queue" in out
+    assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0
+    assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 4
+    assert _count(state_db, "SELECT COUNT(*) FROM files WHERE status = 'failed'") == 0
+    assert _count(state_db, "SELECT COUNT(*) FROM ledger") == 0
