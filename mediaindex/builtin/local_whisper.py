@@ -20,6 +20,7 @@ memory at once; timestamps are offset by the window's start.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shutil
@@ -130,51 +131,53 @@ class LocalWhisperTranscriber(Transcriber):
         decoded = 0.0
         started = time.monotonic()
 
-        for offset, audio, is_last in _windows(path, self.window_seconds, total):
-            length = len(audio) / SAMPLE_RATE
-            decoded = offset + length
-            if is_last and offset == 0.0:
-                _check_complete(path, decoded, total)
-            if length == 0.0:
-                _check_complete(path, decoded, total)
-                break
-            if model is None:
-                model = self.load()
-            seg_iter, info = model.transcribe(
-                audio, language=language, task="transcribe", beam_size=self.beam_size,
-                word_timestamps=True, vad_filter=self.vad, initial_prompt=request.prompt or None,
-                condition_on_previous_text=True,
-            )
-            if first_info is None:
-                first_info = info
-            win_lang = forced or info.language
-            kept_here = 0
-            for s in seg_iter:
-                summary = {"start": round(offset + s.start, 3), "end": round(offset + s.end, 3),
-                           "avg_logprob": round(s.avg_logprob, 4), "no_speech_prob": round(s.no_speech_prob, 4),
-                           "compression_ratio": round(s.compression_ratio, 3), "temperature": s.temperature}
-                words = [Word(text=w.word.strip(), start=round(offset + w.start, 3), end=round(offset + w.end, 3),
-                              probability=round(float(w.probability), 4))
-                         for w in (s.words or []) if w.word.strip()]
-                reason = _hallucination(s, words)
-                if reason:
-                    dropped.append({**summary, "text": s.text.strip(), "reason": reason})
-                else:
-                    raw_segments.append(summary)
-                    segments.append(Segment(index=len(segments), start=round(offset + s.start, 3),
-                                            end=round(offset + s.end, 3), text=s.text.strip(), words=words,
-                                            language=win_lang))
-                    kept_here += 1
-                reporter(offset + s.end)
-            windows.append({"offset": round(offset, 3), "duration": round(length, 3),
-                            "language": info.language, "language_probability": round(info.language_probability, 4),
-                            "duration_after_vad": round(info.duration_after_vad, 3), "segments": kept_here})
-            if kept_here and detected is None and not forced:
-                detected = (info.language, float(info.language_probability))
-                language = info.language  # later windows keep the file's language
-            reporter(offset + length)
-            if is_last:
-                _check_complete(path, decoded, total)
+        windows_iter = _windows(path, self.window_seconds, total)
+        with contextlib.closing(windows_iter):  # ffmpeg is killed even if a callback raises
+            for offset, audio, is_last in windows_iter:
+                length = len(audio) / SAMPLE_RATE
+                decoded = offset + length
+                if is_last and offset == 0.0:
+                    _check_complete(path, decoded, total)
+                if length == 0.0:
+                    _check_complete(path, decoded, total)
+                    break
+                if model is None:
+                    model = self.load()
+                seg_iter, info = model.transcribe(
+                    audio, language=language, task="transcribe", beam_size=self.beam_size,
+                    word_timestamps=True, vad_filter=self.vad, initial_prompt=request.prompt or None,
+                    condition_on_previous_text=True,
+                )
+                if first_info is None:
+                    first_info = info
+                win_lang = forced or info.language
+                kept_here = 0
+                for s in seg_iter:
+                    summary = {"start": round(offset + s.start, 3), "end": round(offset + s.end, 3),
+                               "avg_logprob": round(s.avg_logprob, 4), "no_speech_prob": round(s.no_speech_prob, 4),
+                               "compression_ratio": round(s.compression_ratio, 3), "temperature": s.temperature}
+                    words = [Word(text=w.word.strip(), start=round(offset + w.start, 3), end=round(offset + w.end, 3),
+                                  probability=round(float(w.probability), 4))
+                             for w in (s.words or []) if w.word.strip()]
+                    reason = _hallucination(s, words)
+                    if reason:
+                        dropped.append({**summary, "text": s.text.strip(), "reason": reason})
+                    else:
+                        raw_segments.append(summary)
+                        segments.append(Segment(index=len(segments), start=round(offset + s.start, 3),
+                                                end=round(offset + s.end, 3), text=s.text.strip(), words=words,
+                                                language=win_lang))
+                        kept_here += 1
+                    reporter(offset + s.end)
+                windows.append({"offset": round(offset, 3), "duration": round(length, 3),
+                                "language": info.language, "language_probability": round(info.language_probability, 4),
+                                "duration_after_vad": round(info.duration_after_vad, 3), "segments": kept_here})
+                if kept_here and detected is None and not forced:
+                    detected = (info.language, float(info.language_probability))
+                    language = info.language  # later windows keep the file's language
+                reporter(offset + length)
+                if is_last:
+                    _check_complete(path, decoded, total)
 
         reporter.finish(decoded)
         if forced:
