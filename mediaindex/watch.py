@@ -347,6 +347,9 @@ class Watcher:
             self._busy += 1
             try:
                 self._scan(self.roots, initial=True)
+            except Exception as e:  # e.g. the database stayed locked: try again on the next tick
+                self._report_error("initial scan", e)
+                self._rescan_requested.update(self.roots)
             finally:
                 self._busy -= 1
                 self.scan_done.set()
@@ -375,7 +378,14 @@ class Watcher:
                         next_rescan = now + self.rescan_interval
                     if self._rescan_requested:
                         roots, self._rescan_requested = sorted(self._rescan_requested), set()
-                        self._scan(roots)
+                        try:
+                            self._scan(roots)
+                        except Exception:
+                            self._rescan_requested.update(roots)  # not lost: retried next tick
+                            raise
+                except Exception as e:  # one bad moment (locked database, odd file) must not end
+                    self._report_error("watcher", e)  # the watch: report it and go on
+                    self._stopping.wait(1.0)
                 finally:
                     self._busy -= 1
         except BaseException as e:  # a bug here must not leave a silent, half-working watcher
@@ -385,6 +395,12 @@ class Watcher:
 
             traceback.print_exc()
             self._stopping.set()
+
+    def _report_error(self, where: str, e: Exception) -> None:
+        import traceback
+
+        self.log(f"{where} error (continuing): {type(e).__name__}: {e}")
+        traceback.print_exc()
 
     def _touch(self, path: str, sig: tuple[int, float] | None = None, *, stat: bool = True) -> None:
         """A path changed (or may have): handle it once it has been stable for ``stable`` s."""
@@ -453,6 +469,16 @@ class Watcher:
             return
         changed: list[FileStat] = []
         deleted: list[str] = []
+        try:
+            self._settle(ready, changed, deleted)
+            self._enqueue(changed, deleted)
+        except Exception:
+            # never drop a change on an error: everything not yet queued is tracked again
+            for path, _ in ready:
+                self._touch(path)
+            raise
+
+    def _settle(self, ready, changed: list[FileStat], deleted: list[str]) -> None:
         for path, _ in ready:
             st = _stat_file(path)
             sig = _sig(st)
@@ -471,7 +497,6 @@ class Watcher:
                 entry = self._pending.get(path)
                 if entry is not None and entry.sig == sig and entry.due <= time.monotonic():
                     del self._pending[path]
-        self._enqueue(changed, deleted)
 
     def _active_paths(self) -> set[str]:
         return {r[0] for r in self.state.conn.execute(
