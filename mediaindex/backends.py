@@ -31,6 +31,10 @@ class PermanentError(MediaError):
     transient = False
 
 
+class FatalError(Exception):
+    """Stops all work, not one file: a full disk, a missing or damaged model. The user must act."""
+
+
 class TransientError(MediaError):
     """Worth retrying later: network failure, 429, 5xx, engine busy."""
 

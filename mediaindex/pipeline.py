@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .backends import (IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
+from .backends import (FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
                        TranscribeRequest, TransientError)
 from .config import Config
 from .models import Media, ProbeResult, Segment, Transcript
@@ -30,10 +30,6 @@ DEFAULT_INDEX = "sqlite"
 
 class UsageError(Exception):
     """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
-
-
-class FatalError(Exception):
-    """Stops all work (a full disk): no file can succeed until the user acts."""
 
 
 def _is_disk_full(e: BaseException) -> bool:
@@ -279,6 +275,9 @@ class Pipeline:
             else:
                 outcome = self.process_path(job.path, reporter)
             self.state.jobs.complete(job)
+        except FatalError:
+            self.state.jobs.release(job)
+            raise
         except Exception as e:  # one bad file never stops the others
             if _is_disk_full(e):  # nothing else can succeed either: stop, the job stays queued
                 try:

