@@ -109,7 +109,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
             parts.append(f"{still_queued} waiting to retry")
         click.echo("done: " + ", ".join(parts), err=True)
         for rec in failed:
-            click.echo(f"  failed: {rec.path}: {rec.error}", err=True)
+            reason = (rec.error or "").removeprefix(f"{rec.path}: ")
+            click.echo(f"  failed: {rec.path}: {reason}", err=True)
         for root in plan.offline:
             click.echo(f"  offline: {root} (missing; its files stay in the index)", err=True)
         sys.exit(1 if failed or still_queued else 0)

@@ -44,7 +44,7 @@ def probe(path: str | os.PathLike) -> ProbeResult:
     try:
         info = ffmpeg.probe(str(path))
     except ffmpeg.Error as e:
-        msg = _last_line((e.stderr or b"").decode("utf-8", "replace"))
+        msg = _last_line((e.stderr or b"").decode("utf-8", "replace")).replace(f"{path}: ", "")
         raise PermanentError(f"{path}: not a readable media file ({msg})") from None
     streams = info.get("streams", [])
     fmt = info.get("format", {})
