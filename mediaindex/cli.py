@@ -83,6 +83,10 @@ def index(paths, data_dir, transcriber, index_name, workers):
         recovered = pipeline.state.jobs.recover()
         if recovered:
             click.echo(f"resuming {recovered} job(s) interrupted last time", err=True)
+        rebuilt, dropped = pipeline.reconcile()
+        if rebuilt or dropped:
+            click.echo(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped",
+                       err=True)
         plan = pipeline.plan(list(paths))
         pipeline.enqueue_plan(plan)
         total = pipeline.state.jobs.pending()

@@ -247,6 +247,27 @@ class Pipeline:
             raise PermanentError(f"{media_id}: no cached transcript to re-index")
         self.index.upsert(media, self._enrich(media, transcript, info))
 
+    def reconcile(self) -> tuple[int, int]:
+        """Make the index agree with the state database (after a crash, a lost or a new index).
+
+        Media the state calls indexed but the index lacks are rebuilt from cached transcripts
+        (never re-transcribed); documents of media the state no longer has are dropped.
+        Returns (rebuilt, dropped).
+        """
+        in_index = self.index.media_ids()
+        indexed = set(self.state.all_media_ids("indexed"))
+        rebuilt = dropped = 0
+        for media_id in indexed - in_index:
+            try:
+                self.reindex(media_id)
+                rebuilt += 1
+            except PermanentError:
+                self.state.set_media_status(media_id, "pending")
+        for media_id in in_index - indexed:
+            self.index.delete(media_id)
+            dropped += 1
+        return rebuilt, dropped
+
     # ---- scanning and the job queue --------------------------------------------------------
 
     def plan(self, roots: list[str]) -> ScanPlan:

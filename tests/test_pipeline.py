@@ -231,3 +231,18 @@ def test_full_disk_stops_cleanly_and_loses_nothing(make_pipeline, corpus, monkey
     outcomes = p.run_jobs()
     assert sorted(o.status for o in outcomes) == ["indexed", "indexed"]
     assert p.state.transcription_count() == 2  # the transcript made before the failure was kept
+
+
+def test_lost_index_is_rebuilt_from_cached_transcripts(make_pipeline, corpus, data_dir):
+    p = make_pipeline()
+    index_all(p, corpus)
+    count = p.state.transcription_count()
+    p.close()
+    for f in data_dir.glob("index.sqlite3*"):
+        f.unlink()  # the index is gone (deleted, corrupt, a new backend)
+    p2 = make_pipeline()
+    assert search(p2, "cupola window").total == 0
+    rebuilt, dropped = p2.reconcile()
+    assert rebuilt == 10 and dropped == 0  # 9 speech files + the music file
+    assert search(p2, "cupola window").total == 1
+    assert p2.state.transcription_count() == count  # nothing transcribed again
