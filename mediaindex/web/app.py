@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
@@ -58,6 +59,9 @@ CLIP_DEFAULT_AFTER = 10.0
 CLIP_TIMEOUT = 120.0
 CLIP_CONCURRENCY = 2
 CHUNK = 256 * 1024
+FACET_TTL = 10.0  # seconds a facet answer is reused
+FACET_TTL_ALL = 30.0  # ... for the empty query (the whole index)
+FACET_CACHE_SIZE = 512
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -176,11 +180,14 @@ def valid_media_id(media_id: str) -> str:
 _MARK = re.compile(r"(</?mark>)")
 
 
+_MARKUP = re.compile(r"[<>&]")
+
+
 def safe_snippet(snippet: str) -> str:
     """Keep only text and <mark>: whatever an index backend returned, nothing else survives."""
     out = []
     for part in _MARK.split(snippet or ""):
-        if part in ("<mark>", "</mark>"):
+        if part in ("<mark>", "</mark>") or not _MARKUP.search(part):
             out.append(part)
         else:
             out.append(html.escape(html.unescape(part), quote=False))
@@ -274,6 +281,9 @@ class WebApp:
         self.pipeline = pipeline
         self.token = token
         self._clip_slots = threading.BoundedSemaphore(CLIP_CONCURRENCY)
+        # Facet counts are exact and cost a scan of every matching document (about a second for
+        # the empty query over 700k segments): answers are reused for a few seconds.
+        self._facet_cache: dict[tuple, tuple[float, dict]] = {}
 
     @property
     def state(self):
@@ -332,16 +342,26 @@ class WebApp:
                 "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
                 "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
                 "kind": h.kind, "score": h.score, "matched_words": h.matched_words,
-                "link": f"/m/{h.media_id}?{urlencode({'t': jump})}",
+                "link": f"/m/{h.media_id}?t={jump}",
             })
         return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
                              "limit": query.limit, "offset": query.offset, "hits": hits})
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)
-        counts = await self.run(self.index.facets, query)
-        return JSONResponse({"query": query.q, "language": counts.language, "emotion": counts.emotion,
-                             "kind": counts.kind, "folder": counts.folder})
+        key = (query.q.strip(), query.language, query.emotion, query.kind, query.path_prefix)
+        now = time.monotonic()
+        cached = self._facet_cache.get(key)
+        if cached is not None and now - cached[0] < (FACET_TTL_ALL if not key[0] else FACET_TTL):
+            body = cached[1]
+        else:
+            counts = await self.run(self.index.facets, query)
+            body = {"query": query.q, "language": counts.language, "emotion": counts.emotion,
+                    "kind": counts.kind, "folder": counts.folder}
+            if len(self._facet_cache) >= FACET_CACHE_SIZE:
+                self._facet_cache.clear()
+            self._facet_cache[key] = (now, body)
+        return JSONResponse(body, headers={"cache-control": "private, max-age=5"})
 
     def _media_json(self, media_id: str) -> dict[str, Any]:
         media = self._media(media_id)
@@ -641,6 +661,19 @@ def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | 
     app.state.web = web
     hosts = None if token else (LOOPBACK_HOSTS | set(allowed_hosts or ()))
     return Guard(app, token, hosts)
+
+
+def app_from_env():
+    """The uvicorn factory for ``serve --workers N``: each worker process opens its own pipeline.
+
+    ``run_server`` passes the data dir, index and token to its workers in the environment.
+    """
+    from ..config import Config
+    from ..pipeline import Pipeline
+
+    pipeline = Pipeline(Config.load(os.environ.get("MEDIAINDEX_WEB_DATA_DIR") or None),
+                        index=os.environ.get("MEDIAINDEX_WEB_INDEX") or None)
+    return create_app(pipeline, os.environ.get("MEDIAINDEX_WEB_TOKEN") or None)
 
 
 def api_routes() -> list[tuple[str, list[str]]]:

@@ -17,7 +17,9 @@ import click
               help="Require this token on every API call (env MEDIAINDEX_TOKEN). Needed to bind a "
                    "non-loopback address.")
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
-def serve_command(host, port, data_dir, token, index_name):
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes (one uses about one CPU core; more serve more searches at once).")
+def serve_command(host, port, data_dir, token, index_name, workers):
     """Serve the search web UI and JSON API (http://127.0.0.1:8844/ by default).
 
     The API is described at /api/openapi.json. Media are served by id only.
@@ -41,7 +43,7 @@ def serve_command(host, port, data_dir, token, index_name):
         click.echo(f"mediaindex: serving {pipeline.config.data_dir} at {url}{suffix}", err=True)
 
     try:
-        run_server(pipeline, host=host, port=port, token=token, on_ready=ready)
+        run_server(pipeline, host=host, port=port, token=token, on_ready=ready, workers=workers)
     except OSError as e:
         click.echo(f"error: {e.strerror or e}", err=True)
         sys.exit(1)

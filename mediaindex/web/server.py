@@ -6,6 +6,7 @@ is raised in the caller with a clear message (and ``port=0`` picks a free port).
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -136,15 +137,33 @@ def start_server(pipeline, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, t
 
 
 def run_server(pipeline, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None, *,
-               log_level: str = "info", access_log: bool = False, on_ready=None) -> None:
-    """Serve in the foreground until Ctrl-C (``mediaindex serve``)."""
+               log_level: str = "info", access_log: bool = False, on_ready=None, workers: int = 1) -> None:
+    """Serve in the foreground until Ctrl-C (``mediaindex serve``).
+
+    ``workers`` > 1 runs that many uvicorn processes on the one socket (searches are CPU-bound
+    Python plus SQLite: one process uses about one core); each opens its own pipeline on the
+    same data dir (SQLite WAL: many readers).
+    """
     check_bind(host, token)
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(create_app(pipeline, token), host, actual_port, log_level, access_log))
-    if on_ready is not None:
-        on_ready(_url(host, actual_port))
     try:
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            os.environ["MEDIAINDEX_WEB_DATA_DIR"] = str(pipeline.config.data_dir)
+            os.environ["MEDIAINDEX_WEB_INDEX"] = getattr(pipeline.index, "name", "") or ""
+            os.environ["MEDIAINDEX_WEB_TOKEN"] = token or ""
+            config = _config("mediaindex.web.app:app_from_env", host, actual_port, log_level, access_log)
+            config.factory = True
+            config.workers = workers
+            if on_ready is not None:
+                on_ready(_url(host, actual_port))
+            Multiprocess(config, sockets=[sock]).run()
+            return
+        server = uvicorn.Server(_config(create_app(pipeline, token), host, actual_port, log_level, access_log))
+        if on_ready is not None:
+            on_ready(_url(host, actual_port))
         server.run(sockets=[sock])
     finally:
         sock.close()

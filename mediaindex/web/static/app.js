@@ -10,6 +10,7 @@
 
   const PAGE = 20;
   const DEBOUNCE_MS = 150;
+  const FACET_DELAY_MS = 300;
   const LEAD_S = 1; // a hit plays from 1 s before its first matched word (the API's "jump")
 
   const $ = (id) => document.getElementById(id);
@@ -155,12 +156,14 @@
       return;
     }
     try {
-      const [result] = await Promise.all([
-        api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal),
-        reset ? loadFacets(params, my, controller.signal) : Promise.resolve(),
-      ]);
+      const result = await api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal);
       if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
       renderResults(result, reset);
+      // Facets cost more than the search: ask once typing has paused.
+      if (reset) {
+        clearTimeout(state.facetTimer);
+        state.facetTimer = setTimeout(() => { if (my === state.seq) loadFacets(params, my, controller.signal); }, FACET_DELAY_MS);
+      }
     } catch (e) {
       if (e.name === "AbortError" || my !== state.seq) return;
       $("summary").textContent = `Search failed: ${e.message}`;
