@@ -842,6 +842,30 @@ def _start_server(pipeline, host, port, token, echo):
     return handle
 
 
+def _lock_data_dir(pipeline):
+    """One watcher per data dir: a second one would put the first one's running jobs back in
+    the queue at start (``recover``) and do the same work twice. The lock dies with the process
+    (also on ``kill -9``)."""
+    import fcntl
+
+    path = pipeline.config.data_dir / "watch.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        pipeline.close()
+        raise click.UsageError(f"another `mediaindex watch` (pid {other}) is already using {pipeline.config.data_dir}; "
+                               "stop it first, or use another --data-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 def _check_bind(host, token):
     """Refuse a network-reachable address without a token before anything starts."""
     try:
@@ -892,10 +916,12 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
         pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
     except (UsageError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    lock = _lock_data_dir(pipeline)
     name = pipeline.transcriber_name
     if name not in pipeline.transcribers and not any(
             getattr(t, "family", None) == name for t in pipeline.transcribers.values()):
         pipeline.close()
+        lock.close()
         raise click.UsageError(f"unknown transcriber {name!r}; available: "
                                f"{', '.join(sorted(pipeline.transcribers)) or 'none'} (see `mediaindex plugins`)")
 

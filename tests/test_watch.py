@@ -427,10 +427,15 @@ def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_
 def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, data_dir, tmp_path):
     state_db = data_dir / "state.sqlite3"
     log = open(tmp_path / "watch.log", "wb")
-    proc = _watch_proc(library, data_dir, corpus_src, log, delay=1.5, workers=1)
+    proc = _watch_proc(library, data_dir, corpus_src, log, delay=3, workers=1)
     try:
         wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
                  timeout=30, what="a running job")
+        # a second watcher on the same data dir is refused (it would re-run the first one's jobs)
+        with open(tmp_path / "second.log", "wb") as log2:
+            second = _watch_proc(library, data_dir, corpus_src, log2)
+            assert second.wait(20) == 2
+        assert "already using" in (tmp_path / "second.log").read_text()
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
@@ -441,7 +446,7 @@ def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, d
         log.close()
     out = (tmp_path / "watch.log").read_text()
     assert proc.returncode == 0, out
-    assert took < 3 + 3, took  # the running job finishes (1.5 s) within the grace period
+    assert took < 3 + 3, took  # the running job finishes (or is released) within the grace period
     assert "stopping" in out
     assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") == 0
     assert _count(state_db, "SELECT COUNT(*) FROM files WHERE status = 'running'") == 0
