@@ -32,6 +32,12 @@ def is_candidate(path: str | os.PathLike) -> bool:
     return p.suffix.lower() not in NON_MEDIA_EXTENSIONS
 
 
+def _candidate_name(name: str) -> bool:
+    """``is_candidate`` for a name met while walking (hidden folders are skipped by the walk
+    itself, so a root that lies under a hidden folder, e.g. ~/.local/media, still works)."""
+    return not is_ignored_name(name) and os.path.splitext(name)[1].lower() not in NON_MEDIA_EXTENSIONS
+
+
 def is_likely_media(path: str | os.PathLike) -> bool:
     """Has a known media extension (a probe failure on it is an error, not a silent skip)."""
     return Path(path).suffix.lower() in MEDIA_EXTENSIONS
@@ -47,7 +53,7 @@ class FileStat:
 def walk(root: str) -> Iterator[FileStat]:
     """Every candidate file at or below root (a folder or a single file), with size and mtime."""
     if os.path.isfile(root):
-        if is_candidate(root):
+        if _candidate_name(os.path.basename(root)):
             st = os.stat(root)
             yield FileStat(root, st.st_size, st.st_mtime)
         return
@@ -64,7 +70,7 @@ def walk(root: str) -> Iterator[FileStat]:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
-                elif entry.is_file() and is_candidate(entry.path):
+                elif entry.is_file() and _candidate_name(entry.name):
                     st = entry.stat()
                     yield FileStat(entry.path, st.st_size, st.st_mtime)
             except (FileNotFoundError, PermissionError):

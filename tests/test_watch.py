@@ -205,6 +205,20 @@ def test_folder_moved_in_and_out(start_watcher, library, corpus_src, tmp_path):
     assert hit_paths(p, "sourdough starter")  # the rest is untouched
 
 
+def test_root_under_a_hidden_folder(start_watcher, tmp_path, corpus_src):
+    lib = tmp_path / ".local" / "media"
+    copy(corpus_src, "talks/bread_baking.m4a", lib / "bread.m4a")
+    w = start_watcher([lib])
+    p = w.pipeline
+    assert hit_paths(p, "sourdough starter") == {str(lib / "bread.m4a")}
+    copy(corpus_src, "podcasts/ferry.webm", lib / "ferry.webm")
+    copy(corpus_src, "podcasts/lighthouse.opus", lib / ".cache" / "lighthouse.opus")  # hidden inside
+    wait_for(lambda: hit_paths(p, "dolphins") == {str(lib / "ferry.webm")}, what="new file")
+    w.request_rescan()
+    assert w.wait_idle(10)
+    assert hit_paths(p, "sourdough starter") and hit_paths(p, "dolphins") and not hit_paths(p, "lighthouse")
+
+
 def test_polling_observer(start_watcher, library, corpus_src):
     w = start_watcher([library], poll=0.3)
     p = w.pipeline
