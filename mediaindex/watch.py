@@ -138,6 +138,9 @@ class Watcher:
         recovered = self.state.jobs.recover()
         if recovered:
             self.log(f"resuming {recovered} job(s) interrupted last time")
+        rebuilt, dropped = self.pipeline.reconcile()
+        if rebuilt or dropped:
+            self.log(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped")
         self._start_observer()
         sched = threading.Thread(target=self._scheduler, name="mediaindex-watch", daemon=True)
         self._threads.append(sched)

@@ -25,11 +25,13 @@ def _make(out: Path, *args: str) -> Path:
     key = hashlib.sha256(MAKE_CORPUS.read_bytes() + repr(args).encode()).hexdigest()[:12]
     target = CACHE / f"corpus-{key}"
     if not (target / "manifest.json").exists():
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")  # concurrent runs don't collide
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run([sys.executable, str(MAKE_CORPUS), str(tmp), *args], check=True)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another run finished first
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
