@@ -62,6 +62,7 @@ CHUNK = 256 * 1024
 FACET_TTL = 10.0  # seconds a facet answer is reused
 FACET_TTL_ALL = 30.0  # ... for the empty query (the whole index)
 FACET_CACHE_SIZE = 512
+SEARCH_THREADS = int(os.environ.get("MEDIAINDEX_WEB_THREADS", "4"))
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -284,6 +285,7 @@ class WebApp:
         # Facet counts are exact and cost a scan of every matching document (about a second for
         # the empty query over 700k segments): answers are reused for a few seconds.
         self._facet_cache: dict[tuple, tuple[float, dict]] = {}
+        self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
 
     @property
     def state(self):
@@ -323,9 +325,15 @@ class WebApp:
             raise ApiError(404, f"media {media.id} has no transcript yet (status: {media.status})")
         return transcript
 
-    @staticmethod
-    async def run(fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args)
+    async def run(self, fn, *args):
+        """Run blocking work (SQLite, files) in a worker thread, at most SEARCH_THREADS at once.
+
+        Searches are partly Python (holding the GIL): with many at once in many threads they
+        slow each other down (GIL convoy); a short FIFO queue in front keeps the tail latency low.
+        """
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(SEARCH_THREADS)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     # -- endpoints --
 
@@ -458,7 +466,8 @@ class WebApp:
         end = min(limit, t + after)
         if end - start < 0.1:
             raise ApiError(400, "the clip would be empty: give before/after (seconds) around t")
-        out_dir, out_file, ext = await self.run(self._cut, media, path, start, end - start)
+        # not self.run: a cut may take seconds and must not hold up searches
+        out_dir, out_file, ext = await anyio.to_thread.run_sync(self._cut, media, path, start, end - start)
         name = f"{_file_stem(media)} {clock(start).replace(':', '-')}.{ext}"
         return FileResponse(out_file, media_type="video/mp4" if ext == "mp4" else "audio/mpeg",
                             headers={"content-disposition": _attachment(name)},
