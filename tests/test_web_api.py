@@ -620,3 +620,44 @@ def test_empty_index_status_and_search(tmp_path):
 
 def test_status_json_is_serialisable(client):
     json.dumps(client.get("/api/status").json())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_command_runs(indexed, workers):
+    """`mediaindex serve` in its own process (as a user runs it), also with several workers."""
+    import re
+    import signal
+    import sys
+    import time
+
+    p, _ = indexed
+    proc = subprocess.Popen([sys.executable, "-m", "mediaindex", "serve", "--port", "0", "--data-dir",
+                             str(p.config.data_dir), "--workers", str(workers)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, MEDIAINDEX_LOAD_PLUGINS=""))
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        assert m, line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(m.group(1) + "api/status", timeout=5)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["media"] == 10
+        hits = httpx.get(m.group(1) + "api/search", params={"q": "lettuce"}).json()["hits"]
+        assert hits and hits[0]["title"] == "space_station"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            proc.wait(15)
+            stopped = True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            stopped = False
+    assert stopped, "Ctrl-C did not stop the server within 15 s"
