@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_web_api import build_index
+try:  # tests/ is on sys.path (pytest's default "prepend" import mode): the same module pytest collected
+    from test_web_api import build_index
+except ImportError:  # pragma: no cover - other import modes
+    from tests.test_web_api import build_index
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
