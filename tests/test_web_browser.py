@@ -255,6 +255,8 @@ def test_empty_state_on_first_run(empty_site, page):
     text = pg.locator("#empty").inner_text()
     assert "Nothing indexed yet" in text and "mediaindex index" in text and "mediaindex watch" in text
     assert pg.locator("#status-label").inner_text() == "0 indexed"
+    # nothing else competes with the explanation: no empty player, no "More results"
+    assert not pg.locator("#more").is_visible() and not pg.locator("#player-pane").is_visible()
     shot(pg, "7-empty-state")
     assert not page.errors, page.errors
 
