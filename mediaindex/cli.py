@@ -244,7 +244,7 @@ def main():
     cli(prog_name="mediaindex")
 
 
-from .watch import watch_command  # noqa: E402  (watch mode lives in its own module)
+from .watch_cli import watch_command  # noqa: E402  (watch mode lives in its own module)
 
 cli.add_command(watch_command)
 from .web.cli import serve_command  # noqa: E402  (the web UI: mediaindex/web/)

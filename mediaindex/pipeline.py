@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .backends import (FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
-                       TranscribeRequest, TransientError)
+                       TranscribeRequest)
 from .config import Config
 from .models import Media, ProbeResult, Segment, Transcript
 from .plugins import load_plugins

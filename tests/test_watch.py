@@ -5,14 +5,12 @@ short (0.5-1 s) to keep the file fast.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import pytest
 
 from mediaindex.models import SearchQuery
 from mediaindex.state import JobQueue
-from mediaindex.watch import Watcher, WatchProgress
+from mediaindex.watch import Watcher
+from mediaindex.watch_cli import WatchProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
