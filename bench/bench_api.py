@@ -2,7 +2,8 @@
 
 Builds (or reuses, ``--keep``) a synthetic 1,000-hour index with ``bench/bench_search.py``'s
 builder (720k segments with word times, Zipf vocabulary of 50k words), starts ``mediaindex
-serve`` on it **in a separate process** (uvicorn, one worker, as a user runs it), and runs
+serve`` on it **in a separate process** (uvicorn, as a user runs it: by default one worker process
+per CPU core, at most 4; ``--workers N`` to choose), and runs
 ``--clients`` concurrent clients for ``--seconds``. Each client holds one keep-alive HTTP/1.1
 connection and sends ``GET /api/search?q=...&limit=20`` back to back (``--think-ms`` 0: a closed
 loop with no pause, the hardest case), with the query mix of a search box: rare, mid-frequency
@@ -99,10 +100,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, workers: int | None) -> subprocess.Popen:
     env = dict(os.environ, MEDIAINDEX_LOAD_PLUGINS="")
     proc = subprocess.Popen([sys.executable, "-m", "mediaindex", "serve", "--data-dir", str(data_dir),
-                             "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=env,
+                             "--port", str(port), *(["--workers", str(workers)] if workers else [])],
+                            cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -220,11 +222,18 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause between a client's requests")
-    ap.add_argument("--workers", type=int, default=1, help="server processes (mediaindex serve --workers)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="server processes (mediaindex serve --workers; default: serve's own default)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, help="data dir for the index; kept and reused on the next run")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON object too")
     args = ap.parse_args()
+    if args.workers is None:
+        from mediaindex.web.server import default_workers
+
+        shown_workers = f"{default_workers()} (serve's default)"
+    else:
+        shown_workers = str(args.workers)
 
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="bench_api_"))
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -245,10 +254,10 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     print(f"\nGET /api/search, {args.hours:g} h index, {args.clients} clients, {args.seconds:g} s, "
-          f"think {args.think_ms:g} ms, {args.workers} server worker(s), load average {os.getloadavg()[0]:.1f}:")
+          f"think {args.think_ms:g} ms, {shown_workers} server worker(s), load average {os.getloadavg()[0]:.1f}:")
     print("| workers | clients | think ms | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors |")
     print("|--------:|--------:|---------:|---------:|------:|-------:|-------:|-------:|-------:|-------:|")
-    print(f"| {args.workers} | {args.clients} | {args.think_ms:g} | {r['requests']:,} | {r['rps']:,.0f} | "
+    print(f"| {shown_workers} | {args.clients} | {args.think_ms:g} | {r['requests']:,} | {r['rps']:,.0f} | "
           f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['errors']} |")
     for e in r["error_samples"]:
         print(f"  error: {e}")

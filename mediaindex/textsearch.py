@@ -22,6 +22,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 # ---- character classes ---------------------------------------------------------------------
@@ -286,11 +287,28 @@ def _latin_tokens(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), fold(m.group())) for m in _TOKEN_RE.finditer(text) if m.lastgroup == "w"]
 
 
+_ASCII_ALNUM = "A-Za-z0-9"  # a token character in ASCII text ([^\W_]: no CJK, no marks there)
+
+
+@lru_cache(maxsize=4096)
+def _ascii_word_re(word: str, prefix: bool) -> re.Pattern:
+    """One ASCII token (or, with ``prefix``, a token starting with it) as a whole-token pattern
+    over ASCII text: the same matches, spans included, as tokenising and comparing folded tokens."""
+    tail = f"[{_ASCII_ALNUM}]*" if prefix else f"(?![{_ASCII_ALNUM}])"
+    return re.compile(f"(?<![{_ASCII_ALNUM}]){re.escape(word)}{tail}", re.IGNORECASE | re.ASCII)
+
+
 def find_matches(text: str, terms: Sequence[Term]) -> list[tuple[int, int, int]]:
     """Every occurrence of the terms in ``text``: sorted (start, end, term number)."""
     out: list[tuple[int, int, int]] = []
     toks: list[tuple[int, int, str]] | None = None
+    ascii_text = text.isascii()
     for ti, term in enumerate(terms):
+        if ascii_text and not term.cjk and len(term.tokens) == 1 and term.tokens[0].isascii():
+            # fast path (most segments, most terms): a regex instead of folding every token
+            for m in _ascii_word_re(term.tokens[0], term.prefix).finditer(text):
+                out.append((m.start(), m.end(), ti))
+            continue
         if term.cjk:
             w = term.raw
             i = text.find(w)

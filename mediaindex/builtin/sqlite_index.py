@@ -36,6 +36,7 @@ import sqlite3
 import threading
 import time as _time
 from array import array
+from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
 
 
 _SIMPLE_TOKEN_RE = re.compile(r"[^\W_]+")
+_ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9]+")  # the same tokens as _SIMPLE_TOKEN_RE in ASCII text
+
+
+@lru_cache(maxsize=4096)
+def _ascii_prefix_re(prefix: str) -> re.Pattern:
+    """Tokens starting with ``prefix`` in lower-case ASCII text (one match per such token)."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(prefix))
 
 
 class SqliteIndex(IndexBackend):
@@ -295,8 +303,7 @@ class SqliteIndex(IndexBackend):
         bm25_ok = sum(self._cost(t, df) for t, df in zip(terms, dfs)) <= BM25_DF_BUDGET
         if bm25_ok and min(dfs) <= RANK_CAP:  # few matches, rare words: one exact query
             rows = c.execute(f"SELECT fts.rowid, bm25(fts, {BM25_WEIGHTS[0]}, {BM25_WEIGHTS[1]}) FROM fts{join}"
-                             f" WHERE fts MATCH ?{fsql}", [match, *fparams]).fetchall()
-            rows.sort(key=lambda r: (r[1], -r[0]))
+                             f" WHERE fts MATCH ?{fsql} ORDER BY 2, 1 DESC", [match, *fparams]).fetchall()
             return rows[:fetch], len(rows)
         cap = max(RANK_CAP, fetch)
         ids = [r[0] for r in c.execute(f"SELECT fts.rowid FROM fts{join} WHERE fts MATCH ?{fsql}"
@@ -335,28 +342,40 @@ class SqliteIndex(IndexBackend):
             chunk = ids[i:i + 500]
             docs += c.execute(f"SELECT id, coalesce(body, text) FROM docs WHERE id IN ({','.join('?' * len(chunk))})",
                               chunk).fetchall()
-        toks_of = []
-        for rid, body in docs:
-            toks = _SIMPLE_TOKEN_RE.findall(body.lower())
-            if not body.isascii():
-                toks = [fold(t) for t in toks]
-            toks_of.append((rid, toks))
-        avgdl = (sum(len(t) for _, t in toks_of) / len(toks_of)) if toks_of else 1.0
+        # term frequencies and lengths, from the tokens FTS5 sees (unicode61: runs of letters and
+        # digits, folded); ASCII text (most of it) takes a faster path with the same counts
         k1, b = 1.2, 0.75
-        out = []
-        for rid, toks in toks_of:
-            dl = len(toks)
-            norm = k1 * (1 - b + b * dl / max(avgdl, 1e-9))
-            score = 0.0
-            for term, w in zip(terms, idf):
+        stats = []  # (doc id, length, [tf per term])
+        total_len = 0
+        for rid, body in docs:
+            low = body.lower()
+            ascii_doc = low.isascii()
+            if ascii_doc:
+                toks = _ASCII_TOKEN_RE.findall(low)
+            else:
+                toks = [fold(t) for t in _SIMPLE_TOKEN_RE.findall(low)]
+            tfs = []
+            for term in terms:
                 tf = 0
+                last = len(term.tokens) - 1
                 for j, want in enumerate(term.tokens):
-                    if term.prefix and j == len(term.tokens) - 1:
-                        cnt = sum(1 for t in toks if t.startswith(want))
+                    if term.prefix and j == last:
+                        if ascii_doc and want.isascii():
+                            cnt = len(_ascii_prefix_re(want).findall(low))
+                        else:
+                            cnt = sum(1 for t in toks if t.startswith(want))
                     else:
                         cnt = toks.count(want)
                     tf = cnt if j == 0 else min(tf, cnt)
-                tf = max(tf, 1)
+                tfs.append(max(tf, 1))
+            stats.append((rid, len(toks), tfs))
+            total_len += len(toks)
+        avgdl = max(total_len / len(stats), 1e-9) if stats else 1.0
+        out = []
+        for rid, dl, tfs in stats:
+            norm = k1 * (1 - b + b * dl / avgdl)
+            score = 0.0
+            for tf, w in zip(tfs, idf):
                 score -= w * tf * (k1 + 1) / (tf + norm)
             out.append((rid, score))
         return out

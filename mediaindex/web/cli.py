@@ -17,8 +17,9 @@ import click
               help="Require this token on every API call (env MEDIAINDEX_TOKEN). Needed to bind a "
                    "non-loopback address.")
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Server processes (one uses about one CPU core; more serve more searches at once).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Server processes (one uses at most about 1.3 CPU cores; more serve more searches at "
+                   "once). Default: one per CPU core, at most 4.")
 def serve_command(host, port, data_dir, token, index_name, workers):
     """Serve the search web UI and JSON API (http://127.0.0.1:8844/ by default).
 
@@ -26,7 +27,7 @@ def serve_command(host, port, data_dir, token, index_name, workers):
     """
     from ..config import Config
     from ..pipeline import Pipeline, UsageError
-    from .server import UnsafeBindError, check_bind, run_server
+    from .server import UnsafeBindError, check_bind, default_workers, run_server
 
     token = token or None
     try:
@@ -43,9 +44,13 @@ def serve_command(host, port, data_dir, token, index_name, workers):
         click.echo(f"mediaindex: serving {pipeline.config.data_dir} at {url}{suffix}", err=True)
 
     try:
-        run_server(pipeline, host=host, port=port, token=token, on_ready=ready, workers=workers)
+        run_server(pipeline, host=host, port=port, token=token, on_ready=ready,
+                   workers=workers or default_workers())
     except OSError as e:
         click.echo(f"error: {e.strerror or e}", err=True)
+        sys.exit(1)
+    except RuntimeError as e:  # a worker process could not start (its messages are above)
+        click.echo(f"error: {e}", err=True)
         sys.exit(1)
     finally:
         pipeline.close()
