@@ -42,14 +42,19 @@ class BarReporter:
         self.bar = bar
         self.lock = threading.Lock()
         self.current = ""
+        self.live = sys.stderr.isatty()  # in a log file, one line per finished file is enough
 
     def started(self, path, duration):
+        if not self.live:
+            return
         with self.lock:
             self.current = os.path.basename(path)
             self.bar.label = f"transcribing {self.current[:40]}"
             self.bar.render_progress()
 
     def progress(self, path, done, total):
+        if not self.live:
+            return
         with self.lock:
             pct = int(100 * done / total) if total else 0
             self.bar.label = f"transcribing {os.path.basename(path)[:40]} {pct:3d}%"
