@@ -36,9 +36,18 @@ class FatalError(Exception):
 
 
 class TransientError(MediaError):
-    """Worth retrying later: network failure, 429, 5xx, engine busy."""
+    """Worth retrying later: network failure, 429, 5xx, engine busy.
+
+    ``retry_after`` (seconds) is honoured by the job queue when the service said when to retry
+    (HTTP ``Retry-After``); otherwise the queue backs off exponentially. A rejected API key is
+    not transient: raise FatalError, every file would fail the same way.
+    """
 
     transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # ---- storage -------------------------------------------------------------------------------
@@ -105,10 +114,23 @@ class TranscribeRequest:
 
 
 class Transcriber(abc.ABC):
-    """Speech to text with word times."""
+    """Speech to text with word times.
+
+    One instance serves every worker thread: ``transcribe`` must be thread-safe. Engines that
+    share a ``family`` (e.g. ``dashscope``: a fast engine for short files, a file engine for long
+    ones) are routed by ``accepts``; the user names the family, the router picks the member.
+    """
 
     name: str = ""
+    family: str | None = None
     limits: TranscriberLimits = TranscriberLimits()
+
+    def accepts(self, probe: ProbeResult) -> str | None:
+        """None when this engine can take the file, else why not (shown if no engine fits)."""
+        lim = self.limits
+        if lim.max_duration is not None and probe.duration > lim.max_duration:
+            return f"{probe.duration:.0f} s is longer than {self.name}'s {lim.max_duration:.0f} s"
+        return None
 
     @property
     def cache_key(self) -> str:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
 
     from .backends import IndexBackend, StorageBackend, Transcriber
@@ -40,8 +42,13 @@ def register_transcribers(register: Callable[["Transcriber"], None], config: "Co
 
 
 @hookspec
-def enrich_segments(media: "Media", transcript: "Transcript", probe: "ProbeResult", config: "Config") -> None:
-    """Fill fields the engine left empty (language, emotion, kind) on segments, in place."""
+def enrich_segments(media: "Media", transcript: "Transcript", probe: "ProbeResult", path: "Path | None",
+                    config: "Config") -> None:
+    """Fill fields the engine left empty (language, emotion, kind) on segments, in place.
+
+    ``path`` is a local file to read audio or tags from, or None when re-indexing media whose
+    file is not at hand (then only the transcript is available).
+    """
 
 
 # ---- index ---------------------------------------------------------------------------------
@@ -74,5 +81,5 @@ def register_commands(cli: "click.Group") -> None:
 
 
 @hookspec
-def register_routes(config: "Config") -> Any:
-    """Return a list of extra Starlette routes for the web app."""
+def register_routes(register: Callable[[Any], None], config: "Config") -> None:
+    """Register extra Starlette routes (``starlette.routing.Route``) for the web app."""

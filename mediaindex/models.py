@@ -158,7 +158,8 @@ class SearchResult:
     total: int
     hits: list[SearchHit]
     partial: bool = False  # True when hits match only some of the query words
+    total_exact: bool = True  # False when ``total`` is an estimate (large result sets)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "total": self.total, "partial": self.partial,
-                "hits": [h.to_dict() for h in self.hits]}
+        return {"query": self.query, "total": self.total, "total_exact": self.total_exact,
+                "partial": self.partial, "hits": [h.to_dict() for h in self.hits]}
