@@ -385,3 +385,20 @@ def test_large_result_paths(ix, monkeypatch):
     assert 35 <= r.total <= 45 and len(r.hits) == 5  # estimated beyond RANK_CAP
     r = q(ix, "common filler number7 ")
     assert r.total == 1 and r.hits[0].segment_index == 7
+
+
+def test_total_exact_flag(tmp_path):
+    """Totals beyond the ranking cap are estimates unless the count is known exactly."""
+    from mediaindex.builtin.sqlite_index import RANK_CAP, SqliteIndex
+    from mediaindex.models import Media, SearchQuery, Segment, Word
+
+    ix = SqliteIndex(tmp_path / "ix.sqlite3")
+    segs = [Segment(i, i, i + 1, f"common word number{i} here", [Word("common", i, i + 0.5)]) for i in range(RANK_CAP + 50)]
+    ix.upsert(Media(id="a" * 20, path="/m/a.mp3", paths=["/m/a.mp3"], size=1, mtime=0), segs)
+    one = ix.search(SearchQuery(q="common ", limit=5))
+    assert one.total == RANK_CAP + 50 and one.total_exact
+    two = ix.search(SearchQuery(q="common word ", limit=5))
+    assert two.total > RANK_CAP and not two.total_exact
+    few = ix.search(SearchQuery(q="number7 ", limit=5))
+    assert few.total == 1 and few.total_exact
+    ix.close()

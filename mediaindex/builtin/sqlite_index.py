@@ -432,7 +432,11 @@ class SqliteIndex(IndexBackend):
             levels = {rid: level for rid, _, level in prow}
         page = rows[offset:want]
         hits = self._hits(page, terms, levels)
-        return SearchResult(query=query.q, total=total, hits=hits, partial=partial)
+        # beyond RANK_CAP matches, _candidates estimates the total unless it has the exact count
+        # (one plain word, no filters: its document frequency); partial totals count what was found
+        one_word = len(terms) == 1 and not terms[0].prefix and len(terms[0].tokens) == 1
+        exact = not partial and (total <= RANK_CAP or (one_word and not self._filters(query)[0]))
+        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=exact)
 
     def _hits(self, page: list[tuple[int, float]], terms: list[Term], levels: dict[int, int]) -> list[SearchHit]:
         if not page:
