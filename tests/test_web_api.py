@@ -661,3 +661,106 @@ def test_serve_command_runs(indexed, workers):
             proc.wait()
             stopped = False
     assert stopped, "Ctrl-C did not stop the server within 15 s"
+
+
+# ---- files that are not what they were: links out of the roots, changed files, odd names -----
+
+
+def _tricky_files(media: Path) -> None:
+    # A media file whose name says "page": probed and indexed like any unknown extension.
+    shutil.move(media / "podcasts" / "lighthouse.opus", media / "podcasts" / "lighthouse.xhtml")
+    # A link inside a root to a file outside every root.
+    outside = media.parent / "outside"
+    outside.mkdir()
+    shutil.move(media / "talks" / "bread_baking.m4a", outside / "bread_baking.m4a")
+    os.symlink(outside / "bread_baking.m4a", media / "talks" / "bread_baking.m4a")
+    # A link inside a root to a file inside it (in a hidden folder the scan skips).
+    (media / ".store").mkdir()
+    shutil.move(media / "video" / "chess_openings.mkv", media / ".store" / "chess.mkv")
+    os.symlink(Path("..") / ".store" / "chess.mkv", media / "video" / "chess_openings.mkv")
+
+
+@pytest.fixture(scope="module")
+def tricky(corpus_src, tmp_path_factory):
+    p, media = build_index(corpus_src, tmp_path_factory.mktemp("web-tricky"), extra=_tricky_files)
+    with TestClient(create_app(p), base_url=BASE) as c:
+        yield p, media, c
+    p.close()
+
+
+def test_stream_is_never_served_as_a_page(tricky):
+    """A media file named .xhtml (or .svg, .html) must not be sent with a document type: the
+    browser would run it as a page of this origin (stored XSS past the CSP)."""
+    p, media, c = tricky
+    m = p.state.media_for_path(str(media / "podcasts" / "lighthouse.xhtml"))
+    assert m is not None and m.status == "indexed"
+    r = c.get(f"/api/media/{m.id}/stream")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/octet-stream"
+    from mediaindex.web.app import _content_type
+    for name in ("a.html", "a.svg", "a.xhtml", "a.js", "a.mjs", "a.xml", "a.css", "a.pdf", "a"):
+        assert _content_type(f"/m/{name}", False) == "application/octet-stream", name
+    assert _content_type("/m/a.mp3", False) == "audio/mpeg"
+    assert _content_type("/m/a.webm", False) == "audio/webm"
+
+
+def test_link_to_a_file_outside_the_roots_is_not_served(tricky):
+    p, media, c = tricky
+    m = p.state.media_for_path(str(media / "talks" / "bread_baking.m4a"))
+    assert m is not None  # indexed (the scan follows file links), searchable ...
+    assert c.get(f"/api/media/{m.id}").json()["playable"] is False
+    r = c.get(f"/api/media/{m.id}/stream")  # ... but its bytes live outside every indexed folder
+    assert r.status_code == 404 and "outside" in r.json()["error"]
+    assert c.get(f"/api/media/{m.id}/clip", params={"t": 2}).status_code == 404
+    # a link that stays inside the roots plays
+    inside = p.state.media_for_path(str(media / "video" / "chess_openings.mkv"))
+    assert c.get(f"/api/media/{inside.id}").json()["playable"] is True
+    r = c.get(f"/api/media/{inside.id}/stream", headers={"Range": "bytes=0-9"})
+    assert r.status_code == 206 and r.content == (media / ".store" / "chess.mkv").read_bytes()[:10]
+
+
+def test_file_swapped_for_a_link_after_indexing_is_not_served(tricky, tmp_path):
+    p, media, c = tricky
+    path = media / "chinese" / "weather.mp3"
+    m = p.state.media_for_path(str(path))
+    assert c.head(f"/api/media/{m.id}/stream").status_code == 200
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"x" * m.size)  # even with the indexed size
+    backup = tmp_path / "weather.mp3"
+    shutil.move(path, backup)
+    os.symlink(secret, path)
+    try:
+        r = c.get(f"/api/media/{m.id}/stream")
+        assert r.status_code == 404 and b"xxxx" not in r.content
+    finally:
+        os.remove(path)
+        shutil.move(backup, path)
+    assert c.head(f"/api/media/{m.id}/stream").status_code == 200
+
+
+def test_file_changed_since_indexing_is_not_served(tricky):
+    """The id names the indexed content: a file rewritten since (until it is indexed again) is
+    not served under it (its transcript times and Range sizes would be wrong)."""
+    p, media, c = tricky
+    path = media / "video" / "volcano_lecture.mp4"
+    m = p.state.media_for_path(str(path))
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\0" * 1000)
+        r = c.get(f"/api/media/{m.id}/stream")
+        assert r.status_code == 404 and "changed" in r.json()["error"]
+        assert c.get(f"/api/media/{m.id}").json()["playable"] is False
+    finally:
+        path.write_bytes(original)
+    assert c.head(f"/api/media/{m.id}/stream").status_code == 200
+
+
+def test_any_loopback_address_is_answered_without_a_token(indexed):
+    """`serve --host 127.0.0.2` (loopback, so no token needed) must answer its own address;
+    names other than localhost still get 421 (DNS rebinding)."""
+    p, _ = indexed
+    with TestClient(create_app(p), base_url=BASE) as c:
+        for host in ("127.0.0.2:8844", "127.1.2.3", "[::1]", "[0:0:0:0:0:0:0:1]:8844"):
+            assert c.get("/api/status", headers={"Host": host}).status_code == 200, host
+        for host in ("127.0.0.1.evil.example", "evil.example", "10.0.0.1:8844", "[::ffff:10.0.0.1]", "", "0x7f.1"):
+            assert c.get("/api/status", headers={"Host": host}).status_code == 421, host

@@ -302,3 +302,53 @@ def test_token_login(site, browser):
     finally:
         page.close()
         secured.stop()
+
+
+def test_offline_media_shows_a_message_not_a_broken_player(site, page):
+    handle, p, media = site
+    path = media / "talks" / "bread_baking.m4a"
+    m = p.state.media_for_path(str(path))
+    moved = path.with_name("bread_baking.m4a.away")  # a drive that is not mounted
+    pg = page.page
+    shutil.move(path, moved)
+    try:
+        pg.goto(f"{handle.url}m/{m.id}?t=2")
+        pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('offline')")
+        assert pg.locator("#media-title").inner_text() == "bread_baking"
+        assert pg.locator("#player").count() == 0  # no player that can only fail
+        assert not pg.locator("#clip-link").is_visible()
+        assert pg.locator("#transcript .w").count() > 0  # what was said is still there
+        pg.locator("#transcript .w").first.click()  # and clicking a word does not throw
+        shot(pg, "11-offline")
+        # gone while the page is open: the player's error says so too (not "cannot play this format")
+        shutil.move(moved, path)
+        pg.goto(f"{handle.url}m/{m.id}?t=2")
+        wait_playing(pg)
+        shutil.move(path, moved)
+        pg.evaluate("() => { const p = document.getElementById('player'); p.src = p.src + '?reload=1'; }")
+        pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('offline')")
+    finally:
+        if moved.exists():
+            shutil.move(moved, path)
+    assert not page.dialogs
+    assert not [e for e in page.errors if "404" not in e], page.errors
+
+
+def test_slow_media_answer_does_not_replace_a_newer_one(site, page):
+    """Open A (its /api/media answer is slow), then B: B stays, A's late answer is dropped."""
+    handle, p, media = site
+    a = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    b = p.state.media_for_path(str(media / "podcasts" / "ferry.webm"))
+    pg = page.page
+    pg.add_init_script("""(() => { const real = window.fetch;
+      window.fetch = (url, ...rest) => String(url).endsWith('/api/media/%s')
+        ? new Promise((ok) => setTimeout(ok, 1500)).then(() => real(url, ...rest)) : real(url, ...rest); })();""" % a.id)
+    pg.goto(f"{handle.url}m/{a.id}?t=3&q=dolphins")
+    pg.locator("#results .hit").first.click()
+    wait_playing(pg)
+    assert pg.locator("#media-title").inner_text() == "ferry"
+    pg.wait_for_timeout(2000)  # A's answer has arrived by now
+    assert pg.locator("#media-title").inner_text() == "ferry"
+    assert pg.evaluate("document.getElementById('player').tagName") == "VIDEO"
+    assert f"/m/{b.id}" in pg.url
+    assert not page.dialogs and not page.errors, page.errors

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hmac
 import html
+import ipaddress
 import math
 import mimetypes
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -195,9 +197,18 @@ def safe_snippet(snippet: str) -> str:
     return "".join(out)
 
 
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
 def _content_type(path: str, has_video: bool) -> str:
+    """An audio/ or video/ type for the player; anything else (a media file named .xhtml or
+    .svg, which the scanner probes too) is sent as opaque bytes, never as a document the
+    browser would run as a page of this origin."""
     ext = os.path.splitext(path)[1].lower()
     ctype = _EXTRA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if not ctype.startswith(("audio/", "video/")):
+        return "application/octet-stream"
     if not has_video and ctype.startswith("video/") and ext in (".webm", ".mp4", ".ogv", ".mkv"):
         ctype = {"video/webm": "audio/webm", "video/mp4": "audio/mp4", "video/ogg": "audio/ogg"}.get(ctype, ctype)
     return ctype
@@ -307,16 +318,32 @@ class WebApp:
         return [os.path.normpath(r) for r in self.state.roots()]
 
     def playable_path(self, media: Media) -> str | None:
-        """The first live path of the media that lies under an indexed root and is a file."""
+        """The first live path of the media that lies under an indexed root, is a file and is
+        still the indexed content (same size).
+
+        Under a root means both the recorded path and the file it resolves to: a symbolic link
+        inside a root that points elsewhere (or a file swapped for one after indexing) is not
+        served, so no request can read a file outside the indexed folders. A file whose size
+        changed since indexing is no longer what the id names (its transcript and times are
+        stale): it is not served until it is indexed again.
+        """
         roots = self._roots()
+        real_roots = [os.path.realpath(r) for r in roots]
         for p in media.paths:
             if "://" in p:
                 continue  # remote storage: not served by this UI
             norm = os.path.normpath(p)
-            if not any(norm == r or norm.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            if not _under(norm, roots):
                 continue
-            if os.path.isfile(norm):
-                return norm
+            real = os.path.realpath(norm)
+            if not (_under(real, real_roots) or _under(real, roots)):
+                continue
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (not media.size or st.st_size == media.size):
+                return real
         return None
 
     def _transcript(self, media: Media):
@@ -404,7 +431,8 @@ class WebApp:
         media = self._media(media_id)
         path = self.playable_path(media)
         if path is None:
-            raise ApiError(404, f"media {media.id}: its file is offline or outside the indexed folders")
+            raise ApiError(404, f"media {media.id}: its file is offline, changed since indexing, or outside "
+                                "the indexed folders")
         return media, path, os.stat(path)
 
     async def stream(self, request: Request) -> Response:
@@ -559,6 +587,15 @@ def _set_cookie(response: Response, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", max_age=30 * 24 * 3600)
 
 
+def _loopback_ip(host: str) -> bool:
+    """127.0.0.2 and the like: the server may be bound to any loopback address. An address
+    (unlike a name) cannot be re-pointed by DNS, so answering it is no rebinding risk."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Guard:
     """Pure ASGI middleware: security headers on every response; the token or a loopback Host."""
 
@@ -599,7 +636,7 @@ class Guard:
             host = host[: host.find("]") + 1] if "]" in host else host
         else:
             host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host in self.allowed_hosts
+        return host in self.allowed_hosts or _loopback_ip(host)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -12,6 +12,7 @@
   const DEBOUNCE_MS = 150;
   const FACET_DELAY_MS = 300;
   const LEAD_S = 1; // a hit plays from 1 s before its first matched word (the API's "jump")
+  const OFFLINE = "The file is offline (drive not mounted?), changed since it was indexed, or outside the indexed folders. Search and the transcript still work.";
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -29,6 +30,7 @@
     seq: 0,
     controller: null,
     media: null, // the media JSON shown in the player
+    mediaSeq: 0, // bumped by every open/close: a slower, older media answer is dropped
     player: null,
     words: [], // [{start, el}] sorted by start
     current: null,
@@ -298,6 +300,7 @@
     const pane = $("player-pane");
     pane.hidden = false;
     document.body.classList.add("has-player");
+    const my = ++state.mediaSeq;
     if (state.media && state.media.id === mediaId && state.player) {
       seekAndPlay(t, autoplay);
       return;
@@ -307,15 +310,20 @@
     try {
       media = await api(`/api/media/${mediaId}`);
     } catch (e) {
+      if (my !== state.mediaSeq) return; // another media was opened (or the player closed) meanwhile
       $("media-title").textContent = "Not found";
       $("media-meta").textContent = "";
       $("media-note").textContent = e.status === 404 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
+      if (state.player) state.player.pause(); // a detached media element would play on
       $("player-box").replaceChildren();
       $("transcript").replaceChildren();
+      $("exports").replaceChildren();
+      $("clip-link").hidden = true;
       state.media = null;
       state.player = null;
       return;
     }
+    if (my !== state.mediaSeq) return;
     state.media = media;
     $("media-title").textContent = media.title;
     document.title = `${media.title} · mediaindex`;
@@ -324,7 +332,16 @@
     if (media.language) meta.push(media.language);
     $("media-meta").textContent = meta.join(" · ");
     $("media-meta").title = media.path;
-    $("media-note").textContent = media.playable ? "" : "The file is offline (drive not mounted?) or outside the indexed folders.";
+    $("media-note").textContent = media.playable ? "" : OFFLINE;
+    $("clip-link").hidden = !media.playable;
+    renderExports(media);
+    renderTranscript(media);
+    if (!media.playable) { // no player that cannot play: the note says why
+      if (state.player) state.player.pause();
+      $("player-box").replaceChildren();
+      state.player = null;
+      return;
+    }
 
     const player = document.createElement(media.has_video ? "video" : "audio");
     player.id = "player";
@@ -345,12 +362,21 @@
     player.addEventListener("timeupdate", () => highlight(false));
     player.addEventListener("seeked", () => highlight(true));
     player.addEventListener("play", tick);
-    player.addEventListener("error", () => {
-      if (media.playable) $("media-note").textContent = "This browser cannot play this file's format. Download the clip or export the transcript instead.";
+    player.addEventListener("error", async () => {
+      // A file gone since the page loaded also lands here: ask the server which it is.
+      let gone = false;
+      try { gone = (await fetch(media.stream_url, { method: "HEAD", credentials: "same-origin", cache: "no-store" })).status === 404; } catch (e) { /* offline server */ }
+      if (state.player !== player) return;
+      $("media-note").textContent = gone ? OFFLINE : "This browser cannot play this file's format. Download the clip or export the transcript instead.";
+      if (gone) $("clip-link").hidden = true;
     });
+    if (state.player) state.player.pause();
     $("player-box").replaceChildren(player);
     state.player = player;
+    seekAndPlay(t, autoplay);
+  }
 
+  function renderExports(media) {
     const exports = $("exports");
     exports.replaceChildren();
     for (const [fmt, url] of Object.entries(media.exports || {})) {
@@ -360,8 +386,6 @@
       a.setAttribute("aria-label", `Export transcript as ${fmt.toUpperCase()}`);
       exports.append(a);
     }
-    renderTranscript(media);
-    seekAndPlay(t, autoplay);
   }
 
   function seekAndPlay(t, autoplay) {
@@ -382,6 +406,7 @@
   }
 
   function closePlayer(push) {
+    state.mediaSeq++;
     if (state.player) state.player.pause();
     $("player-pane").hidden = true;
     document.body.classList.remove("has-player");
