@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL,
     action TEXT NOT NULL,       -- index | remove
-    status TEXT NOT NULL,       -- queued | running | done | failed
+    status TEXT NOT NULL,       -- queued | running | superseded (running, a newer job queued)
     attempts INTEGER NOT NULL DEFAULT 0,
     next_try REAL NOT NULL,
     error TEXT,
@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_active ON jobs(path) WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS jobs_next ON jobs(status, next_try);
+CREATE INDEX IF NOT EXISTS jobs_superseded ON jobs(path) WHERE status = 'superseded';
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY,
     media_id TEXT NOT NULL,
@@ -317,6 +318,10 @@ def _file(row: sqlite3.Row) -> FileRecord:
                       status=row["status"], error=row["error"])
 
 
+# a queued job (alias q) may run: no older job on its path is still running (superseded)
+_NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM jobs r WHERE r.path = q.path AND r.status = 'superseded')")
+
+
 class JobQueue:
     """A durable job queue in the state database.
 
@@ -347,11 +352,14 @@ class JobQueue:
                       "VALUES (?, ?, 'queued', ?, ?, ?)", (path, action, now + delay, now, now))
 
     def claim(self) -> Job | None:
-        """Take the next due job (oldest first) and mark it running; None if nothing is due."""
+        """Take the next due job (oldest first) and mark it running; None if nothing is due.
+
+        A job whose path still has a superseded job running waits for it: two workers never
+        process the same path at once (the older one would write its stale result last)."""
         now = time.time()
         with self.state.tx() as c:
-            row = c.execute("SELECT id, path, action, attempts FROM jobs WHERE status = 'queued' AND next_try <= ? "
-                            "ORDER BY next_try, id LIMIT 1", (now,)).fetchone()
+            row = c.execute("SELECT id, path, action, attempts FROM jobs q WHERE status = 'queued' AND next_try <= ? "
+                            f"AND {_NOT_BLOCKED} ORDER BY next_try, id LIMIT 1", (now,)).fetchone()
             if row is None:
                 return None
             c.execute("UPDATE jobs SET status = 'running', attempts = attempts + 1, updated = ? WHERE id = ?",
@@ -406,6 +414,8 @@ class JobQueue:
             "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
 
     def next_due_in(self) -> float | None:
-        """Seconds until the next queued job is due (0 if one is due now), None if none queued."""
-        row = self.state.conn.execute("SELECT MIN(next_try) FROM jobs WHERE status = 'queued'").fetchone()
+        """Seconds until the next claimable queued job is due (0 if one is due now), None if none
+        is queued (or every queued one waits for a superseded job on its path to finish)."""
+        row = self.state.conn.execute(
+            f"SELECT MIN(next_try) FROM jobs q WHERE status = 'queued' AND {_NOT_BLOCKED}").fetchone()
         return None if row[0] is None else max(0.0, row[0] - time.time())
