@@ -5,6 +5,7 @@ import html
 import json
 import os
 import re
+import sqlite3
 import sys
 import threading
 
@@ -78,13 +79,19 @@ class BarReporter:
 def index(paths, data_dir, transcriber, index_name, workers):
     """Scan PATHS once and index every new or changed media file.
 
-    Exit status: 0 when every file is indexed, 1 when any failed (each listed with its reason).
+    Exit status: 0 when every file is indexed, 1 when any failed, was skipped or waits for a
+    retry, or a root is offline (each listed with its reason), 2 on usage errors.
     """
     missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
     pipeline = open_pipeline(data_dir, transcriber=transcriber, index=index_name)
     try:
+        # a missing path with known files is a root that is offline (an unmounted drive): it is
+        # reported and keeps its entries; a path never seen before is a typo
+        known_roots = pipeline.state.roots()
+        unknown = [p for p in missing if os.path.abspath(os.path.expanduser(p)) not in known_roots and not any(
+            True for _ in pipeline.state.files_under(os.path.abspath(os.path.expanduser(p))))]
+        if unknown:
+            raise UsageError(f"no such file or folder: {', '.join(unknown)}")
         recovered = pipeline.state.jobs.recover()
         if recovered:
             click.echo(f"resuming {recovered} job(s) interrupted last time", err=True)
@@ -120,9 +127,11 @@ def index(paths, data_dir, transcriber, index_name, workers):
         for rec in failed:
             reason = (rec.error or "").removeprefix(f"{rec.path}: ")
             click.echo(f"  failed: {rec.path}: {reason}", err=True)
+        for path, reason in plan.unreadable:
+            click.echo(f"  skipped: {path}: {reason}", err=True)
         for root in plan.offline:
             click.echo(f"  offline: {root} (missing; its files stay in the index)", err=True)
-        sys.exit(1 if failed or still_queued else 0)
+        sys.exit(1 if failed or still_queued or plan.unreadable or plan.offline else 0)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
     except FatalError as e:
@@ -187,14 +196,20 @@ def status(data_dir, as_json):
     """Counts of files by state, and every failed file with its error."""
     from .state import State
 
-    config = Config.load(data_dir)
+    try:
+        config = Config.load(data_dir)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     if not config.state_path.exists():
         summary = {"files": {"queued": 0, "running": 0, "indexed": 0, "failed": 0, "total": 0}, "failed": []}
     else:
-        state = State(config.state_path)
-        summary = state.summary()
-        summary["jobs"] = state.jobs.counts()
-        state.close()
+        try:
+            state = State(config.state_path)
+            summary = state.summary()
+            summary["jobs"] = state.jobs.counts()
+            state.close()
+        except (OSError, sqlite3.Error) as e:
+            raise click.ClickException(f"cannot read the state database {config.state_path}: {e}") from None
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return

@@ -47,9 +47,13 @@ class Config:
         f = d / "config.toml"
         if f.exists():
             try:
-                settings = tomllib.loads(f.read_text())
+                settings = tomllib.loads(f.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as e:
                 raise ValueError(f"{f}: not valid TOML: {e}") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{f}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            except OSError as e:
+                raise ValueError(f"{f}: cannot read it: {e.strerror or e}") from None
         return cls(data_dir=d, settings=settings, overrides={k: v for k, v in overrides.items() if v is not None})
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -76,5 +80,10 @@ class Config:
         return self.data_dir / "state.sqlite3"
 
     def ensure_data_dir(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data dir; raises ValueError (a usage error) when it cannot be."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the data dir {self.data_dir}: {e.strerror or e} "
+                             "(choose another with --data-dir or MEDIAINDEX_DATA_DIR)") from None
         return self.data_dir

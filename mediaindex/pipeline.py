@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import threading
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -95,7 +96,13 @@ class Pipeline:
         if index_name not in self.indexes:
             raise UsageError(f"unknown index {index_name!r}; available: {', '.join(sorted(self.indexes)) or 'none'}")
         self.index = self.indexes[index_name]
-        self.state = state or State(config.state_path)
+        if state is None:
+            try:
+                state = State(config.state_path)
+            except (OSError, sqlite3.Error) as e:
+                raise UsageError(f"cannot open the state database {config.state_path}: {e} "
+                                 "(is the data dir writable? choose another with --data-dir)") from None
+        self.state = state
         self._media_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -161,7 +168,10 @@ class Pipeline:
                 self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="ignored")
                 return Outcome(path, "ignored")
             raise
-        media_id = content_id(path)
+        try:
+            media_id = content_id(path)
+        except FileNotFoundError:  # deleted (or moved away) since the probe: that is not a failure
+            return self.remove_path(path)
         previous = self.state.get_file(path)
         with self._media_lock(media_id):
             self.state.upsert_media(media_id, size=st.st_size, mtime=st.st_mtime, probe=info)

@@ -50,10 +50,32 @@ class FileStat:
     mtime: float
 
 
-def walk(root: str) -> Iterator[FileStat]:
-    """Every candidate file at or below root (a folder or a single file), with size and mtime."""
+def _storable(path: str) -> bool:
+    """A name the state database can hold: valid UTF-8 (os.fsdecode maps other bytes to lone
+    surrogates, which SQLite refuses)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def walk(root: str, problems: list[tuple[str, str]] | None = None) -> Iterator[FileStat]:
+    """Every candidate file at or below root (a folder or a single file), with size and mtime.
+
+    Paths that cannot be read (a folder without permission, a symlink loop, an I/O error) or
+    stored (a name that is not valid UTF-8) are skipped and, when ``problems`` is given, added
+    to it as (path, reason): the walk itself never fails because of one odd entry.
+    """
+    def skip(path: str, reason: str) -> None:
+        if problems is not None:
+            problems.append((path, reason))
+
     if os.path.isfile(root):
         if _candidate_name(os.path.basename(root)):
+            if not _storable(root):
+                skip(root, "the name is not valid UTF-8 (rename the file)")
+                return
             st = os.stat(root)
             yield FileStat(root, st.st_size, st.st_mtime)
         return
@@ -62,7 +84,11 @@ def walk(root: str) -> Iterator[FileStat]:
         folder = stack.pop()
         try:
             entries = list(os.scandir(folder))
-        except (PermissionError, FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
+            continue
+        except OSError as e:  # permission, symlink loop, I/O error, not a folder
+            if not isinstance(e, NotADirectoryError):
+                skip(folder, f"cannot read folder: {e.strerror or e}")
             continue
         for entry in entries:
             if entry.name.startswith("."):
@@ -71,9 +97,16 @@ def walk(root: str) -> Iterator[FileStat]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
                 elif entry.is_file() and _candidate_name(entry.name):
+                    if not _storable(entry.path):
+                        skip(entry.path, "the name is not valid UTF-8 (rename the file)")
+                        continue
                     st = entry.stat()
                     yield FileStat(entry.path, st.st_size, st.st_mtime)
-            except (FileNotFoundError, PermissionError):
+            except FileNotFoundError:  # deleted while we looked (or a dangling link)
+                continue
+            except OSError as e:  # permission, symlink loop (ELOOP), I/O error
+                if _candidate_name(entry.name):
+                    skip(entry.path, f"cannot read: {e.strerror or e}")
                 continue
 
 
@@ -86,6 +119,7 @@ class ScanPlan:
     deleted: list[str] = field(default_factory=list)
     offline: list[str] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): skipped, kept
 
 
 def plan_scan(roots: list[str], known: dict[str, tuple[int, float, str]]) -> ScanPlan:
@@ -100,16 +134,21 @@ def plan_scan(roots: list[str], known: dict[str, tuple[int, float, str]]) -> Sca
             plan.offline.append(root)
             continue
         seen: set[str] = set()
-        for f in walk(root):
+        problems: list[tuple[str, str]] = []
+        for f in walk(root, problems):
             seen.add(f.path)
             old = known.get(f.path)
             if old and old[0] == f.size and old[1] == f.mtime and old[2] in ("indexed", "failed", "ignored"):
                 plan.unchanged += 1
             else:
                 plan.changed.append(f)
+        plan.unreadable.extend(problems)
+        # what could not be read is not gone: known files at or under it stay as they are
+        blind = [p for p, _ in problems]
         prefix = root.rstrip(os.sep) + os.sep
         for path in known:
-            if (path == root or path.startswith(prefix)) and path not in seen:
+            if (path == root or path.startswith(prefix)) and path not in seen and not any(
+                    path == b or path.startswith(b.rstrip(os.sep) + os.sep) for b in blind):
                 plan.deleted.append(path)
     plan.changed.sort(key=lambda f: f.path)
     return plan

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
-from .pipeline import NullReporter, Pipeline, Reporter, UsageError
-from .scan import NON_MEDIA_EXTENSIONS, FileStat, ScanPlan, is_ignored_name, walk
+from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
+from .scan import NON_MEDIA_EXTENSIONS, FileStat, ScanPlan, _storable, is_ignored_name, walk
 from .state import Job
 
 DONE_STATUSES = ("indexed", "failed", "ignored")
@@ -413,7 +413,7 @@ class Watcher:
         """Worth watching: inside a root, not hidden (relative to the root), not a temporary,
         not a known non-media type (unknown types are probed: the pipeline ignores non-media)."""
         root = self.root_of(path)
-        if root is None:
+        if root is None or not _storable(path):  # a name that is not UTF-8: the scan reports it
             return False
         rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
         parts = Path(rel).parts
@@ -422,6 +422,8 @@ class Watcher:
         return Path(path).suffix.lower() not in NON_MEDIA_EXTENSIONS
 
     def _known_under(self, folder: str) -> list[str]:
+        if not _storable(folder):  # nothing under a name that is not UTF-8 was ever stored
+            return []
         return [rec.path for rec in self.state.files_under(folder)]
 
     def _drain_inbox(self) -> None:
@@ -444,11 +446,11 @@ class Watcher:
                                 self._touch(f.path, (f.size, f.mtime), stat=False)
                 continue
             if kind == "moved":
-                if self._wanted(src) or self.state.get_file(src):
+                if self._wanted(src) or (_storable(src) and self.state.get_file(src)):
                     self._touch(src)
                 if self._wanted(dest):
                     self._touch(dest)
-            elif self._wanted(src) or (kind == "deleted" and self.state.get_file(src)):
+            elif self._wanted(src) or (kind == "deleted" and _storable(src) and self.state.get_file(src)):
                 self._touch(src)
 
     def _handle_due(self) -> None:
@@ -580,6 +582,8 @@ class Watcher:
         with self._pending_lock:
             deleted = [p for p in deleted if p not in self._pending]
         self._enqueue(immediate, deleted)
+        for path, reason in plan.unreadable:
+            self.log(f"skipped: {path}: {reason}")
         elapsed = time.perf_counter() - t0
         self.last_scan = {"seconds": elapsed, "plan_seconds": t_plan, "changed": len(plan.changed),
                           "unchanged": plan.unchanged, "deleted": len(plan.deleted)}
@@ -623,8 +627,8 @@ class Watcher:
                 outcome = self.pipeline.run_job(job, self.reporter, self.max_attempts)
                 if outcome.status in ("failed", "retry") and job.action == "index":
                     self._distrust_failure_on_stop(job)
-            except UsageError as e:  # unknown engine or index: nothing will work, stop
-                self.fatal = e
+            except (UsageError, FatalError) as e:  # unknown engine, full disk, broken model: nothing
+                self.fatal = e                         # will work, stop (run_job put the job back)
                 self.log(f"stopping: {e}")
                 self._stopping.set()
                 self._kick.set()

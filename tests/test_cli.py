@@ -125,3 +125,41 @@ def test_installed_plugin_end_to_end(installed_manifest_plugin, corpus, data_dir
                                         check=True).stdout)
     assert "manifest" not in {p["name"] for p in plugins}
     assert {"file", "sqlite", "local", "enrich"} <= {p["name"] for p in plugins}
+
+
+def test_bad_config_and_unusable_data_dir_are_usage_errors(corpus, data_dir, tmp_path):
+    (data_dir / "config.toml").write_text("transcriber = \n")
+    for args in (["status"], ["status", "--json"], ["index", str(corpus / "talks")], ["search", "x"]):
+        r = run(*args, "--data-dir", str(data_dir), code=2)
+        assert "config.toml: not valid TOML" in r.output, args
+    (data_dir / "config.toml").write_bytes(b'transcriber = "caf\xe9"\n')  # Latin-1, not UTF-8
+    assert "not UTF-8" in run("status", "--data-dir", str(data_dir), code=2).output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = run("index", str(corpus / "talks"), "--data-dir", str(blocker / "data"), code=2)
+    assert "cannot create the data dir" in r.output
+    (tmp_path / "dir-as-db").mkdir()
+    (tmp_path / "dir-as-db" / "state.sqlite3").mkdir()  # the state database cannot be opened
+    r = run("index", str(corpus / "talks"), "--data-dir", str(tmp_path / "dir-as-db"), code=2)
+    assert "cannot open the state database" in r.output
+
+
+def test_offline_root_is_reported_and_the_other_roots_indexed(corpus, data_dir, tmp_path):
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    os.rename(corpus / "talks", drive / "talks")
+    run("index", str(drive), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    os.rename(drive, tmp_path / "unmounted")  # the drive went away
+    r = run("index", str(drive), str(corpus / "podcasts"), "--data-dir", str(data_dir), "--transcriber", "manifest",
+            code=1)
+    assert f"offline: {drive}" in r.output and "4 indexed" in r.output
+    out = json.loads(run("search", "cupola window", "--data-dir", str(data_dir), "--json", code=0).output)
+    assert out["total"] == 1  # the offline drive's files stay in the index
+    run("index", str(tmp_path / "never-seen"), "--data-dir", str(data_dir), code=2)  # a typo stays a usage error
+
+
+def test_unreadable_entries_are_listed_and_exit_1(corpus, data_dir):
+    os.symlink("loop.mp3", corpus / "talks" / "loop.mp3")  # points at itself
+    r = run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "2 indexed" in r.output
+    assert f"skipped: {corpus / 'talks' / 'loop.mp3'}: cannot read: Too many levels of symbolic links" in r.output

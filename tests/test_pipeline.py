@@ -246,3 +246,60 @@ def test_lost_index_is_rebuilt_from_cached_transcripts(make_pipeline, corpus, da
     assert rebuilt == 10 and dropped == 0  # 9 speech files + the music file
     assert search(p2, "cupola window").total == 1
     assert p2.state.transcription_count() == count  # nothing transcribed again
+
+
+def test_symlink_loop_and_unreadable_folder_never_stop_the_scan(make_pipeline, corpus, monkeypatch):
+    os.symlink("loop_b", corpus / "loop_a.mp3")
+    os.symlink("loop_a.mp3", corpus / "loop_b")  # a symlink loop: stat fails with ELOOP
+    p = make_pipeline()
+    outcomes = index_all(p, corpus)
+    assert outcomes["talks/space_station.mp3"].status == "indexed"
+    plan = p.plan([str(corpus)])
+    assert sorted(path for path, _ in plan.unreadable) == [str(corpus / "loop_a.mp3"), str(corpus / "loop_b")]
+    # a folder that becomes unreadable is not a folder whose files were deleted
+    real_scandir = os.scandir
+    talks = str(corpus / "talks")
+
+    def scandir(path):
+        if os.fspath(path) == talks:
+            raise PermissionError(13, "Permission denied", talks)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    plan = p.plan([str(corpus)])
+    assert plan.deleted == []
+    assert (talks, "cannot read folder: Permission denied") in plan.unreadable
+    index_all(p, corpus)
+    assert search(p, "cupola window").total == 1
+
+
+def test_name_that_is_not_utf8_is_reported_not_fatal(make_pipeline, corpus):
+    bad = os.path.join(os.fsencode(corpus / "talks"), b"caf\xe9.mp3")  # Latin-1 bytes in the name
+    shutil.copy(corpus / "talks" / "space_station.mp3", bad)
+    p = make_pipeline()
+    outcomes = index_all(p, corpus)  # used to stop everything with UnicodeEncodeError
+    assert outcomes["talks/bread_baking.m4a"].status == "indexed"
+    plan = p.plan([str(corpus)])
+    assert [(path, "not valid UTF-8" in why) for path, why in plan.unreadable] == [(os.fsdecode(bad), True)]
+
+
+def test_file_deleted_while_processed_is_removed_not_failed(make_pipeline, corpus, monkeypatch, capsys):
+    import mediaindex.pipeline as pipeline_mod
+
+    p = make_pipeline()
+    index_all(p, corpus / "talks")
+    target = corpus / "talks" / "space_station.mp3"
+    os.utime(target, (1, 1))  # changed: queued again
+    real_probe = pipeline_mod.probe
+
+    def probe_then_delete(path):
+        info = real_probe(path)
+        os.remove(path)  # deleted between the probe and the hash
+        return info
+
+    monkeypatch.setattr(pipeline_mod, "probe", probe_then_delete)
+    outcomes = index_all(p, corpus / "talks")
+    assert outcomes["space_station.mp3"].status == "removed"
+    assert "Traceback" not in capsys.readouterr().err
+    assert p.state.jobs.pending() == 0 and p.state.get_file(str(target)) is None
+    assert search(p, "cupola window").total == 0

@@ -306,6 +306,32 @@ def test_permanent_failure_is_recorded_and_watch_goes_on(start_watcher, library,
     assert w.wait_idle(10, include_retries=True)
 
 
+def test_fatal_error_stops_the_watch_and_keeps_the_job(start_watcher, tmp_path, corpus_src, monkeypatch):
+    """A missing model or a full disk is not a per-file failure: the watch stops (it used to retry
+    every file every 5 s forever, each release giving the attempt back) and the job stays queued."""
+    from mediaindex.backends import FatalError
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    w = start_watcher([lib])
+    p = w.pipeline
+    calls = []
+
+    def broken(request):
+        calls.append(request.path)
+        raise FatalError("the Whisper model is damaged: reinstall it")
+
+    monkeypatch.setattr(p.transcribers["manifest"], "transcribe", broken)
+    copy(corpus_src, "talks/space_station.mp3", lib / "space.mp3")
+    wait_for(lambda: w.fatal is not None, what="the watcher to stop on a fatal error")
+    assert isinstance(w.fatal, FatalError)
+    w.stop(grace=5)
+    assert len(calls) == 1
+    row = p.state.conn.execute("SELECT status, attempts FROM jobs WHERE path = ?", (str(lib / "space.mp3"),)).fetchone()
+    assert tuple(row) == ("queued", 0)  # redone on the next start, no attempt used up
+    assert p.state.get_file(str(lib / "space.mp3")).status != "failed"
+
+
 # ---- progress output ---------------------------------------------------------------------------
 
 
