@@ -764,3 +764,36 @@ def test_any_loopback_address_is_answered_without_a_token(indexed):
             assert c.get("/api/status", headers={"Host": host}).status_code == 200, host
         for host in ("127.0.0.1.evil.example", "evil.example", "10.0.0.1:8844", "[::ffff:10.0.0.1]", "", "0x7f.1"):
             assert c.get("/api/status", headers={"Host": host}).status_code == 421, host
+
+
+@pytest.mark.parametrize("token", ["€uro-Ключ", "a b;c\"d\\e", "plain-token"])
+def test_login_cookie_works_for_any_token(indexed, token):
+    """Any token a user may choose (MEDIAINDEX_TOKEN is free text) logs in: no 500 for
+    non-Latin-1 characters, and the cookie then authorises the API."""
+    from urllib.parse import quote
+
+    p, _ = indexed
+    with TestClient(create_app(p, token=token), base_url=BASE) as c:
+        r = c.post("/api/login", json={"token": token})
+        assert r.status_code == 204, r.text
+        assert token not in r.headers["set-cookie"]  # the jar holds a derived key, not the token
+        assert c.get("/api/status").status_code == 200
+    with TestClient(create_app(p, token=token), base_url=BASE) as c:
+        r = c.get(f"/?q=x&token={quote(token)}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/?q=x"
+        assert c.get("/api/status").status_code == 200
+
+
+def test_login_cookie_survives_other_apps_cookies(indexed):
+    """Cookies are shared by every port of 127.0.0.1: another local app's cookie that Python's
+    http.cookies cannot parse must not hide ours (the UI would loop on the login form)."""
+    p, _ = indexed
+    with TestClient(create_app(p, token="s3cret"), base_url=BASE) as c:
+        c.post("/api/login", json={"token": "s3cret"})
+        ours = c.cookies["mediaindex_token"]
+        c.cookies.clear()
+        for other in ('a=b c', 'session={"user": "x y"}', 'p="unterminated', 'x=b\\c', 'lang=é'):
+            r = c.get("/api/status", headers={"Cookie": f"{other}; mediaindex_token={ours}; z=1".encode()})
+            assert r.status_code == 200, other
+        assert c.get("/api/status", headers={"Cookie": "a=b c; mediaindex_token=s3cret"}).status_code == 401
+        assert c.get("/api/status", headers={"Cookie": f"mediaindex_token={ours}x"}).status_code == 401

@@ -38,7 +38,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import (FileResponse, JSONResponse, RedirectResponse, Response,
                                  StreamingResponse)
 from starlette.routing import Mount, Route
@@ -567,7 +567,7 @@ class WebApp:
         if not hmac.compare_digest(token.encode(), self.token.encode()):
             raise ApiError(401, "wrong token")
         response = Response(status_code=204)
-        _set_cookie(response, token)
+        _set_cookie(response, self.token)
         return response
 
     async def page(self, request: Request) -> Response:
@@ -583,8 +583,16 @@ class WebApp:
                             headers={"cache-control": "no-cache"})
 
 
+def cookie_value(token: str) -> str:
+    """What the login cookie holds: a key derived from the token (hex), not the token itself, so
+    any token (spaces, quotes, non-ASCII) makes a valid cookie, and the cookie jar never holds
+    the token that the API and media URLs accept."""
+    return hmac.new(token.encode(), b"mediaindex web login cookie", "sha256").hexdigest()
+
+
 def _set_cookie(response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", max_age=30 * 24 * 3600)
+    response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict", path="/",
+                        max_age=30 * 24 * 3600)
 
 
 def _loopback_ip(host: str) -> bool:
@@ -602,6 +610,7 @@ class Guard:
     def __init__(self, app, token: str | None, allowed_hosts: set[str] | None):
         self.app = app
         self.token = token.encode() if token else None
+        self.cookie = cookie_value(token).encode() if token else None
         self.allowed_hosts = allowed_hosts
 
     def _authorised(self, scope) -> bool:
@@ -616,17 +625,15 @@ class Guard:
         if b"token=" in qs:
             from urllib.parse import parse_qs
             candidates += [v.encode() for v in parse_qs(qs.decode("latin-1")).get("token", [])]
+        if any(hmac.compare_digest(c, self.token) for c in candidates):
+            return True
         cookie = headers.get(b"cookie", b"")
         if COOKIE.encode() in cookie:
-            from http.cookies import SimpleCookie
-            jar = SimpleCookie()
-            try:
-                jar.load(cookie.decode("latin-1"))
-            except Exception:
-                pass
-            if COOKIE in jar:
-                candidates.append(jar[COOKIE].value.encode())
-        return any(hmac.compare_digest(c, self.token) for c in candidates)
+            # Starlette's lenient parser: cookies that other apps on this host name set (they
+            # are shared across ports) may be malformed; http.cookies stops at the first one.
+            value = cookie_parser(cookie.decode("latin-1")).get(COOKIE, "")
+            return hmac.compare_digest(value.encode("latin-1", "replace"), self.cookie)
+        return False
 
     def _host_ok(self, scope) -> bool:
         if self.allowed_hosts is None:
