@@ -797,3 +797,49 @@ def test_login_cookie_survives_other_apps_cookies(indexed):
             assert r.status_code == 200, other
         assert c.get("/api/status", headers={"Cookie": "a=b c; mediaindex_token=s3cret"}).status_code == 401
         assert c.get("/api/status", headers={"Cookie": f"mediaindex_token={ours}x"}).status_code == 401
+
+
+def test_openapi_matches_the_app_both_ways(client, ids):
+    """Walk the description: every documented operation is a route, every documented query
+    parameter is read (a bad value is a 400 naming it), and every answer a call can get is listed."""
+    from starlette.routing import Route
+
+    from mediaindex.export import FORMATS
+
+    spec = client.get("/api/openapi.json").json()
+    routes = {path: set(methods) for path, methods in api_routes()}
+    assert set(spec["paths"]) == set(routes)
+    mid = ids["space"]["media_id"]
+    bad = {"integer": "1.5x", "number": "x1", "string": None}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert method.upper() in routes[path] | ({"HEAD"} if "GET" in routes[path] else set()), (method, path)
+            url = path.replace("{media_id}", mid).replace("{fmt}", "srt")
+            for param in op.get("parameters", []):
+                if param["in"] == "path" and param["name"] == "fmt":
+                    assert param["schema"]["enum"] == list(FORMATS)
+                if param["in"] != "query":
+                    continue
+                schema = param["schema"]
+                value = "zz-not-a-choice" if "enum" in schema else bad[schema["type"]]
+                if value is None:
+                    value = "x" * (schema["maxLength"] + 1) if "maxLength" in schema else None
+                if value is None:
+                    continue
+                params = {"t": "3"} if param["name"] != "t" and "t" in {p["name"] for p in op["parameters"]} else {}
+                params[param["name"]] = value
+                r = client.request(method.upper(), url, params=params)
+                assert r.status_code == 400 and param["name"] in r.json()["error"], (path, param["name"], r.text)
+    # the answers each operation can give are the ones it lists (plus 401 with a token)
+    def documented(path, method="get"):
+        return set(spec["paths"][path][method]["responses"])
+    stream = f"/api/media/{mid}/stream"
+    etag = client.head(stream).headers["etag"]
+    seen = {client.get(stream, headers=h).status_code for h in (
+        {}, {"Range": "bytes=0-1"}, {"Range": "bytes=999999999-"}, {"If-None-Match": etag})}
+    seen |= {client.get(f"/api/media/0123456789abcdef0123/stream").status_code}
+    assert {str(s) for s in seen} <= documented("/api/media/{media_id}/stream"), seen
+    assert {"400", "404", "503"} <= documented("/api/media/{media_id}/clip")
+    assert "Unauthorized" in spec["components"]["responses"] and all(
+        op["responses"].get("401") or op.get("security") == []
+        for ops in spec["paths"].values() for op in ops.values())

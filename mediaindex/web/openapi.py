@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 _ERROR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
 _MEDIA_ID = {"name": "media_id", "in": "path", "required": True,
              "description": "Media id (hex content hash, as returned in search hits).",
              "schema": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"}}
@@ -29,23 +30,30 @@ _FILTERS = [
 
 
 def openapi_spec(version: str) -> dict[str, Any]:
-    media_get = lambda summary, description, content, extra=None: {  # noqa: E731
+    media_get = lambda summary, description, content, extra=None, responses=None: {  # noqa: E731
         "get": {
             "summary": summary, "description": description,
             "parameters": [_MEDIA_ID, *(extra or [])],
-            "responses": {"200": {"description": "OK", "content": content}, "400": _ERROR, "404": _ERROR},
+            "responses": {"200": {"description": "OK", "content": content}, "400": _ERROR, "404": _ERROR,
+                          **(responses or {})},
         }
     }
     text = lambda t: {t: {"schema": {"type": "string"}}}  # noqa: E731
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {
             "title": "mediaindex API", "version": version,
             "description": "Search audio and video by what is said in it; play, caption and cut from the moment. "
                            "When the server was started with a token, every call needs it: "
-                           "`Authorization: Bearer <token>`, `?token=<token>` or the cookie set by /api/login.",
+                           "`Authorization: Bearer <token>`, `?token=<token>` or the cookie set by /api/login. "
+                           "Without a token, only requests to a loopback host name or address are answered "
+                           "(421 otherwise).",
         },
         "components": {
+            "responses": {"Unauthorized": {
+                "description": "The server was started with a token and this call did not carry it "
+                               "(WWW-Authenticate: Bearer).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "query": {"type": "apiKey", "in": "query", "name": "token"},
@@ -145,7 +153,11 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 **media_get("Media bytes", "The file, by id, with HTTP Range support (206, 416, Accept-Ranges). "
                             "HEAD is answered too.", {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                             [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
-                              "description": "bytes=first-last, bytes=first- or bytes=-suffix"}]),
+                              "description": "bytes=first-last, bytes=first- or bytes=-suffix"}],
+                            {"206": {"description": "The requested byte range (Content-Range)",
+                                     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                             "304": {"description": "Not modified (If-None-Match matched the ETag)"},
+                             "416": _ERROR}),
             },
             "/api/media/{media_id}/captions.vtt": media_get(
                 "Captions", "WebVTT cues from the transcript segments.", text("text/vtt")),
@@ -162,6 +174,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
                  "video/mp4": {"schema": {"type": "string", "format": "binary"}}},
                 [_q("t", "The moment (seconds, 0..duration).", {"type": "number", "minimum": 0}, True),
                  _q("before", "Seconds before t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 5}),
-                 _q("after", "Seconds after t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 10})]),
+                 _q("after", "Seconds after t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 10})],
+                {"500": _ERROR, "503": _ERROR, "504": _ERROR}),
         },
     }
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            if op.get("security") != []:
+                op["responses"].setdefault("401", _UNAUTHORIZED)
+    return spec
