@@ -164,6 +164,7 @@ class Pipeline:
         try:
             info = probe(path)
         except PermanentError:
+            self._forget_replaced(path)  # new, unusable content: the old one leaves this path
             if not is_likely_media(path):  # an unknown type that is not media: skip quietly
                 self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="ignored")
                 return Outcome(path, "ignored")
@@ -173,6 +174,35 @@ class Pipeline:
         except FileNotFoundError:  # deleted (or moved away) since the probe: that is not a failure
             return self.remove_path(path)
         previous = self.state.get_file(path)
+        try:
+            return self._process(path, st, info, media_id, previous, reporter)
+        except BaseException:
+            # the path already points at its new content: the old content must not stay
+            # searchable under it while the new one fails (or waits for a retry)
+            if previous and previous.media_id and previous.media_id != media_id:
+                try:
+                    rec = self.state.get_file(path)
+                    if rec is None or rec.media_id != previous.media_id:
+                        self._detach(previous.media_id, path)
+                except Exception:
+                    pass  # the original error matters more; a rescan repairs the rest
+            raise
+
+    def _forget_replaced(self, path: str) -> None:
+        """The file at path failed to probe: if it held other content before, unlink that."""
+        rec = self.state.get_file(path)
+        if rec is None or not rec.media_id:
+            return
+        try:
+            if content_id(path) == rec.media_id:
+                return
+        except OSError:
+            return
+        self.state.set_file(path, size=rec.size, mtime=rec.mtime, status=rec.status, error=rec.error)
+        self._detach(rec.media_id, path)
+
+    def _process(self, path: str, st: os.stat_result, info: ProbeResult, media_id: str,
+                 previous, reporter: Reporter) -> Outcome:
         with self._media_lock(media_id):
             self.state.upsert_media(media_id, size=st.st_size, mtime=st.st_mtime, probe=info)
             self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="running", media_id=media_id)

@@ -303,3 +303,23 @@ def test_file_deleted_while_processed_is_removed_not_failed(make_pipeline, corpu
     assert "Traceback" not in capsys.readouterr().err
     assert p.state.jobs.pending() == 0 and p.state.get_file(str(target)) is None
     assert search(p, "cupola window").total == 0
+
+
+def test_file_replaced_by_unusable_content_leaves_the_index(make_pipeline, corpus, corpus_src, tmp_path):
+    """The old words must not stay searchable under a path whose file now holds something else
+    that cannot be indexed (a corrupt file, or media the engine rejects)."""
+    import subprocess
+
+    p = make_pipeline()
+    index_all(p, corpus / "talks")
+    assert search(p, "cupola window").total == 1 and search(p, "sourdough starter").total == 1
+    shutil.copy(corpus_src / "broken" / "truncated.mp3", corpus / "talks" / "space_station.mp3")
+    tone = tmp_path / "tone.m4a"  # playable media the test engine does not know: rejected (permanent)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2", str(tone)],
+                   check=True)
+    shutil.copy(tone, corpus / "talks" / "bread_baking.m4a")
+    outcomes = index_all(p, corpus / "talks")
+    assert outcomes["space_station.mp3"].status == "failed" and outcomes["bread_baking.m4a"].status == "failed"
+    assert search(p, "cupola window").total == 0
+    assert search(p, "sourdough starter").total == 0
+    assert p.state.get_file(str(corpus / "talks" / "space_station.mp3")).media_id is None
