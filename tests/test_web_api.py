@@ -843,3 +843,55 @@ def test_openapi_matches_the_app_both_ways(client, ids):
     assert "Unauthorized" in spec["components"]["responses"] and all(
         op["responses"].get("401") or op.get("security") == []
         for ops in spec["paths"].values() for op in ops.values())
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
+    """Many clip requests at once: two are cut, the rest wait without holding the threads that
+    stream media (a player keeps playing) and get a 503 when no slot frees in time."""
+    import threading
+    import time
+
+    import mediaindex.web.app as webapp
+
+    real_run = subprocess.run
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow_ffmpeg(*a, **kw):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(2)
+            return real_run(*a, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(webapp.subprocess, "run", slow_ffmpeg)
+    monkeypatch.setattr(webapp, "CLIP_WAIT", 1.0, raising=False)
+    p, _ = indexed
+    mid = ids["space"]["media_id"]
+    handle = start_server(p, port=0)
+    codes: list[int] = []
+
+    def clip():
+        r = httpx.get(f"{handle.url}api/media/{mid}/clip", params={"t": 5, "before": 1, "after": 1}, timeout=60)
+        codes.append(r.status_code)
+    try:
+        burst = [threading.Thread(target=clip) for _ in range(45)]
+        for t in burst:
+            t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = httpx.get(f"{handle.url}api/media/{mid}/stream", headers={"Range": "bytes=0-99"}, timeout=60)
+        took = time.monotonic() - t0
+        assert r.status_code == 206 and len(r.content) == 100
+        assert took < 1.5, f"streaming waited {took:.1f} s behind the clip requests"
+        for t in burst:
+            t.join(60)
+    finally:
+        handle.stop()
+    assert peak[0] <= 2
+    assert codes.count(200) >= 2 and set(codes) <= {200, 503}, codes

@@ -352,3 +352,20 @@ def test_slow_media_answer_does_not_replace_a_newer_one(site, page):
     assert pg.evaluate("document.getElementById('player').tagName") == "VIDEO"
     assert f"/m/{b.id}" in pg.url
     assert not page.dialogs and not page.errors, page.errors
+
+
+def test_more_results_twice_quickly_skips_nothing(site, page):
+    handle, p, media = site
+    from mediaindex.models import SearchQuery
+
+    total = p.index.search(SearchQuery(q="t*", limit=1)).total
+    assert 20 < total <= 40
+    pg = page.page
+    pg.goto(f"{handle.url}?q=t*")
+    pg.locator("#results .hit").nth(19).wait_for()
+    pg.evaluate("() => { const m = document.getElementById('more'); m.click(); m.click(); }")  # a double click
+    pg.wait_for_function(f"() => document.querySelectorAll('#results .hit').length >= {total}", timeout=5000)
+    pg.wait_for_timeout(300)
+    assert pg.locator("#results .hit").count() == total
+    assert not pg.locator("#more").is_visible()
+    assert not page.errors, page.errors

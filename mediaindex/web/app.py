@@ -28,7 +28,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -60,6 +59,7 @@ CLIP_DEFAULT_BEFORE = 5.0
 CLIP_DEFAULT_AFTER = 10.0
 CLIP_TIMEOUT = 120.0
 CLIP_CONCURRENCY = 2
+CLIP_WAIT = 30.0  # seconds a clip request waits for a free slot before a 503
 CHUNK = 256 * 1024
 FACET_TTL = 10.0  # seconds a facet answer is reused
 FACET_TTL_ALL = 30.0  # ... for the empty query (the whole index)
@@ -292,7 +292,7 @@ class WebApp:
     def __init__(self, pipeline, token: str | None = None):
         self.pipeline = pipeline
         self.token = token
-        self._clip_slots = threading.BoundedSemaphore(CLIP_CONCURRENCY)
+        self._clip_slots: anyio.CapacityLimiter | None = None  # made inside the event loop
         # Facet counts are exact and cost a scan of every matching document (about a second for
         # the empty query over 700k segments): answers are reused for a few seconds.
         self._facet_cache: dict[tuple, tuple[float, dict]] = {}
@@ -494,8 +494,23 @@ class WebApp:
         end = min(limit, t + after)
         if end - start < 0.1:
             raise ApiError(400, "the clip would be empty: give before/after (seconds) around t")
-        # not self.run: a cut may take seconds and must not hold up searches
-        out_dir, out_file, ext = await anyio.to_thread.run_sync(self._cut, media, path, start, end - start)
+        if shutil.which("ffmpeg") is None:
+            raise ApiError(503, "clips need ffmpeg on the server's PATH")
+        # Wait for a slot here, in the event loop: waiting in worker threads would use up the
+        # thread pool that streams media, and a burst of clip requests would stall every player.
+        if self._clip_slots is None:
+            self._clip_slots = anyio.CapacityLimiter(CLIP_CONCURRENCY)
+        got_slot = False
+        with anyio.move_on_after(CLIP_WAIT):
+            await self._clip_slots.acquire()
+            got_slot = True
+        if not got_slot:
+            raise ApiError(503, "too many clips being cut at once; try again in a moment", {"retry-after": "5"})
+        try:
+            # not self.run: a cut may take seconds and must not hold up searches
+            out_dir, out_file, ext = await anyio.to_thread.run_sync(self._cut, media, path, start, end - start)
+        finally:
+            self._clip_slots.release()
         name = f"{_file_stem(media)} {clock(start).replace(':', '-')}.{ext}"
         return FileResponse(out_file, media_type="video/mp4" if ext == "mp4" else "audio/mpeg",
                             headers={"content-disposition": _attachment(name)},
@@ -505,8 +520,6 @@ class WebApp:
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise ApiError(503, "clips need ffmpeg on the server's PATH")
-        if not self._clip_slots.acquire(timeout=30):
-            raise ApiError(503, "too many clips being cut at once; try again in a moment", {"retry-after": "5"})
         out_dir = tempfile.mkdtemp(prefix="mediaindex-clip-")
         try:
             ext = "mp4" if media.has_video else "mp3"
@@ -530,8 +543,6 @@ class WebApp:
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-        finally:
-            self._clip_slots.release()
 
     def _status(self) -> dict[str, Any]:
         summary = self.state.summary()

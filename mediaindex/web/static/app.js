@@ -669,7 +669,12 @@
       const first = hits()[0];
       if (first) first.focus();
     });
-    $("more").addEventListener("click", () => { state.offset += PAGE; runSearch(false); });
+    $("more").addEventListener("click", () => {
+      // from what is shown, not offset += PAGE: a second click while the first page is on its
+      // way (it aborts the first) must not skip a page
+      state.offset = $("results").children.length;
+      runSearch(false);
+    });
     $("transcript").addEventListener("click", onTranscriptClick);
     for (const evName of ["wheel", "touchmove"]) {
       $("transcript").addEventListener(evName, () => { state.userScrolledAt = Date.now(); }, { passive: true });
