@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .config import Config
+from .datalock import DataDirBusy, lock_data_dir
 from .export import FORMATS, clock, render
 from .models import SearchQuery
 from .pipeline import FatalError, Pipeline, UsageError
@@ -85,6 +86,11 @@ def index(paths, data_dir, transcriber, index_name, workers):
     missing = [p for p in paths if not os.path.exists(p)]
     pipeline = open_pipeline(data_dir, transcriber=transcriber, index=index_name)
     try:
+        lock = lock_data_dir(pipeline.config.data_dir, "index")
+    except DataDirBusy as e:
+        pipeline.close()
+        raise click.UsageError(str(e)) from None
+    try:
         # a missing path with known files is a root that is offline (an unmounted drive): it is
         # reported and keeps its entries; a path never seen before is a typo
         known_roots = pipeline.state.roots()
@@ -137,6 +143,7 @@ def index(paths, data_dir, transcriber, index_name, workers):
     except FatalError as e:
         raise click.ClickException(str(e)) from None
     finally:
+        lock.close()
         pipeline.close()
 
 
@@ -173,7 +180,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
         hits = [{"media_id": h.media_id, "path": h.path, "time": round(h.time, 3), "start": h.start, "end": h.end,
                  "text": h.text, "snippet": h.snippet, "language": h.language, "emotion": h.emotion,
                  "kind": h.kind} for h in result.hits]
-        click.echo(json.dumps({"query": result.query, "total": result.total, "partial": result.partial,
+        click.echo(json.dumps({"query": result.query, "total": result.total, "total_exact": result.total_exact,
+                               "partial": result.partial,
                                "hits": hits}, ensure_ascii=False))
         return
     if not result.hits:

@@ -29,6 +29,10 @@ DEFAULT_TRANSCRIBER = "local"
 DEFAULT_INDEX = "sqlite"
 
 
+class BudgetExceeded(FatalError):
+    """The spending cap would be passed: paid work stops, the files stay queued (not failed)."""
+
+
 class UsageError(Exception):
     """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
 
@@ -115,28 +119,27 @@ class Pipeline:
     # ---- routing ---------------------------------------------------------------------------
 
     def transcriber_for(self, probe_result: ProbeResult) -> Transcriber:
-        """Pick the engine: the one named, or the first of its family whose limits fit the file.
-
-        A family (e.g. ``dashscope``) groups engines with different limits (short files to the
-        fast one, long files to the file-transcription one). Paid engines are only used when
-        the user names them; nothing is chosen because a key happens to be set.
+        """Pick the engine: the one named, or the first member of the named family that accepts
+        the file, shortest ``max_duration`` first (a fast engine for short files, a file engine
+        for long ones). Paid engines are only used when the user names them; nothing is chosen
+        because a key happens to be set.
         """
         name = self.transcriber_name
         if name in self.transcribers:
             candidates = [self.transcribers[name]]
         else:
-            candidates = [t for t in self.transcribers.values() if getattr(t, "family", None) == name]
+            candidates = sorted((t for t in self.transcribers.values() if t.family == name),
+                                key=lambda t: t.limits.max_duration or float("inf"))
         if not candidates:
             raise UsageError(f"unknown transcriber {name!r}; available: {', '.join(sorted(self.transcribers)) or 'none'}"
                              " (see `mediaindex plugins`)")
+        reasons = []
         for t in candidates:
-            lim = t.limits
-            if lim.max_duration is not None and probe_result.duration > lim.max_duration:
-                continue
-            return t
-        longest = max((t.limits.max_duration or 0) for t in candidates)
-        raise PermanentError(f"{probe_result.duration / 3600:.1f} h is longer than {name!r} accepts "
-                             f"({longest / 3600:.1f} h)")
+            why = t.accepts(probe_result)
+            if why is None:
+                return t
+            reasons.append(why)
+        raise PermanentError(f"no {name!r} engine takes this file: {'; '.join(reasons)}")
 
     def _check_budget(self, transcriber: Transcriber, probe_result: ProbeResult) -> None:
         cap = self.config.get("max_cost")
@@ -145,8 +148,8 @@ class Pipeline:
         estimate = transcriber.estimate_cost(probe_result)
         spent = self.state.total_cost()
         if spent + estimate > float(cap):
-            raise PermanentError(f"spending cap reached: spent {spent:.2f}, this file would cost {estimate:.2f}, "
-                                 f"cap is {float(cap):.2f} (raise max_cost in config.toml)")
+            raise BudgetExceeded(f"spending cap reached: spent {spent:.2f}, the next file would cost {estimate:.2f}, "
+                                 f"cap is {float(cap):.2f} (raise max_cost in config.toml; queued files wait)")
 
     # ---- one file --------------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class Pipeline:
             transcriber = self.transcriber_for(info)
             key = transcriber.cache_key
             transcribed = False
+            segments = None
             if media.status == "indexed" and media.engine == key:
                 self.index.update_media(media)  # a move, rename or copy: only the facets change
             else:
@@ -220,12 +224,13 @@ class Pipeline:
                     transcript = self._transcribe(transcriber, path, info, media, reporter)
                     self.state.save_transcript(media_id, key, transcript, info.duration)
                     transcribed = True
-                segments = self._enrich(media, transcript, info)
+                segments = self._enrich(media, transcript, info, Path(path))
                 self.index.upsert(media, segments)
                 self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
-                self.pm.hook.media_indexed(media=media, segments=segments)
             self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="indexed", media_id=media_id)
+        if segments is not None:  # outside the lock: a slow listener must not hold up other workers
+            self.pm.hook.media_indexed(media=media, segments=segments)
         if previous and previous.media_id and previous.media_id != media_id:
             self._detach(previous.media_id, path)  # the file at this path changed content
         return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
@@ -239,7 +244,7 @@ class Pipeline:
             url = self._stage(path, media.id)
         request = TranscribeRequest(
             path=Path(path), probe=info, url=url,
-            language=hint.get("language") or self.config.section(transcriber.name).get("language"),
+            language=hint.get("language") or self.config.section(transcriber.family or transcriber.name).get("language"),
             prompt=hint.get("prompt"),
             progress=lambda done, total: reporter.progress(path, done, total),
         )
@@ -255,8 +260,8 @@ class Pipeline:
         uri = storage.stage(Path(path), f"mediaindex-staging/{media_id}{Path(path).suffix.lower()}")
         return storage.public_url(uri, expires=6 * 3600)
 
-    def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult) -> list[Segment]:
-        self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, config=self.config)
+    def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult, path: Path | None) -> list[Segment]:
+        self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, path=path, config=self.config)
         for seg in transcript.segments:
             seg.language = seg.language or transcript.language
         return transcript.segments
@@ -285,7 +290,8 @@ class Pipeline:
         info = self.state.get_probe(media_id)
         if media is None or transcript is None or info is None:
             raise PermanentError(f"{media_id}: no cached transcript to re-index")
-        self.index.upsert(media, self._enrich(media, transcript, info))
+        local = next((p for p in media.paths if os.path.isfile(p)), None)
+        self.index.upsert(media, self._enrich(media, transcript, info, Path(local) if local else None))
 
     def reconcile(self) -> tuple[int, int]:
         """Make the index agree with the state database (after a crash, a lost or a new index).
@@ -354,7 +360,8 @@ class Pipeline:
                 raise
             if not isinstance(e, MediaError):
                 traceback.print_exc()
-            retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts)
+            retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
+                                           delay=getattr(e, "retry_after", None))
             rec = self.state.get_file(job.path)
             if rec:
                 self.state.set_file_status(job.path, "queued" if retried else "failed", message)

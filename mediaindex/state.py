@@ -370,8 +370,10 @@ class JobQueue:
         with self.state.tx() as c:
             c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
 
-    def fail(self, job: Job, error: str, transient: bool, max_attempts: int | None = None) -> bool:
-        """Record a failure; transient ones are retried with exponential backoff. True if retried."""
+    def fail(self, job: Job, error: str, transient: bool, max_attempts: int | None = None,
+             delay: float | None = None) -> bool:
+        """Record a failure; transient ones are retried with exponential backoff (or after
+        ``delay`` seconds when the service said when). True if retried."""
         now = time.time()
         with self.state.tx() as c:
             status = c.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchone()
@@ -379,7 +381,9 @@ class JobQueue:
                 c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
                 return True
             if transient and job.attempts < (max_attempts or self.MAX_ATTEMPTS):
-                delay = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** (job.attempts - 1))
+                if delay is None:
+                    delay = self.BACKOFF_BASE * 2 ** (job.attempts - 1)
+                delay = min(self.BACKOFF_MAX, max(0.0, delay))
                 c.execute("UPDATE jobs SET status = 'queued', next_try = ?, error = ?, updated = ? WHERE id = ?",
                           (now + delay, error, now, job.id))
                 return True
@@ -394,11 +398,23 @@ class JobQueue:
             c.execute("DELETE FROM jobs WHERE id = ? AND status = 'superseded'", (job.id,))
 
     def recover(self) -> int:
-        """After a crash: jobs left running go back to the queue. Returns how many."""
+        """After a crash: jobs left running go back to the queue. Returns how many.
+
+        A job that was running at MAX_ATTEMPTS crashes has probably crashed the process itself
+        (a native crash in an engine): it fails instead of taking every restart down with it.
+        """
+        now = time.time()
+        message = (f"processing stopped {self.MAX_ATTEMPTS} times while this file was being worked on "
+                   "(did it crash mediaindex?); fix the cause, then touch the file to retry")
         with self.state.tx() as c:
             c.execute("DELETE FROM jobs WHERE status = 'superseded'")
+            for (path,) in c.execute("SELECT path FROM jobs WHERE status = 'running' AND attempts >= ?",
+                                     (self.MAX_ATTEMPTS,)).fetchall():
+                c.execute("UPDATE files SET status = 'failed', error = ?, updated = ? WHERE path = ?",
+                          (message, now, path))
+            c.execute("DELETE FROM jobs WHERE status = 'running' AND attempts >= ?", (self.MAX_ATTEMPTS,))
             n = c.execute("UPDATE jobs SET status = 'queued', next_try = ?, updated = ? WHERE status = 'running'",
-                          (time.time(), time.time())).rowcount
+                          (now, now)).rowcount
         return n
 
     def counts(self) -> dict[str, int]:

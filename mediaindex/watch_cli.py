@@ -17,6 +17,7 @@ from typing import Callable
 import click
 
 from .pipeline import Pipeline, UsageError
+from .datalock import DataDirBusy, lock_data_dir
 from .watch import Watcher
 
 def _short(path: str, width: int) -> str:
@@ -193,27 +194,12 @@ def _start_server(pipeline, host, port, token, echo):
 
 
 def _lock_data_dir(pipeline):
-    """One watcher per data dir: a second one would put the first one's running jobs back in
-    the queue at start (``recover``) and do the same work twice. The lock dies with the process
-    (also on ``kill -9``)."""
-    import fcntl
-
-    path = pipeline.config.data_dir / "watch.lock"
-    f = open(path, "a+")
+    """One writer per data dir (see datalock.py)."""
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        other = f.read().strip() or "?"
-        f.close()
+        return lock_data_dir(pipeline.config.data_dir, "watch")
+    except DataDirBusy as e:
         pipeline.close()
-        raise click.UsageError(f"another `mediaindex watch` (pid {other}) is already using {pipeline.config.data_dir}; "
-                               "stop it first, or use another --data-dir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+        raise click.UsageError(str(e)) from None
 
 
 def _check_bind(host, token):

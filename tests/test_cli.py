@@ -163,3 +163,15 @@ def test_unreadable_entries_are_listed_and_exit_1(corpus, data_dir):
     r = run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
     assert "2 indexed" in r.output
     assert f"skipped: {corpus / 'talks' / 'loop.mp3'}: cannot read: Too many levels of symbolic links" in r.output
+
+
+def test_index_refuses_while_another_writer_holds_the_data_dir(corpus, data_dir):
+    from mediaindex.datalock import lock_data_dir
+
+    held = lock_data_dir(data_dir, "watch")
+    try:
+        r = run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=2)
+        assert "`mediaindex watch` (pid" in r.output and "already using" in r.output
+    finally:
+        held.close()
+    run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)

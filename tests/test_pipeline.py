@@ -323,3 +323,80 @@ def test_file_replaced_by_unusable_content_leaves_the_index(make_pipeline, corpu
     assert search(p, "cupola window").total == 0
     assert search(p, "sourdough starter").total == 0
     assert p.state.get_file(str(corpus / "talks" / "space_station.mp3")).media_id is None
+
+
+class _FamilyEngines:
+    """Two engines of one family (short files to one, long to the other) and an enricher."""
+
+    def __init__(self, cost=0.0):
+        from mediaindex import Transcriber, TranscriberLimits, Transcript, hookimpl
+
+        outer = self
+        self.used, self.enriched, self.indexed = [], [], []
+
+        class Engine(Transcriber):
+            family = "fake"
+
+            def __init__(self, name, max_duration):
+                self.name = name
+                self.limits = TranscriberLimits(max_duration=max_duration, paid=cost > 0)
+
+            def estimate_cost(self, probe):
+                return cost
+
+            def transcribe(self, request):
+                outer.used.append((self.name, request.path.name))
+                return Transcript(engine=self.name, model="x", segments=[], language="en", cost=cost)
+
+        class Plugin:
+            @hookimpl
+            def register_transcribers(self, register):
+                register(Engine("fake-long", None))  # registered first: routing must still pick by limits
+                register(Engine("fake-short", 15.0))
+
+            @hookimpl
+            def enrich_segments(self, media, path):
+                outer.enriched.append(path)
+
+            @hookimpl
+            def media_indexed(self, media):
+                outer.indexed.append(media.id)
+
+        self.plugin = Plugin()
+
+
+@pytest.fixture
+def family_engines():
+    from mediaindex.plugins import load_plugins
+
+    def register(cost=0.0):
+        engines = _FamilyEngines(cost)
+        load_plugins().register(engines.plugin, name="fake-family")
+        return engines
+
+    yield register
+    load_plugins().unregister(name="fake-family")
+
+
+def test_family_routes_each_file_by_duration(make_pipeline, corpus, family_engines):
+    engines = family_engines()
+    p = make_pipeline(transcriber="fake")
+    p.enqueue_plan(p.plan([str(corpus / "podcasts" / "ferry.webm"), str(corpus / "talks" / "space_station.mp3")]))
+    assert {o.status for o in p.run_jobs()} == {"indexed"}
+    assert sorted(engines.used) == [("fake-long", "space_station.mp3"), ("fake-short", "ferry.webm")]
+    assert sorted(x.name for x in engines.enriched) == ["ferry.webm", "space_station.mp3"]  # enrichers get the file
+    assert len(engines.indexed) == 2
+
+
+def test_spending_cap_stops_paid_work_and_keeps_files_queued(make_pipeline, corpus, data_dir, family_engines):
+    from mediaindex.pipeline import BudgetExceeded
+
+    (data_dir / "config.toml").write_text("max_cost = 1.5\n")
+    family_engines(cost=1.0)
+    p = make_pipeline(transcriber="fake")
+    p.enqueue_plan(p.plan([str(corpus / "talks")]))
+    with pytest.raises(BudgetExceeded, match="spending cap reached"):
+        p.run_jobs()
+    assert p.state.total_cost() == 1.0
+    assert p.state.jobs.pending() == 1  # the second file waits; it did not fail
+    assert p.state.summary()["files"]["failed"] == 0

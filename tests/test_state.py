@@ -42,3 +42,34 @@ def test_recover_drops_superseded_and_requeues_running(tmp_path):
     paths = sorted(j.path for j in iter(state.jobs.claim, None))
     assert paths == ["/m/a.mp3", "/m/b.mp3"]
     state.close()
+
+
+def test_a_job_that_keeps_crashing_the_process_fails_instead_of_looping(tmp_path):
+    from mediaindex.state import JobQueue, State
+
+    state = State(tmp_path / "state.sqlite3")
+    state.set_file("/m/bad.mp3", size=1, mtime=1, status="queued")
+    state.jobs.enqueue("/m/bad.mp3")
+    for crash in range(1, JobQueue.MAX_ATTEMPTS + 1):
+        job = state.jobs.claim()  # the process dies while running it...
+        assert job is not None and job.attempts == crash
+        state.jobs.recover()  # ...and restarts
+    assert state.jobs.pending() == 0
+    rec = state.get_file("/m/bad.mp3")
+    assert rec.status == "failed" and "crash" in rec.error
+
+
+def test_retry_after_from_the_service_sets_the_next_try(tmp_path):
+    from mediaindex.state import JobQueue, State
+
+    state = State(tmp_path / "state.sqlite3")
+    state.jobs.enqueue("/m/a.mp3")
+    job = state.jobs.claim()
+    assert state.jobs.fail(job, "429", transient=True, delay=120)
+    assert 115 < state.jobs.next_due_in() <= 120
+    job2 = state.jobs.claim()
+    assert job2 is None  # not due yet
+    state.jobs.enqueue("/m/b.mp3")
+    job = state.jobs.claim()
+    state.jobs.fail(job, "503", transient=True)
+    assert state.jobs.next_due_in() <= JobQueue.BACKOFF_BASE + 1  # no hint: exponential backoff

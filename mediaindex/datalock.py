@@ -1,0 +1,34 @@
+"""One writer per data dir: ``index`` and ``watch`` both take this lock.
+
+A second writer would put the first one's running jobs back in the queue at start
+(``JobQueue.recover``) and do the same work twice. The lock dies with the process, also on
+``kill -9``; readers (``search``, ``status``, ``serve``) never take it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+
+class DataDirBusy(Exception):
+    """Another mediaindex process is writing to this data dir."""
+
+
+def lock_data_dir(data_dir: Path, command: str) -> IO[str]:
+    """Take the data dir's writer lock (non-blocking); keep the returned file open to hold it."""
+    path = Path(data_dir) / "writer.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        other = f.read().strip() or "another process"
+        f.close()
+        raise DataDirBusy(f"{other} is already using {data_dir}; stop it first, or use another --data-dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"`mediaindex {command}` (pid {os.getpid()})")
+    f.flush()
+    return f
