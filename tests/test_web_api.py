@@ -895,3 +895,29 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
         handle.stop()
     assert peak[0] <= 2
     assert codes.count(200) >= 2 and set(codes) <= {200, 503}, codes
+
+
+def test_plugin_routes_are_served_behind_the_token(indexed):
+    """register_routes: a plugin adds an endpoint; the token guard covers it like the rest."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from mediaindex import hookimpl
+    from mediaindex.plugins import load_plugins
+
+    class Plugin:
+        @hookimpl
+        def register_routes(self, register, config):
+            register(Route("/api/hello", lambda request: JSONResponse({"data_dir": str(config.data_dir)})))
+
+    p, _ = indexed
+    pm = load_plugins()
+    pm.register(Plugin(), name="routes-test")
+    try:
+        with TestClient(create_app(p), base_url=BASE) as c:
+            assert c.get("/api/hello").json() == {"data_dir": str(p.config.data_dir)}
+        with TestClient(create_app(p, token="s3cret-token"), base_url=BASE) as c:
+            assert c.get("/api/hello").status_code == 401
+            assert c.get("/api/hello", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    finally:
+        pm.unregister(name="routes-test")

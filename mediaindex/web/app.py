@@ -46,6 +46,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..models import Media, SearchQuery
+from ..plugins import load_plugins
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "mediaindex_token"
@@ -718,8 +719,10 @@ def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | 
         Route(mid + "/captions.vtt", web.captions, methods=["GET"]),
         Route(mid + "/export.{fmt}", web.export, methods=["GET"]),
         Route(mid + "/clip", web.clip, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    # plugin routes sit behind the same Guard (token, Host check) as the built-in ones
+    load_plugins().hook.register_routes(register=routes.append, config=getattr(pipeline, "config", None))
+    routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
     app.state.web = web
