@@ -16,12 +16,17 @@ Example ``config.toml``::
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
+# Environment variables that hold credentials: never logged, never stored in error messages.
+SECRET_ENV = ("DASHSCOPE_API_KEY", "MEILI_MASTER_KEY", "MEILI_API_KEY", "MEDIAINDEX_TOKEN", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "OSS_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+_SECRET_NAME = re.compile(r"(api_?key|token|secret|password|master_?key)$", re.I)
 
 
 def default_data_dir() -> Path:
@@ -74,6 +79,41 @@ class Config:
             if path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep):
                 return {k: v for k, v in hint.items() if k != "path"}
         return {}
+
+    def secret(self, section: str, key: str, env: str | None = None) -> str | None:
+        """A credential: the environment variable ``env`` wins over ``[section] key`` in the file."""
+        if env and os.environ.get(env):
+            return os.environ[env]
+        value = self.section(section).get(key)
+        return str(value) if value else None
+
+    def secret_values(self) -> list[str]:
+        """Every credential known to this process (environment and config), longest first."""
+        found = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+
+        def walk(table: Any) -> None:
+            if isinstance(table, dict):
+                for k, v in table.items():
+                    if isinstance(v, str) and _SECRET_NAME.search(str(k)):
+                        found.add(v)
+                    else:
+                        walk(v)
+            elif isinstance(table, list):
+                for item in table:
+                    walk(item)
+
+        walk(self.settings)
+        walk(self.overrides)
+        return sorted((v for v in found if len(v) >= 6), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        """Text with every credential replaced by ***: for errors that get stored or shown."""
+        for value in self.secret_values():
+            text = text.replace(value, "***")
+        return text
+
+    def __repr__(self) -> str:  # never print settings: they may hold credentials
+        return f"Config(data_dir={str(self.data_dir)!r}, sections={sorted(k for k, v in self.settings.items() if isinstance(v, dict))})"
 
     @property
     def state_path(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import sys
 import threading
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -354,12 +355,12 @@ class Pipeline:
                 raise FatalError(f"disk full: free space for {self.config.data_dir} and try again "
                                  "(nothing was lost; the interrupted file will be redone)") from e
             transient = e.transient if isinstance(e, MediaError) else not isinstance(e, (UsageError,))
-            message = str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}"
+            message = self.config.redact(str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}")
             if isinstance(e, UsageError):
                 self.state.jobs.release(job)
                 raise
             if not isinstance(e, MediaError):
-                traceback.print_exc()
+                self.print_traceback()
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
             rec = self.state.get_file(job.path)
@@ -397,6 +398,10 @@ class Pipeline:
             for fut in running:
                 outcomes.append(fut.result())
         return outcomes
+
+    def print_traceback(self) -> None:
+        """The current exception's traceback on stderr, credentials removed (for bug reports)."""
+        print(self.config.redact(traceback.format_exc()), file=sys.stderr, end="")
 
     def close(self) -> None:
         for index in self.indexes.values():

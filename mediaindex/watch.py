@@ -386,17 +386,13 @@ class Watcher:
                     self._busy -= 1
         except BaseException as e:  # a bug here must not leave a silent, half-working watcher
             self.fatal = e
-            self.log(f"watcher error: {type(e).__name__}: {e}")
-            import traceback
-
-            traceback.print_exc()
+            self.log(self.pipeline.config.redact(f"watcher error: {type(e).__name__}: {e}"))
+            self.pipeline.print_traceback()
             self._stopping.set()
 
     def _report_error(self, where: str, e: Exception) -> None:
-        import traceback
-
-        self.log(f"{where} error (continuing): {type(e).__name__}: {e}")
-        traceback.print_exc()
+        self.log(self.pipeline.config.redact(f"{where} error (continuing): {type(e).__name__}: {e}"))
+        self.pipeline.print_traceback()
 
     def _touch(self, path: str, sig: tuple[int, float] | None = None, *, stat: bool = True) -> None:
         """A path changed (or may have): handle it once it has been stable for ``stable`` s."""

@@ -400,3 +400,27 @@ def test_spending_cap_stops_paid_work_and_keeps_files_queued(make_pipeline, corp
     assert p.state.total_cost() == 1.0
     assert p.state.jobs.pending() == 1  # the second file waits; it did not fail
     assert p.state.summary()["files"]["failed"] == 0
+
+
+def test_credentials_never_reach_stored_errors_or_logs(make_pipeline, corpus, data_dir, monkeypatch, capsys):
+    """An engine error that echoes the API key is stored and printed with the key removed."""
+    from mediaindex.config import Config
+
+    key = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("DASHSCOPE_API_KEY", key)
+    (data_dir / "config.toml").write_text('[meilisearch]\nmaster_key = "meili-master-abcdef123"\n')
+    p = make_pipeline()
+    t = p.transcribers["manifest"]
+
+    def leaky(request):
+        raise RuntimeError(f"401 for Authorization: Bearer {key} (meili key meili-master-abcdef123)")
+
+    monkeypatch.setattr(t, "transcribe", leaky)
+    p.enqueue_plan(p.plan([str(corpus / "talks" / "space_station.mp3")]))
+    outcomes = p.run_jobs(max_attempts=1)
+    assert outcomes[0].status == "failed"
+    stored = p.state.get_file(str(corpus / "talks" / "space_station.mp3")).error
+    assert key not in stored and "meili-master" not in stored and "***" in stored
+    err = capsys.readouterr().err
+    assert "Traceback" in err and key not in err and "meili-master" not in err
+    assert key not in repr(Config.load(data_dir)) and "meili-master" not in repr(Config.load(data_dir))
