@@ -921,3 +921,20 @@ def test_plugin_routes_are_served_behind_the_token(indexed):
             assert c.get("/api/hello", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
     finally:
         pm.unregister(name="routes-test")
+
+
+def test_token_guessing_is_throttled(indexed):
+    """Ten wrong tokens in a row from one address within a minute: 429 with Retry-After, even for
+    the right one (a right one before that resets the count)."""
+    p, _ = indexed
+    with TestClient(create_app(p, token="right-token-123"), base_url=BASE) as c:
+        assert c.get("/api/status").status_code == 401  # no credential: not counted
+        for i in range(10):
+            assert c.get("/api/status", headers={"Authorization": f"Bearer guess{i}"}).status_code == 401
+        r = c.get("/api/status", headers={"Authorization": "Bearer right-token-123"})
+        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 60
+        assert c.post("/api/login", json={"token": "right-token-123"}).status_code == 429  # no side door
+    with TestClient(create_app(p, token="right-token-123"), base_url=BASE) as c:
+        for i in range(10):
+            assert c.post("/api/login", json={"token": f"guess{i}"}).status_code == 401
+        assert c.get("/api/status", headers={"Authorization": "Bearer right-token-123"}).status_code == 429

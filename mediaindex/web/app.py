@@ -293,6 +293,7 @@ class WebApp:
     def __init__(self, pipeline, token: str | None = None):
         self.pipeline = pipeline
         self.token = token
+        self.throttle = AuthThrottle()  # shared with the Guard: wrong tokens at login count too
         self._clip_slots: anyio.CapacityLimiter | None = None  # made inside the event loop
         # Facet counts are exact and cost a scan of every matching document (about a second for
         # the empty query over 700k segments): answers are reused for a few seconds.
@@ -577,7 +578,9 @@ class WebApp:
         if self.token is None:
             return Response(status_code=204)
         if not hmac.compare_digest(token.encode(), self.token.encode()):
+            self.throttle.failed(_client(request.scope))
             raise ApiError(401, "wrong token")
+        self.throttle.succeeded(_client(request.scope))
         response = Response(status_code=204)
         _set_cookie(response, self.token)
         return response
@@ -616,16 +619,55 @@ def _loopback_ip(host: str) -> bool:
         return False
 
 
+class AuthThrottle:
+    """Slows token guessing: after ``limit`` wrong tokens from one address within ``window``
+    seconds, that address gets 429 until the window has passed (per worker process)."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        now = time.monotonic()
+        times = [t for t in self._failures.get(client, []) if now - t < self.window]
+        if times:
+            self._failures[client] = times
+        else:
+            self._failures.pop(client, None)
+        return times
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds to wait when this address is blocked, else None."""
+        times = self._recent(client)
+        if len(times) < self.limit:
+            return None
+        return max(1, math.ceil(self.window - (time.monotonic() - times[0])))
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) > 10000:  # bounded memory under a spray of addresses
+            self._failures.clear()
+        self._failures.setdefault(client, []).append(time.monotonic())
+
+
+def _client(scope) -> str:
+    return (scope.get("client") or ("?", 0))[0]
+
+
 class Guard:
     """Pure ASGI middleware: security headers on every response; the token or a loopback Host."""
 
-    def __init__(self, app, token: str | None, allowed_hosts: set[str] | None):
+    def __init__(self, app, token: str | None, allowed_hosts: set[str] | None, throttle: AuthThrottle | None = None):
         self.app = app
         self.token = token.encode() if token else None
         self.cookie = cookie_value(token).encode() if token else None
         self.allowed_hosts = allowed_hosts
+        self.throttle = throttle or AuthThrottle()
 
-    def _authorised(self, scope) -> bool:
+    def _authorised(self, scope) -> bool | None:
+        """True: a valid credential; False: a wrong one (counted); None: none presented."""
         if self.token is None:
             return True
         headers = dict(scope.get("headers") or [])
@@ -644,8 +686,10 @@ class Guard:
             # Starlette's lenient parser: cookies that other apps on this host name set (they
             # are shared across ports) may be malformed; http.cookies stops at the first one.
             value = cookie_parser(cookie.decode("latin-1")).get(COOKIE, "")
-            return hmac.compare_digest(value.encode("latin-1", "replace"), self.cookie)
-        return False
+            if hmac.compare_digest(value.encode("latin-1", "replace"), self.cookie):
+                return True
+            return False
+        return False if candidates else None
 
     def _host_ok(self, scope) -> bool:
         if self.allowed_hosts is None:
@@ -674,7 +718,18 @@ class Guard:
                                        "(127.0.0.1, localhost, ::1); start it with --token to serve other names")
             return await resp(scope, receive, send_with_headers)
         path = scope.get("path", "")
-        if path.startswith("/api/") and path != "/api/login" and not self._authorised(scope):
+        if self.token is not None and path.startswith("/api/"):
+            wait = self.throttle.retry_after(_client(scope))
+            if wait is not None:
+                resp = error_response(429, f"too many wrong tokens from this address; try again in {wait} s",
+                                      {"retry-after": str(wait)})
+                return await resp(scope, receive, send_with_headers)
+        ok = True if path == "/api/login" or not path.startswith("/api/") else self._authorised(scope)
+        if ok is False:
+            self.throttle.failed(_client(scope))
+        elif ok and self.token is not None and path.startswith("/api/") and path != "/api/login":
+            self.throttle.succeeded(_client(scope))
+        if not ok:
             resp = error_response(401, "this server needs a token: send 'Authorization: Bearer <token>', "
                                        "add ?token=<token>, or log in from the web page",
                                   {"www-authenticate": 'Bearer realm="mediaindex"'})
@@ -727,7 +782,7 @@ def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | 
         ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
     app.state.web = web
     hosts = None if token else (LOOPBACK_HOSTS | set(allowed_hosts or ()))
-    return Guard(app, token, hosts)
+    return Guard(app, token, hosts, web.throttle)
 
 
 def app_from_env():

@@ -53,6 +53,10 @@ def openapi_spec(version: str) -> dict[str, Any]:
             "responses": {"Unauthorized": {
                 "description": "The server was started with a token and this call did not carry it "
                                "(WWW-Authenticate: Bearer).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "TooManyWrongTokens": {
+                "description": "Ten wrong tokens in a row came from this address within a minute; "
+                               "wait Retry-After seconds.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
@@ -178,8 +182,10 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 {"500": _ERROR, "503": _ERROR, "504": _ERROR}),
         },
     }
-    for ops in spec["paths"].values():
+    for path, ops in spec["paths"].items():
         for op in ops.values():
             if op.get("security") != []:
                 op["responses"].setdefault("401", _UNAUTHORIZED)
+            if path.startswith("/api/"):
+                op["responses"].setdefault("429", {"$ref": "#/components/responses/TooManyWrongTokens"})
     return spec
