@@ -1,6 +1,7 @@
 """Shared fixtures: the test corpus (real media made with espeak-ng + ffmpeg), data dirs."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,24 +62,34 @@ def data_dir(tmp_path) -> Path:
     return d
 
 
-@pytest.fixture
-def manifest_transcriber(manifest, corpus_src, monkeypatch):
-    """Register the test transcriber (tests/plugins/mediaindex-manifest-transcriber) in-process."""
+@contextlib.contextmanager
+def registered_manifest_transcriber(corpus_src: Path, name: str = "manifest-test"):
+    """The test transcriber (tests/plugins/mediaindex-manifest-transcriber) registered in-process
+    under ``name`` while the block runs; yields its module."""
     import importlib.util
 
     from mediaindex.plugins import load_plugins
 
-    monkeypatch.setenv("MEDIAINDEX_MANIFEST", str(corpus_src / "manifest.json"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDIAINDEX_MANIFEST", str(corpus_src / "manifest.json"))
     src = HERE / "plugins" / "mediaindex-manifest-transcriber" / "mediaindex_manifest_transcriber.py"
-    spec = importlib.util.spec_from_file_location("mediaindex_manifest_transcriber_test", src)
+    spec = importlib.util.spec_from_file_location(f"mediaindex_manifest_transcriber_{name}", src)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     pm = load_plugins()
-    pm.register(module, name="manifest-test")
+    pm.register(module, name=name)
     try:
         yield module
     finally:
-        pm.unregister(name="manifest-test")
+        pm.unregister(name=name)
+        mp.undo()
+
+
+@pytest.fixture
+def manifest_transcriber(manifest, corpus_src):
+    """Register the test transcriber in-process for one test."""
+    with registered_manifest_transcriber(corpus_src) as module:
+        yield module
 
 
 @pytest.fixture

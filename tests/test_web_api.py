@@ -5,7 +5,6 @@ TestClient, the traversal and server tests a real uvicorn on a free port.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ from starlette.testclient import TestClient
 from mediaindex.web.app import api_routes, create_app, parse_range, safe_snippet, Unsatisfiable
 from mediaindex.web.server import UnsafeBindError, start_server
 
+from conftest import registered_manifest_transcriber
+
 HERE = Path(__file__).parent
 BASE = "http://127.0.0.1"
 
@@ -32,27 +33,15 @@ def build_index(corpus_src: Path, root: Path, *, extra=None):
     """
     from mediaindex.config import Config
     from mediaindex.pipeline import Pipeline
-    from mediaindex.plugins import load_plugins
 
     media = root / "media"
     shutil.copytree(corpus_src, media, ignore=shutil.ignore_patterns("long_meeting.mp3", "manifest.json"))
     if extra:
         extra(media)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDIAINDEX_MANIFEST", str(corpus_src / "manifest.json"))
-    src = HERE / "plugins" / "mediaindex-manifest-transcriber" / "mediaindex_manifest_transcriber.py"
-    spec = importlib.util.spec_from_file_location("mediaindex_manifest_transcriber_web", src)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    pm = load_plugins()
-    pm.register(module, name="manifest-web")
-    try:
+    with registered_manifest_transcriber(corpus_src, "manifest-web"):
         p = Pipeline(Config.load(root / "data"), transcriber="manifest")
         p.enqueue_plan(p.plan([str(media)]))
         p.run_jobs()
-    finally:
-        pm.unregister(name="manifest-web")
-        mp.undo()
     return p, media
 
 
