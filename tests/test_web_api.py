@@ -22,7 +22,6 @@ from mediaindex.web.server import UnsafeBindError, start_server
 
 from conftest import registered_manifest_transcriber
 
-HERE = Path(__file__).parent
 BASE = "http://127.0.0.1"
 
 
