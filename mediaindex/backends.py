@@ -102,6 +102,16 @@ class TranscriberLimits:
 
 
 @dataclass
+class Checkpoint:
+    """An engine's resumable progress for one file, kept in the state database until the
+    transcript is saved: a submitted task's id (never submit and pay twice after a crash or a
+    retry), the chunks already transcribed."""
+
+    load: Callable[[], "dict | None"]
+    save: Callable[[dict], None]
+
+
+@dataclass
 class TranscribeRequest:
     """One file to transcribe."""
 
@@ -111,6 +121,10 @@ class TranscribeRequest:
     language: str | None = None  # a hint; None = detect
     prompt: str | None = None  # names and terms to bias recognition
     progress: ProgressCallback | None = None
+    # Book money as it is spent (billed seconds, cost, details): a failure after a paid chunk
+    # must not hide the spend. Transcript.cost is the total; what was charged is not booked twice.
+    charge: Callable[[float, float, dict], None] | None = None
+    checkpoint: Checkpoint | None = None
 
 
 class Transcriber(abc.ABC):

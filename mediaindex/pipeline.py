@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .backends import (FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
+from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
                        TranscribeRequest)
 from .config import Config
 from .models import Media, ProbeResult, Segment, Transcript
@@ -110,6 +110,7 @@ class Pipeline:
         self.state = state
         self._media_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._reserved = 0.0  # estimated cost of paid transcriptions in progress
 
     @staticmethod
     def _registrar(registry: dict, attr: str) -> Callable:
@@ -142,15 +143,29 @@ class Pipeline:
             reasons.append(why)
         raise PermanentError(f"no {name!r} engine takes this file: {'; '.join(reasons)}")
 
-    def _check_budget(self, transcriber: Transcriber, probe_result: ProbeResult) -> None:
+    def _reserve_budget(self, transcriber: Transcriber, probe_result: ProbeResult) -> float:
+        """Reserve this file's estimated cost under the cap (released by the caller afterwards).
+
+        Workers reserve under one lock, so N workers cannot each pass the check and overspend
+        together (one writer process per data dir: see datalock.py).
+        """
         cap = self.config.get("max_cost")
         if not cap or not transcriber.limits.paid:
-            return
+            return 0.0
         estimate = transcriber.estimate_cost(probe_result)
-        spent = self.state.total_cost()
-        if spent + estimate > float(cap):
-            raise BudgetExceeded(f"spending cap reached: spent {spent:.2f}, the next file would cost {estimate:.2f}, "
-                                 f"cap is {float(cap):.2f} (raise max_cost in config.toml; queued files wait)")
+        with self._locks_guard:
+            spent = self.state.total_cost()
+            if spent + self._reserved + estimate > float(cap):
+                raise BudgetExceeded(f"spending cap reached: spent {spent:.2f}"
+                                     f"{f' (+{self._reserved:.2f} in progress)' if self._reserved else ''}, "
+                                     f"the next file would cost {estimate:.2f}, cap is {float(cap):.2f} "
+                                     "(raise max_cost in config.toml; queued files wait)")
+            self._reserved += estimate
+        return estimate
+
+    def _release_budget(self, amount: float) -> None:
+        with self._locks_guard:
+            self._reserved = max(0.0, self._reserved - amount)
 
     # ---- one file --------------------------------------------------------------------------
 
@@ -238,18 +253,29 @@ class Pipeline:
 
     def _transcribe(self, transcriber: Transcriber, path: str, info: ProbeResult, media: Media,
                     reporter: Reporter) -> Transcript:
-        self._check_budget(transcriber, info)
-        hint = self.config.hint_for(path)
-        url = None
-        if transcriber.limits.needs_url:
-            url = self._stage(path, media.id)
-        request = TranscribeRequest(
-            path=Path(path), probe=info, url=url,
-            language=hint.get("language") or self.config.section(transcriber.family or transcriber.name).get("language"),
-            prompt=hint.get("prompt"),
-            progress=lambda done, total: reporter.progress(path, done, total),
-        )
-        return transcriber.transcribe(request)
+        key = transcriber.cache_key
+
+        def charge(seconds: float, cost: float, details: dict | None = None) -> None:
+            self.state.charge(media.id, key, seconds, cost, details)
+
+        reserved = self._reserve_budget(transcriber, info)
+        try:
+            hint = self.config.hint_for(path)
+            url = None
+            if transcriber.limits.needs_url:
+                url = self._stage(path, media.id)
+            request = TranscribeRequest(
+                path=Path(path), probe=info, url=url,
+                language=hint.get("language") or self.config.section(transcriber.family or transcriber.name).get("language"),
+                prompt=hint.get("prompt"),
+                progress=lambda done, total: reporter.progress(path, done, total),
+                charge=charge,
+                checkpoint=Checkpoint(load=lambda: self.state.get_checkpoint(media.id, key),
+                                      save=lambda data: self.state.set_checkpoint(media.id, key, data)),
+            )
+            return transcriber.transcribe(request)
+        finally:
+            self._release_budget(reserved)
 
     def _stage(self, path: str, media_id: str) -> str:
         """Make the file readable by a cloud engine: upload to the configured bucket, presign."""

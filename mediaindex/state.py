@@ -71,7 +71,16 @@ CREATE TABLE IF NOT EXISTS ledger (
     engine TEXT NOT NULL,
     seconds REAL NOT NULL,
     cost REAL NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'transcript',  -- transcript (one per engine run) | charge (paid on the way)
+    details TEXT
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    media_id TEXT NOT NULL,
+    engine_key TEXT NOT NULL,
+    data TEXT NOT NULL,         -- an engine's resumable progress (a task id, finished chunks)
+    updated REAL NOT NULL,
+    PRIMARY KEY (media_id, engine_key)
 );
 CREATE TABLE IF NOT EXISTS roots (
     path TEXT PRIMARY KEY,
@@ -261,20 +270,51 @@ class State:
         return Transcript.from_dict(json.loads(row[0])) if row else None
 
     def save_transcript(self, media_id: str, engine_key: str, transcript: Transcript, seconds: float) -> None:
-        """Store a new transcript and book its cost in the ledger, in one transaction."""
+        """Store a new transcript, book what is left of its cost, drop its checkpoint: one transaction.
+
+        What the engine booked on the way (``charge``, in this attempt or earlier ones since the
+        last transcript of this engine) is part of ``transcript.cost``: only the rest is booked.
+        """
         now = time.time()
         with self.tx() as c:
+            last = c.execute("SELECT COALESCE(MAX(id), 0) FROM ledger WHERE media_id = ? AND engine = ? "
+                             "AND kind = 'transcript'", (media_id, engine_key)).fetchone()[0]
+            charged = c.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE media_id = ? AND engine = ? "
+                                "AND kind = 'charge' AND id > ?", (media_id, engine_key, last)).fetchone()[0]
+            rest = max(0.0, transcript.cost - charged)
             c.execute("INSERT OR REPLACE INTO transcripts (media_id, engine_key, data, created) VALUES (?, ?, ?, ?)",
                       (media_id, engine_key, json.dumps(transcript.to_dict(), ensure_ascii=False), now))
-            c.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at) VALUES (?, ?, ?, ?, ?)",
-                      (media_id, engine_key, seconds, transcript.cost, now))
-            c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (transcript.cost, media_id))
+            c.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at, kind) VALUES (?, ?, ?, ?, ?, 'transcript')",
+                      (media_id, engine_key, seconds, rest, now))
+            c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (rest, media_id))
+            c.execute("DELETE FROM checkpoints WHERE media_id = ? AND engine_key = ?", (media_id, engine_key))
+
+    def charge(self, media_id: str, engine_key: str, seconds: float, cost: float,
+               details: dict[str, Any] | None = None) -> None:
+        """Book money spent before a transcript exists (a paid chunk, a submitted task): a failure
+        or a crash later never hides it, so the spending cap stays true."""
+        with self.tx() as c:
+            c.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at, kind, details) "
+                      "VALUES (?, ?, ?, ?, ?, 'charge', ?)",
+                      (media_id, engine_key, seconds, cost, time.time(), json.dumps(details or {})))
+            c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (cost, media_id))
+
+    def get_checkpoint(self, media_id: str, engine_key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data FROM checkpoints WHERE media_id = ? AND engine_key = ?",
+                                (media_id, engine_key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_checkpoint(self, media_id: str, engine_key: str, data: dict[str, Any]) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO checkpoints (media_id, engine_key, data, updated) VALUES (?, ?, ?, ?)",
+                      (media_id, engine_key, json.dumps(data), time.time()))
 
     def transcription_count(self, media_id: str | None = None) -> int:
-        """How many times an engine was actually run (ledger entries): caching tests read this."""
+        """How many times an engine produced a transcript (ledger entries): caching tests read this."""
         if media_id:
-            return self.conn.execute("SELECT COUNT(*) FROM ledger WHERE media_id = ?", (media_id,)).fetchone()[0]
-        return self.conn.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+            return self.conn.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'transcript' AND media_id = ?",
+                                     (media_id,)).fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM ledger WHERE kind = 'transcript'").fetchone()[0]
 
     def total_cost(self) -> float:
         return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger").fetchone()[0]

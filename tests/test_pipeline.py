@@ -328,7 +328,9 @@ def test_file_replaced_by_unusable_content_leaves_the_index(make_pipeline, corpu
 class _FamilyEngines:
     """Two engines of one family (short files to one, long to the other) and an enricher."""
 
-    def __init__(self, cost=0.0):
+    def __init__(self, cost=0.0, delay=0.0):
+        import time
+
         from mediaindex import Transcriber, TranscriberLimits, Transcript, hookimpl
 
         outer = self
@@ -346,6 +348,7 @@ class _FamilyEngines:
 
             def transcribe(self, request):
                 outer.used.append((self.name, request.path.name))
+                time.sleep(delay)  # long enough for a second worker to start meanwhile
                 return Transcript(engine=self.name, model="x", segments=[], language="en", cost=cost)
 
         class Plugin:
@@ -369,8 +372,8 @@ class _FamilyEngines:
 def family_engines():
     from mediaindex.plugins import load_plugins
 
-    def register(cost=0.0):
-        engines = _FamilyEngines(cost)
+    def register(cost=0.0, delay=0.0):
+        engines = _FamilyEngines(cost, delay)
         load_plugins().register(engines.plugin, name="fake-family")
         return engines
 
@@ -424,3 +427,62 @@ def test_credentials_never_reach_stored_errors_or_logs(make_pipeline, corpus, da
     err = capsys.readouterr().err
     assert "Traceback" in err and key not in err and "meili-master" not in err
     assert key not in repr(Config.load(data_dir)) and "meili-master" not in repr(Config.load(data_dir))
+
+
+def test_paid_chunks_are_booked_at_once_and_a_retry_resumes_from_the_checkpoint(make_pipeline, corpus, data_dir,
+                                                                                 monkeypatch):
+    """A paid engine fails after 2 of 3 chunks: the spend is booked, the retry resumes, nothing counts twice."""
+    from mediaindex import Transcriber, TranscriberLimits, Transcript, TransientError, hookimpl
+    from mediaindex.plugins import load_plugins
+
+    monkeypatch.setattr("mediaindex.state.JobQueue.BACKOFF_BASE", 0.05)
+    calls = []
+
+    class Chunked(Transcriber):
+        name = "chunked"
+        limits = TranscriberLimits(paid=True)
+
+        def estimate_cost(self, probe):
+            return 0.9
+
+        def transcribe(self, request):
+            done = (request.checkpoint.load() or {}).get("chunks", 0)
+            calls.append(done)
+            for chunk in range(done, 3):
+                if chunk == 2 and len(calls) == 1:
+                    raise TransientError("429 Throttling", retry_after=0.05)
+                request.charge(10.0, 0.3, {"chunk": chunk})
+                request.checkpoint.save({"chunks": chunk + 1})
+            return Transcript(engine="chunked", model="x", segments=[], cost=0.9)
+
+    class Plugin:
+        @hookimpl
+        def register_transcribers(self, register):
+            register(Chunked())
+
+    (data_dir / "config.toml").write_text("max_cost = 5\n")
+    load_plugins().register(Plugin(), name="chunked-test")
+    try:
+        p = make_pipeline(transcriber="chunked")
+        p.enqueue_plan(p.plan([str(corpus / "talks" / "space_station.mp3")]))
+        statuses = [o.status for o in p.run_jobs(wait_for_retries=2)]
+    finally:
+        load_plugins().unregister(name="chunked-test")
+    assert statuses == ["retry", "indexed"]
+    assert calls == [0, 2]  # the retry started at the third chunk: the first two were not paid again
+    assert p.state.total_cost() == pytest.approx(0.9)  # 0.6 booked before the 429, 0.3 after, no double count
+    assert p.state.transcription_count() == 1
+    media_id = p.state.get_file(str(corpus / "talks" / "space_station.mp3")).media_id
+    assert p.state.get_checkpoint(media_id, "chunked") is None  # dropped with the saved transcript
+
+
+def test_workers_cannot_overspend_the_cap_together(make_pipeline, corpus, data_dir, family_engines, monkeypatch):
+    from mediaindex.pipeline import BudgetExceeded
+
+    (data_dir / "config.toml").write_text("max_cost = 1.5\n")
+    engines = family_engines(cost=1.0, delay=1.0)
+    p = make_pipeline(transcriber="fake")
+    p.enqueue_plan(p.plan([str(corpus / "talks"), str(corpus / "podcasts")]))
+    with pytest.raises(BudgetExceeded):
+        p.run_jobs(workers=2)
+    assert len(engines.used) == 1 and p.state.total_cost() == 1.0
