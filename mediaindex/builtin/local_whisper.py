@@ -19,21 +19,18 @@ memory at once; timestamps are offset by the window's start.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
-import shutil
-import subprocess
-import threading
+import shutil  # noqa: F401  (kept: tests patch local_whisper.shutil.which; mediaindex.audio calls it)
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
-from mediaindex.backends import (PermanentError, TranscribeRequest, Transcriber, TranscriberLimits,
-                                 TransientError)
+from mediaindex.audio import BYTES_PER_SAMPLE, SAMPLE_RATE  # noqa: F401  (re-exported)
+from mediaindex.audio import pcm_windows
+from mediaindex.audio import quiet_cut as _quiet_cut  # noqa: F401  (re-exported)
+from mediaindex.backends import PermanentError, TranscribeRequest, Transcriber, TranscriberLimits
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Segment, Transcript, Word
 
@@ -42,8 +39,6 @@ from .whisper_models import ModelError, ModelIntegrityError  # noqa: F401  (re-e
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-BYTES_PER_SAMPLE = 2  # s16le
 _KNOWN_SETTINGS = {"model", "compute_type", "beam_size", "threads", "vad", "language", "window_seconds",
                    "device"}
 
@@ -255,119 +250,13 @@ def _check_complete(path: Path, decoded: float, total: float) -> None:
                              f"audio could be decoded")
 
 
-def _ffmpeg_cmd(path: Path) -> list[str]:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise TransientError("ffmpeg not found: install it (Debian/Ubuntu: apt-get install -y ffmpeg)")
-    return [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-            "-vn", "-sn", "-dn", "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le",
-            "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
-
-
-class _StderrTail(threading.Thread):
-    """Drains ffmpeg's stderr (so the pipe never blocks) and keeps its last lines."""
-
-    def __init__(self, stream: Any):
-        super().__init__(daemon=True)
-        self.stream, self.lines = stream, collections.deque(maxlen=20)
-
-    def run(self) -> None:
-        for line in iter(self.stream.readline, b""):
-            self.lines.append(line.decode("utf-8", "replace").rstrip())
-
-    def text(self) -> str:
-        return " | ".join(l for l in self.lines if l)[-600:]
-
-
-def _quiet_cut(audio: np.ndarray, lo: int, hi: int) -> int:
-    """Index of the quietest ~0.4 s in audio[lo:hi] (frame-level RMS), to cut a window at."""
-    frame = SAMPLE_RATE // 50  # 20 ms
-    tail = audio[lo:hi]
-    n = len(tail) // frame
-    if n < 3:
-        return hi
-    energy = (tail[: n * frame].astype(np.float32).reshape(n, frame) ** 2).mean(axis=1)
-    k = min(20, n)
-    smooth = np.convolve(energy, np.ones(k, dtype=np.float32) / k, mode="valid")
-    best = int(np.argmin(smooth[::-1]))  # the latest of equally quiet spots
-    best = len(smooth) - 1 - best
-    return lo + (best + k // 2) * frame
-
-
-def _windows(path: Path, window_seconds: float, total: float) -> Iterator[tuple[float, np.ndarray, bool]]:
+def _windows(path: Path, window_seconds: float, total: float = 0.0) -> Iterator[tuple[float, Any, bool]]:
     """Yield (offset seconds, float32 mono 16 kHz audio, is_last) windows decoded by ffmpeg.
 
     Each window is cut at the quietest moment in its last 40 % (at most 30 s), so words are
-    not split between windows; only one window plus a read block is held in memory.
+    not split between windows; see :func:`mediaindex.audio.pcm_windows` (``total`` is unused).
     """
-    cmd = _ffmpeg_cmd(path)
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as e:
-        raise TransientError(f"could not start ffmpeg for {path}: {e}") from None
-    err = _StderrTail(proc.stderr)
-    err.start()
-    window = int(window_seconds * SAMPLE_RATE)
-    search = min(int(30 * SAMPLE_RATE), max(int(window * 0.4), SAMPLE_RATE))
-    block = SAMPLE_RATE * 10 * BYTES_PER_SAMPLE  # read 10 s at a time
-    pending = np.zeros(0, dtype=np.int16)
-    chunks: list[np.ndarray] = []
-    have = 0
-    offset_samples = 0
-    leftover = b""
-    try:
-        eof = False
-        while not eof:
-            data = proc.stdout.read(block)  # type: ignore[union-attr]
-            if not data:
-                eof = True
-            else:
-                data = leftover + data
-                cut = len(data) - len(data) % BYTES_PER_SAMPLE
-                leftover = data[cut:]
-                arr = np.frombuffer(data[:cut], dtype=np.int16)
-                chunks.append(arr)
-                have += len(arr)
-            if not eof and have < window + search:
-                continue
-            if chunks:
-                pending = np.concatenate([pending, *chunks])
-                chunks = []
-            # Cut whole windows off the front, each at a quiet moment near its end; at the end
-            # of the stream keep cutting until what is left fits in one window.
-            while len(pending) > window and (eof or len(pending) >= window + search):
-                end = _quiet_cut(pending, window - search, window)
-                end = max(SAMPLE_RATE, min(end, len(pending)))
-                yield offset_samples / SAMPLE_RATE, pending[:end].astype(np.float32) / 32768.0, False
-                offset_samples += end
-                pending = pending[end:].copy()
-            have = len(pending)
-        proc.stdout.close()  # type: ignore[union-attr]
-        rc = proc.wait()
-        err.join(timeout=5)
-        if rc != 0:
-            detail = err.text() or f"exit status {rc}"
-            if "does not contain any stream" in detail or "matches no streams" in detail:
-                raise PermanentError(f"{path}: no audio stream (nothing to transcribe)")
-            raise PermanentError(f"{path}: ffmpeg cannot decode it: {detail}")
-        if len(pending) == 0 and offset_samples == 0:
-            detail = err.text()
-            raise PermanentError(f"{path}: ffmpeg decoded no audio (empty or corrupt file)"
-                                 + (f": {detail}" if detail else ""))
-        if len(pending):
-            yield offset_samples / SAMPLE_RATE, pending.astype(np.float32) / 32768.0, True
-        elif offset_samples:
-            # The stream ended exactly at a cut: signal the end with an empty last window.
-            yield offset_samples / SAMPLE_RATE, np.zeros(0, dtype=np.float32), True
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for s in (proc.stdout, proc.stderr):
-            try:
-                s.close()  # type: ignore[union-attr]
-            except Exception:
-                pass
+    return pcm_windows(path, sample_rate=SAMPLE_RATE, window=window_seconds, mark_last=True)
 
 
 # ---- plugin hook ------------------------------------------------------------------------------
