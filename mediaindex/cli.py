@@ -5,6 +5,7 @@ import html
 import json
 import os
 import re
+import shlex
 import sqlite3
 import sys
 import threading
@@ -194,7 +195,12 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
         click.echo(f"{clock(h.time)}  {h.path}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)
     if result.total > shown:
-        click.echo(f"... {result.total - shown} more (--offset {shown})", err=True)
+        more = f"{result.total - shown}" if result.total_exact else f"about {result.total - shown}"
+        click.echo(f"... {more} more (--offset {shown})", err=True)
+    top = result.hits[0]
+    start = max(0, int(top.time) - 1)  # a second before the first matched word
+    click.echo(f"play the first: ffplay -ss {start} {shlex.quote(top.path)}   or open "
+               f"http://127.0.0.1:8844/m/{top.media_id}?t={start} (mediaindex serve)", err=True)
 
 
 @cli.command()

@@ -76,6 +76,8 @@ def test_search_human_output(indexed, data_dir):
     r = run("search", "dolphins", "--data-dir", str(data_dir), code=0)
     line = r.output.strip().splitlines()[0]
     assert line.startswith("00:00:0") and "ferry.webm" in line and "[dolphins]" in line
+    play = r.output.strip().splitlines()[-1]  # how to play it from there
+    assert play.startswith("play the first: ffplay -ss ") and "ferry.webm" in play and "/m/" in play
 
 
 def test_status_json(indexed, data_dir):
