@@ -876,7 +876,7 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
         r = httpx.get(f"{handle.url}api/media/{mid}/stream", headers={"Range": "bytes=0-99"}, timeout=60)
         took = time.monotonic() - t0
         assert r.status_code == 206 and len(r.content) == 100
-        assert took < 1.5, f"streaming waited {took:.1f} s behind the clip requests"
+        assert took < 3.0, f"streaming waited {took:.1f} s behind the clip requests"  # it was 5.8 s when clips held the threads
         for t in burst:
             t.join(60)
     finally:
