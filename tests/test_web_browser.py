@@ -2,7 +2,7 @@
 
 A real uvicorn server (``start_server`` in a thread, free port) serves a corpus index built with
 the manifest transcriber. One screenshot per state goes to ``test-artifacts/`` (gitignored).
-Never runs ``playwright install``: it uses /usr/bin/chromium.
+It uses Debian's /usr/bin/chromium and never downloads a browser of its own.
 """
 from __future__ import annotations
 
