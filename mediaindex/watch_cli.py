@@ -187,7 +187,7 @@ def _start_server(pipeline, host, port, token, echo):
     try:
         handle = start_server(pipeline, host, port, token=token)
     except Exception as e:  # e.g. the port is taken: keep indexing, say why there is no UI
-        echo(f"web UI not started: {e} (indexing goes on; try --port, or --no-serve)")
+        echo(f"web UI not started: {e} (indexing goes on; --no-serve skips the UI)")
         return None
     echo(f"web UI: {getattr(handle, 'url', f'http://{host}:{port}/')}")
     return handle
