@@ -5,6 +5,7 @@ short (0.5-1 s) to keep the file fast.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -463,13 +464,26 @@ def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_
         ix.close()
 
 
+@contextlib.contextmanager
+def _watcher_mid_job(library, data_dir, corpus_src, tmp_path, **kw):
+    """A `mediaindex watch` subprocess, handed over once a job is running; killed if still alive
+    at the end. Its output is in tmp_path / "watch.log"."""
+    state_db = data_dir / "state.sqlite3"
+    with open(tmp_path / "watch.log", "wb") as log:
+        proc = _watch_proc(library, data_dir, corpus_src, log, **kw)
+        try:
+            wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
+                     timeout=30, what="a running job")
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
 def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, data_dir, tmp_path):
     state_db = data_dir / "state.sqlite3"
-    log = open(tmp_path / "watch.log", "wb")
-    proc = _watch_proc(library, data_dir, corpus_src, log, delay=3, workers=1)
-    try:
-        wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
-                 timeout=30, what="a running job")
+    with _watcher_mid_job(library, data_dir, corpus_src, tmp_path, delay=3, workers=1) as proc:
         # a second watcher on the same data dir is refused (it would re-run the first one's jobs)
         with open(tmp_path / "second.log", "wb") as log2:
             second = _watch_proc(library, data_dir, corpus_src, log2)
@@ -479,10 +493,6 @@ def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, d
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
     out = (tmp_path / "watch.log").read_text()
     assert proc.returncode == 0, out
     assert took < 3 + 3, took  # the running job finishes (or is released) within the grace period
@@ -495,11 +505,7 @@ def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, d
 def test_second_ctrl_c_exits_at_once_and_puts_jobs_back(installed_manifest_plugin, library, corpus_src, data_dir,
                                                         tmp_path):
     state_db = data_dir / "state.sqlite3"
-    log = open(tmp_path / "watch.log", "wb")
-    proc = _watch_proc(library, data_dir, corpus_src, log, delay=60, workers=1, grace=60)
-    try:
-        wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
-                 timeout=30, what="a running job")
+    with _watcher_mid_job(library, data_dir, corpus_src, tmp_path, delay=60, workers=1, grace=60) as proc:
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)
         assert proc.poll() is None, "the first Ctrl-C waits for running jobs (grace period)"
@@ -507,10 +513,6 @@ def test_second_ctrl_c_exits_at_once_and_puts_jobs_back(installed_manifest_plugi
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
     out = (tmp_path / "watch.log").read_text()
     assert proc.returncode == 130, out
     assert took < 5, took
