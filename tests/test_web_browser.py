@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mediaindex.models import SearchQuery
+
 try:  # tests/ is on sys.path (pytest's default "prepend" import mode): the same module pytest collected
     from test_web_api import build_index
 except ImportError:  # pragma: no cover - other import modes
@@ -107,6 +109,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=False)
 
 
+def search(pg, query: str):
+    """Type a query in the search box; returns the first hit once it is shown."""
+    pg.fill("#q", query)
+    hit = pg.locator("#results .hit").first
+    hit.wait_for()
+    return hit
+
+
 def wait_playing(page, near: float | None = None, timeout: int = 15000) -> float:
     page.wait_for_function(
         "() => { const p = document.getElementById('player');"
@@ -118,15 +128,13 @@ def test_search_click_plays_from_the_hit(site, page):
     handle, p, media = site
     pg = page.page
     pg.goto(handle.url)
-    pg.fill("#q", "lettuce chamber")
-    hit = pg.locator("#results .hit").first
-    hit.wait_for()
+    hit = search(pg, "lettuce chamber")
     assert hit.locator(".hit-title").inner_text() == "space_station"
     assert hit.locator("mark").first.inner_text().lower() == "lettuce"
     chip = hit.locator(".chip").inner_text()
     assert chip == "0:07"
     shot(pg, "1-results")
-    api_hit = p.index.search(__import__("mediaindex.models", fromlist=["SearchQuery"]).SearchQuery(q="lettuce chamber")).hits[0]
+    api_hit = p.index.search(SearchQuery(q="lettuce chamber")).hits[0]
     hit.click()
     t = wait_playing(pg)
     assert pg.evaluate("document.getElementById('player').tagName") == "AUDIO"
@@ -148,8 +156,7 @@ def test_video_plays_with_captions(site, page):
     handle, p, media = site
     pg = page.page
     pg.goto(handle.url)
-    pg.fill("#q", "dolphins")  # podcasts/ferry.webm: VP8 + Opus
-    pg.locator("#results .hit").first.click()
+    search(pg, "dolphins").click()  # podcasts/ferry.webm: VP8 + Opus
     t = wait_playing(pg)
     assert pg.evaluate("document.getElementById('player').tagName") == "VIDEO"
     track = pg.evaluate("(() => { const t = document.querySelector('#player track');"
@@ -188,9 +195,7 @@ def test_untrusted_names_and_transcripts_render_as_text(site, page):
     handle, p, media = site
     pg = page.page
     pg.goto(handle.url)
-    pg.fill("#q", "lighthouse keeper")
-    hit = pg.locator("#results .hit").first
-    hit.wait_for()
+    hit = search(pg, "lighthouse keeper")
     assert hit.locator(".hit-title").inner_text() == XSS_NAME
     pg.fill("#q", "zebra")
     pg.wait_for_function("() => { const s = document.querySelector('#results .snippet');"
@@ -267,8 +272,7 @@ def test_phone_layout(site, browser):
     try:
         pg = page.page
         pg.goto(handle.url)
-        pg.fill("#q", "magma")
-        pg.locator("#results .hit").first.wait_for()
+        search(pg, "magma")
         shot(pg, "8-phone-results")
         pg.locator("#results .hit").first.click()
         wait_playing(pg)
@@ -295,8 +299,7 @@ def test_token_login(site, browser):
         pg.fill("#token", "letmein")
         pg.click("#login-form button")
         pg.wait_for_selector("#login", state="hidden")
-        pg.fill("#q", "lettuce")
-        pg.locator("#results .hit").first.click()
+        search(pg, "lettuce").click()
         wait_playing(pg)  # the media element is authorised by the cookie
         assert not page.dialogs
     finally:
