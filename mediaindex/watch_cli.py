@@ -19,6 +19,7 @@ import click
 from .pipeline import Pipeline, UsageError
 from .datalock import DataDirBusy, lock_data_dir
 from .watch import Watcher
+from .web.server import UnsafeBindError, check_bind, start_server
 
 def _short(path: str, width: int) -> str:
     name = os.path.basename(path)
@@ -178,18 +179,13 @@ class WatchProgress:
 
 
 def _start_server(pipeline, host, port, token, echo):
-    """The web UI (mediaindex.web), when it is installed; a notice otherwise."""
-    try:
-        from .web.server import start_server  # type: ignore[import-not-found]
-    except ImportError as e:
-        echo(f"web UI not available ({e}); watching without it (search with `mediaindex search`)")
-        return None
+    """The web UI in a thread; a notice, not a stop, when it cannot start (e.g. the port is taken)."""
     try:
         handle = start_server(pipeline, host, port, token=token)
-    except Exception as e:  # e.g. the port is taken: keep indexing, say why there is no UI
+    except (OSError, RuntimeError) as e:
         echo(f"web UI not started: {e} (indexing goes on; --no-serve skips the UI)")
         return None
-    echo(f"web UI: {getattr(handle, 'url', f'http://{host}:{port}/')}")
+    echo(f"web UI: {handle.url}")
     return handle
 
 
@@ -205,12 +201,8 @@ def _lock_data_dir(pipeline):
 def _check_bind(host, token):
     """Refuse a network-reachable address without a token before anything starts."""
     try:
-        from .web.server import check_bind  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    try:
         check_bind(host, token)
-    except ValueError as e:
+    except UnsafeBindError as e:
         raise click.UsageError(str(e)) from None
 
 
