@@ -94,9 +94,10 @@ def index(paths, data_dir, transcriber, index_name, workers):
     try:
         # a missing path with known files is a root that is offline (an unmounted drive): it is
         # reported and keeps its entries; a path never seen before is a typo
+        pipeline.check_transcriber()
         known_roots = pipeline.state.roots()
-        unknown = [p for p in missing if os.path.abspath(os.path.expanduser(p)) not in known_roots and not any(
-            True for _ in pipeline.state.files_under(os.path.abspath(os.path.expanduser(p))))]
+        unknown = [p for p in missing if os.path.abspath(os.path.expanduser(p)) not in known_roots
+                   and not pipeline.state.has_files_under(os.path.abspath(os.path.expanduser(p)))]
         if unknown:
             raise UsageError(f"no such file or folder: {', '.join(unknown)}")
         recovered = pipeline.state.jobs.recover()

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .scan import is_under
+
 DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
 # Environment variables that hold credentials: never logged, never stored in error messages.
 SECRET_ENV = ("DASHSCOPE_API_KEY", "MEILI_MASTER_KEY", "MEILI_API_KEY", "MEDIAINDEX_TOKEN", "AWS_SECRET_ACCESS_KEY",
@@ -76,7 +78,7 @@ class Config:
         """The language/prompt hint for a file: the first ``[[hints]]`` entry whose path contains it."""
         for hint in self.settings.get("hints") or []:
             prefix = os.path.abspath(os.path.expanduser(hint.get("path", "")))
-            if path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep):
+            if is_under(path, prefix):
                 return {k: v for k, v in hint.items() if k != "path"}
         return {}
 

@@ -1,4 +1,4 @@
-"""probe → fingerprint → stage → transcribe → enrich → index: the only place that calls plugin hooks.
+"""probe → fingerprint → stage → transcribe → enrich → index: the one caller of the indexing hooks.
 
 ``Pipeline`` owns the registries that plugins fill (storage, transcribers, indexes), the state
 database and the job queue. ``process_path`` does one file; ``run_jobs`` drains the queue with a
@@ -120,6 +120,19 @@ class Pipeline:
 
     # ---- routing ---------------------------------------------------------------------------
 
+    def check_transcriber(self) -> list[Transcriber]:
+        """The engines the chosen name stands for (itself, or its family, shortest limit first);
+        UsageError when there is none, so a command can say so before any work starts."""
+        name = self.transcriber_name
+        if name in self.transcribers:
+            return [self.transcribers[name]]
+        family = sorted((t for t in self.transcribers.values() if t.family == name),
+                        key=lambda t: t.limits.max_duration or float("inf"))
+        if not family:
+            raise UsageError(f"unknown transcriber {name!r}; available: {', '.join(sorted(self.transcribers)) or 'none'}"
+                             " (see `mediaindex plugins`)")
+        return family
+
     def transcriber_for(self, probe_result: ProbeResult) -> Transcriber:
         """Pick the engine: the one named, or the first member of the named family that accepts
         the file, shortest ``max_duration`` first (a fast engine for short files, a file engine
@@ -127,14 +140,7 @@ class Pipeline:
         because a key happens to be set.
         """
         name = self.transcriber_name
-        if name in self.transcribers:
-            candidates = [self.transcribers[name]]
-        else:
-            candidates = sorted((t for t in self.transcribers.values() if t.family == name),
-                                key=lambda t: t.limits.max_duration or float("inf"))
-        if not candidates:
-            raise UsageError(f"unknown transcriber {name!r}; available: {', '.join(sorted(self.transcribers)) or 'none'}"
-                             " (see `mediaindex plugins`)")
+        candidates = self.check_transcriber()
         reasons = []
         for t in candidates:
             why = t.accepts(probe_result)
@@ -353,8 +359,7 @@ class Pipeline:
 
     def enqueue_plan(self, plan: ScanPlan) -> int:
         for f in plan.changed:
-            self.state.set_file(f.path, size=f.size, mtime=f.mtime, status="queued",
-                                media_id=(self.state.get_file(f.path) or _NoFile).media_id)
+            self.state.mark_queued(f.path, f.size, f.mtime)
             self.state.jobs.enqueue(f.path, "index")
         for path in plan.deleted:
             self.state.jobs.enqueue(path, "remove")
@@ -380,18 +385,16 @@ class Pipeline:
                     pass  # left "running": recover() requeues it on the next start
                 raise FatalError(f"disk full: free space for {self.config.data_dir} and try again "
                                  "(nothing was lost; the interrupted file will be redone)") from e
-            transient = e.transient if isinstance(e, MediaError) else not isinstance(e, (UsageError,))
-            message = self.config.redact(str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}")
             if isinstance(e, UsageError):
                 self.state.jobs.release(job)
                 raise
+            transient = e.transient if isinstance(e, MediaError) else True  # an unexpected bug: a few tries
+            message = self.config.redact(str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}")
             if not isinstance(e, MediaError):
                 self.print_traceback()
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
-            rec = self.state.get_file(job.path)
-            if rec:
-                self.state.set_file_status(job.path, "queued" if retried else "failed", message)
+            self.state.set_file_status(job.path, "queued" if retried else "failed", message)
             outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
         reporter.finished(job.path, outcome.status, outcome.error)
         return outcome
@@ -433,8 +436,4 @@ class Pipeline:
         for index in self.indexes.values():
             index.close()
         self.state.close()
-
-
-class _NoFile:
-    media_id = None
 

@@ -21,10 +21,6 @@ MEDIA_EXTENSIONS = frozenset(
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "comment", "language")
 
 
-def is_media_name(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in MEDIA_EXTENSIONS
-
-
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"

@@ -24,17 +24,19 @@ def is_ignored_name(name: str) -> bool:
     return name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or name.startswith("~$")
 
 
-def is_candidate(path: str | os.PathLike) -> bool:
-    """Worth probing: not ignored, and not a known non-media type (unknown types are probed)."""
-    p = Path(path)
-    if is_ignored_name(p.name) or any(part.startswith(".") for part in p.parent.parts[1:]):
-        return False
-    return p.suffix.lower() not in NON_MEDIA_EXTENSIONS
+# A file in one of these states needs no work until its size or mtime changes.
+DONE_STATUSES = ("indexed", "failed", "ignored")
 
 
-def _candidate_name(name: str) -> bool:
-    """``is_candidate`` for a name met while walking (hidden folders are skipped by the walk
-    itself, so a root that lies under a hidden folder, e.g. ~/.local/media, still works)."""
+def is_under(path: str, root: str) -> bool:
+    """path is root itself or lies below it (a plain prefix test would take /pod for /podcasts)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def is_candidate_name(name: str) -> bool:
+    """Worth probing: not hidden or temporary, not a known non-media type (unknown types are
+    probed). Hidden folders are judged below the root by the caller, so a root under a hidden
+    folder (e.g. ~/.local/media) still works."""
     return not is_ignored_name(name) and os.path.splitext(name)[1].lower() not in NON_MEDIA_EXTENSIONS
 
 
@@ -72,7 +74,7 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None) -> Iterator[F
             problems.append((path, reason))
 
     if os.path.isfile(root):
-        if _candidate_name(os.path.basename(root)):
+        if is_candidate_name(os.path.basename(root)):
             if not _storable(root):
                 skip(root, "the name is not valid UTF-8 (rename the file)")
                 return
@@ -96,7 +98,7 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None) -> Iterator[F
             try:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
-                elif entry.is_file() and _candidate_name(entry.name):
+                elif entry.is_file() and is_candidate_name(entry.name):
                     if not _storable(entry.path):
                         skip(entry.path, "the name is not valid UTF-8 (rename the file)")
                         continue
@@ -105,7 +107,7 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None) -> Iterator[F
             except FileNotFoundError:  # deleted while we looked (or a dangling link)
                 continue
             except OSError as e:  # permission, symlink loop (ELOOP), I/O error
-                if _candidate_name(entry.name):
+                if is_candidate_name(entry.name):
                     skip(entry.path, f"cannot read: {e.strerror or e}")
                 continue
 
@@ -138,17 +140,15 @@ def plan_scan(roots: list[str], known: dict[str, tuple[int, float, str]]) -> Sca
         for f in walk(root, problems):
             seen.add(f.path)
             old = known.get(f.path)
-            if old and old[0] == f.size and old[1] == f.mtime and old[2] in ("indexed", "failed", "ignored"):
+            if old and old[0] == f.size and old[1] == f.mtime and old[2] in DONE_STATUSES:
                 plan.unchanged += 1
             else:
                 plan.changed.append(f)
         plan.unreadable.extend(problems)
         # what could not be read is not gone: known files at or under it stay as they are
         blind = [p for p, _ in problems]
-        prefix = root.rstrip(os.sep) + os.sep
         for path in known:
-            if (path == root or path.startswith(prefix)) and path not in seen and not any(
-                    path == b or path.startswith(b.rstrip(os.sep) + os.sep) for b in blind):
+            if is_under(path, root) and path not in seen and not any(is_under(path, b) for b in blind):
                 plan.deleted.append(path)
     plan.changed.sort(key=lambda f: f.path)
     return plan

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS media (
     mtime REAL NOT NULL,
     duration REAL,
     probe TEXT,                 -- ProbeResult as JSON
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | indexed | failed | removed
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | indexed | removed
     error TEXT,
     engine TEXT,                -- transcript cache key used for the index
     language TEXT,
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     media_id TEXT REFERENCES media(id),
-    status TEXT NOT NULL,       -- queued | running | indexed | failed
+    status TEXT NOT NULL,       -- queued | running | indexed | failed | ignored (not media)
     error TEXT,
     added REAL NOT NULL,
     updated REAL NOT NULL
@@ -159,16 +159,30 @@ class State:
         row = self.conn.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
         return _file(row) if row else None
 
-    def files_under(self, root: str) -> Iterator[FileRecord]:
-        """Every known file at or below a folder (or exactly that file)."""
+    @staticmethod
+    def _under_sql(root: str) -> tuple[str, tuple[str, str, str]]:
+        """WHERE clause (an index range, no LIKE) for paths at or below root."""
         root = root.rstrip(os.sep) or os.sep
         prefix = root if root.endswith(os.sep) else root + os.sep
-        rows = self.conn.execute(
-            "SELECT * FROM files WHERE path = ? OR (path >= ? AND path < ?)",
-            (root, prefix, prefix[:-1] + chr(ord(os.sep) + 1)),
-        ).fetchall()
-        for row in rows:
+        return "path = ? OR (path >= ? AND path < ?)", (root, prefix, prefix[:-1] + chr(ord(os.sep) + 1))
+
+    def files_under(self, root: str) -> Iterator[FileRecord]:
+        """Every known file at or below a folder (or exactly that file)."""
+        where, params = self._under_sql(root)
+        for row in self.conn.execute(f"SELECT * FROM files WHERE {where}", params).fetchall():
             yield _file(row)
+
+    def has_files_under(self, root: str) -> bool:
+        where, params = self._under_sql(root)
+        return self.conn.execute(f"SELECT 1 FROM files WHERE {where} LIMIT 1", params).fetchone() is not None
+
+    def mark_queued(self, path: str, size: int, mtime: float) -> None:
+        """A file waits for work: one upsert that keeps what it pointed to (its media id)."""
+        now = time.time()
+        with self.tx() as c:
+            c.execute("INSERT INTO files (path, size, mtime, status, added, updated) VALUES (?, ?, ?, 'queued', ?, ?) "
+                      "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime=excluded.mtime, status='queued', "
+                      "error=NULL, updated=excluded.updated", (path, size, mtime, now, now))
 
     def file_signatures(self) -> dict[str, tuple[int, float, str]]:
         """path → (size, mtime, status) for every known file: lets a rescan skip unchanged files."""

@@ -38,10 +38,9 @@ from typing import Callable, Iterable
 
 
 from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
-from .scan import NON_MEDIA_EXTENSIONS, FileStat, ScanPlan, _storable, is_ignored_name, walk
+from .scan import DONE_STATUSES, FileStat, ScanPlan, _storable, is_candidate_name, is_under, walk
 from .state import Job
 
-DONE_STATUSES = ("indexed", "failed", "ignored")
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
@@ -281,16 +280,12 @@ class Watcher:
 
     def root_of(self, path: str) -> str | None:
         for root in self.roots:
-            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            if is_under(path, root):
                 return root
         return None
 
     def _has_known_files(self, root: str) -> bool:
-        prefix = root.rstrip(os.sep) + os.sep
-        row = self.state.conn.execute(
-            "SELECT 1 FROM files WHERE path = ? OR (path >= ? AND path < ?) LIMIT 1",
-            (root, prefix, prefix[:-1] + chr(ord(os.sep) + 1))).fetchone()
-        return row is not None
+        return self.state.has_files_under(root)
 
     def _root_online(self, root: str, scanning: bool = False) -> bool:
         """A root is offline when it is missing, or when it was a mount point and no longer is
@@ -413,9 +408,7 @@ class Watcher:
             return False
         rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
         parts = Path(rel).parts
-        if any(p.startswith(".") for p in parts[:-1]) or is_ignored_name(parts[-1]):
-            return False
-        return Path(path).suffix.lower() not in NON_MEDIA_EXTENSIONS
+        return not any(p.startswith(".") for p in parts[:-1]) and is_candidate_name(parts[-1])
 
     def _known_under(self, folder: str) -> list[str]:
         if not _storable(folder):  # nothing under a name that is not UTF-8 was ever stored

@@ -245,13 +245,12 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     except (UsageError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     lock = _lock_data_dir(pipeline)
-    name = pipeline.transcriber_name
-    if name not in pipeline.transcribers and not any(
-            getattr(t, "family", None) == name for t in pipeline.transcribers.values()):
+    try:
+        pipeline.check_transcriber()
+    except UsageError as e:
         pipeline.close()
         lock.close()
-        raise click.UsageError(f"unknown transcriber {name!r}; available: "
-                               f"{', '.join(sorted(pipeline.transcribers)) or 'none'} (see `mediaindex plugins`)")
+        raise click.UsageError(str(e)) from None
 
     holder: dict[str, Watcher] = {}
     progress = WatchProgress(lambda: holder.get("w"))

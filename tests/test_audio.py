@@ -239,6 +239,6 @@ def test_pcm_windows_stops_ffmpeg_when_closed(corpus_src):
 def test_local_whisper_uses_the_shared_helpers():
     from mediaindex.builtin import local_whisper
 
-    assert local_whisper._quiet_cut is audio.quiet_cut
+    assert local_whisper.pcm_windows is audio.pcm_windows
     assert local_whisper.SAMPLE_RATE == audio.SAMPLE_RATE
     assert not hasattr(local_whisper, "_ffmpeg_cmd") and not hasattr(local_whisper, "_StderrTail")

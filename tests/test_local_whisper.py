@@ -16,7 +16,8 @@ import pytest
 
 from mediaindex.backends import FatalError, PermanentError, TranscribeRequest
 from mediaindex.builtin import local_whisper, whisper_models
-from mediaindex.builtin.local_whisper import LocalWhisperTranscriber, _quiet_cut, _windows
+from mediaindex.audio import quiet_cut as _quiet_cut
+from mediaindex.builtin.local_whisper import LocalWhisperTranscriber, _windows
 from mediaindex.builtin.whisper_models import ModelError, ModelIntegrityError
 from mediaindex.models import ProbeResult, Transcript
 
@@ -264,7 +265,7 @@ def test_broken_files_raise_permanent_error(corpus_src, name):
 
 
 def test_ffmpeg_missing_is_clear(corpus_src, monkeypatch):
-    monkeypatch.setattr(local_whisper.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     path = corpus_src / "podcasts/ferry.webm"
     with pytest.raises(Exception, match="ffmpeg not found"):
         LocalWhisperTranscriber().transcribe(TranscribeRequest(path=path, probe=ffprobe(path)))

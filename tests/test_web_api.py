@@ -790,7 +790,6 @@ def test_login_cookie_survives_other_apps_cookies(indexed):
 def test_openapi_matches_the_app_both_ways(client, ids):
     """Walk the description: every documented operation is a route, every documented query
     parameter is read (a bad value is a 400 naming it), and every answer a call can get is listed."""
-    from starlette.routing import Route
 
     from mediaindex.export import FORMATS
 

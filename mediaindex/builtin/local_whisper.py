@@ -22,20 +22,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil  # noqa: F401  (kept: tests patch local_whisper.shutil.which; mediaindex.audio calls it)
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from mediaindex.audio import BYTES_PER_SAMPLE, SAMPLE_RATE  # noqa: F401  (re-exported)
-from mediaindex.audio import pcm_windows
-from mediaindex.audio import quiet_cut as _quiet_cut  # noqa: F401  (re-exported)
+from mediaindex.audio import SAMPLE_RATE, pcm_windows
 from mediaindex.backends import PermanentError, TranscribeRequest, Transcriber, TranscriberLimits
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Segment, Transcript, Word
 
 from . import whisper_models
-from .whisper_models import ModelError, ModelIntegrityError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -204,9 +204,3 @@ def _load(src: ModelSource, compute_type: str, threads: int, device: str) -> Any
             hint = (" (a name other than 'base' or 'tiny.en' is downloaded from the Hugging Face hub, which "
                     "needs internet; offline, point [local] model at a CTranslate2 model folder)")
         raise ModelError(f"could not load Whisper model {src.name!r}: {type(e).__name__}: {e}{hint}") from e
-
-
-def clear_cache() -> None:
-    """Forget loaded models (tests)."""
-    with _LOCK:
-        _MODELS.clear()

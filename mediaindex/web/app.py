@@ -47,6 +47,7 @@ from .. import __version__
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..models import Media, SearchQuery
 from ..plugins import load_plugins
+from ..scan import is_under
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "mediaindex_token"
@@ -199,7 +200,7 @@ def safe_snippet(snippet: str) -> str:
 
 
 def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+    return any(is_under(path, r) for r in roots)
 
 
 def _content_type(path: str, has_video: bool) -> str:
