@@ -22,7 +22,6 @@ from mediaindex.state import JobQueue
 from mediaindex.watch import Watcher
 from mediaindex.watch_cli import WatchProgress
 
-ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -382,17 +381,10 @@ def test_progress_plain_lines_and_tty_status_line():
 # ---- the CLI in a subprocess: kill -9, restart, SIGTERM -----------------------------------------
 
 
-@pytest.fixture(scope="session")
-def installed_manifest_plugin():
-    subprocess.run([str(VENV_BIN / "pip"), "install", "-q", "--no-deps", "-e",
-                    str(ROOT / "tests" / "plugins" / "mediaindex-manifest-transcriber")],
-                   check=True, capture_output=True)
-
-
-def _watch_proc(root, data_dir, corpus_src, log, delay=0.0, workers=2, grace=3):
-    env = {**os.environ, "MEDIAINDEX_LOAD_PLUGINS": "mediaindex-manifest-transcriber",
-           "MEDIAINDEX_MANIFEST": str(corpus_src / "manifest.json"),
-           "MEDIAINDEX_MANIFEST_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
+def _watch_proc(root, data_dir, plugin_env, log, delay=0.0, workers=2, grace=3):
+    """`mediaindex watch` in a subprocess with the installed test transcriber (plugin_env is
+    what the installed_manifest_plugin fixture returns)."""
+    env = {**plugin_env, "MEDIAINDEX_MANIFEST_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
     env.pop("MEDIAINDEX_MANIFEST_FAIL_ONCE", None)
     return subprocess.Popen([str(VENV_BIN / "mediaindex"), "watch", str(root), "--data-dir", str(data_dir),
                              "--no-serve", "--transcriber", "manifest", "--stable", "0.5",
@@ -423,7 +415,7 @@ def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_
     speech = {e["path"]: e for e in manifest["files"] if e["kind"] in ("speech", "music")
               and (corpus / e["path"]).exists()}
     log = open(tmp_path / "watch.log", "wb")
-    proc = _watch_proc(corpus, data_dir, corpus_src, log, delay=0.7)
+    proc = _watch_proc(corpus, data_dir, installed_manifest_plugin, log, delay=0.7)
     try:
         wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM ledger") >= 2, timeout=40,
                  what="a few files transcribed")
@@ -432,7 +424,7 @@ def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_
         proc.kill()  # kill -9, mid-batch
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
-    proc = _watch_proc(corpus, data_dir, corpus_src, log)
+    proc = _watch_proc(corpus, data_dir, installed_manifest_plugin, log)
     try:
         def done():
             n = _count(state_db, "SELECT COUNT(*) FROM files WHERE status IN ('indexed','failed','ignored')")
@@ -465,12 +457,12 @@ def test_kill_9_then_restart_indexes_every_file_exactly_once(installed_manifest_
 
 
 @contextlib.contextmanager
-def _watcher_mid_job(library, data_dir, corpus_src, tmp_path, **kw):
+def _watcher_mid_job(library, data_dir, plugin_env, tmp_path, **kw):
     """A `mediaindex watch` subprocess, handed over once a job is running; killed if still alive
     at the end. Its output is in tmp_path / "watch.log"."""
     state_db = data_dir / "state.sqlite3"
     with open(tmp_path / "watch.log", "wb") as log:
-        proc = _watch_proc(library, data_dir, corpus_src, log, **kw)
+        proc = _watch_proc(library, data_dir, plugin_env, log, **kw)
         try:
             wait_for(lambda: _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") >= 1,
                      timeout=30, what="a running job")
@@ -483,10 +475,10 @@ def _watcher_mid_job(library, data_dir, corpus_src, tmp_path, **kw):
 
 def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, data_dir, tmp_path):
     state_db = data_dir / "state.sqlite3"
-    with _watcher_mid_job(library, data_dir, corpus_src, tmp_path, delay=3, workers=1) as proc:
+    with _watcher_mid_job(library, data_dir, installed_manifest_plugin, tmp_path, delay=3, workers=1) as proc:
         # a second watcher on the same data dir is refused (it would re-run the first one's jobs)
         with open(tmp_path / "second.log", "wb") as log2:
-            second = _watch_proc(library, data_dir, corpus_src, log2)
+            second = _watch_proc(library, data_dir, installed_manifest_plugin, log2)
             assert second.wait(20) == 2
         assert "already using" in (tmp_path / "second.log").read_text()
         t0 = time.monotonic()
@@ -505,7 +497,7 @@ def test_sigterm_stops_cleanly(installed_manifest_plugin, library, corpus_src, d
 def test_second_ctrl_c_exits_at_once_and_puts_jobs_back(installed_manifest_plugin, library, corpus_src, data_dir,
                                                         tmp_path):
     state_db = data_dir / "state.sqlite3"
-    with _watcher_mid_job(library, data_dir, corpus_src, tmp_path, delay=60, workers=1, grace=60) as proc:
+    with _watcher_mid_job(library, data_dir, installed_manifest_plugin, tmp_path, delay=60, workers=1, grace=60) as proc:
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)
         assert proc.poll() is None, "the first Ctrl-C waits for running jobs (grace period)"

@@ -5,7 +5,6 @@ TestClient, the traversal and server tests a real uvicorn on a free port.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -28,7 +27,7 @@ BASE = "http://127.0.0.1"
 def build_index(corpus_src: Path, root: Path, *, extra=None):
     """Copy the corpus (without the long meeting) under root, index it with the manifest transcriber.
 
-    Returns (pipeline, media folder, cleanup). ``extra(media_dir)`` may add or rename files first.
+    Returns (pipeline, media folder). ``extra(media_dir)`` may add or rename files first.
     """
     from mediaindex.config import Config
     from mediaindex.pipeline import Pipeline
@@ -153,9 +152,6 @@ def test_facets(client, indexed):
 @pytest.mark.parametrize("endpoint", ["/api/search", "/api/facets"])
 def test_bad_search_parameters_are_400_with_json(client, endpoint, params):
     r = client.get(endpoint, params=params)
-    if endpoint == "/api/facets" and set(params) & {"limit", "offset"}:
-        assert r.status_code in (200, 400)  # facets also validate paging, harmlessly
-        return
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["status"] == 400 and isinstance(body["error"], str) and body["error"]
@@ -604,10 +600,6 @@ def test_empty_index_status_and_search(tmp_path):
             assert c.get("/api/facets").status_code == 200
     finally:
         p.close()
-
-
-def test_status_json_is_serialisable(client):
-    json.dumps(client.get("/api/status").json())
 
 
 @pytest.mark.parametrize("workers", [1, 2])
