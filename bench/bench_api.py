@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import shutil
@@ -41,18 +40,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_search  # noqa: E402  (the search benchmark's builder and percentiles: same data, same numbers)
+from bench_search import pct  # noqa: E402
+
 
 def build_index(data_dir: Path, hours: float, seed: int) -> list[str]:
     """Build the synthetic index at data_dir/index.sqlite3 (the sqlite backend's file); returns the vocabulary."""
     from mediaindex.builtin.sqlite_index import SqliteIndex
 
-    try:
-        import bench_search  # the search benchmark's builder (same data, same numbers)
-    except ImportError:  # pragma: no cover - bench_search.py is part of the repository
-        bench_search = None
     rng = random.Random(seed)
-    if bench_search is None:
-        raise SystemExit("bench/bench_search.py is needed to build the synthetic index")
     vocab = bench_search.make_vocab(50000, rng)
     cum = bench_search.zipf_cum(len(vocab))
     db = data_dir / "index.sqlite3"
@@ -191,11 +187,6 @@ async def client(port: int, queries: list[str], stop_at: float, think: float, la
             await asyncio.sleep(think)
     conn.close()
     return n
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))] if xs else float("nan")
 
 
 async def load(port: int, queries: list[str], clients: int, seconds: float, think: float) -> dict:

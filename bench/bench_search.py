@@ -88,8 +88,9 @@ def gen_media(i: int, seconds: float, vocab, cum, rng: random.Random) -> tuple[M
 
 
 def pct(xs: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank); NaN for no samples."""
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
+    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))] if xs else float("nan")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import click
 from .pipeline import Pipeline, UsageError
 from .datalock import DataDirBusy, lock_data_dir
 from .watch import Watcher
-from .web.server import UnsafeBindError, check_bind, start_server
+from .web.server import DEFAULT_HOST, DEFAULT_PORT, UnsafeBindError, check_bind, start_server
 
 def _short(path: str, width: int) -> str:
     name = os.path.basename(path)
@@ -220,8 +220,8 @@ def _check_bind(host, token):
 @click.option("--transcriber", help="Speech engine (default: local; see `mediaindex plugins`).")
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the web UI while watching.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8844, show_default=True)
+@click.option("--host", default=DEFAULT_HOST, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--token", envvar="MEDIAINDEX_TOKEN", default=None,
               help="Require this token on every web API call (env MEDIAINDEX_TOKEN); needed beyond loopback.")
 @click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",

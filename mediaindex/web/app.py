@@ -611,9 +611,11 @@ def _set_cookie(response: Response, token: str) -> None:
                         max_age=30 * 24 * 3600)
 
 
-def _loopback_ip(host: str) -> bool:
-    """127.0.0.2 and the like: the server may be bound to any loopback address. An address
-    (unlike a name) cannot be re-pointed by DNS, so answering it is no rebinding risk."""
+def is_loopback(host: str) -> bool:
+    """localhost, or any loopback address (127.0.0.2 and the like: the server may be bound to
+    any of them). An address, unlike other names, cannot be re-pointed by DNS."""
+    if host.lower() == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
@@ -700,7 +702,7 @@ class Guard:
             host = host[: host.find("]") + 1] if "]" in host else host
         else:
             host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host in self.allowed_hosts or _loopback_ip(host)
+        return host in self.allowed_hosts or is_loopback(host)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -754,11 +756,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, f"internal error: {type(exc).__name__}")
 
 
-def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | None = None):
+def create_app(pipeline, token: str | None = None):
     """The ASGI app for this pipeline.
 
     ``token``: when set, every ``/api`` call needs it. When not set, only requests whose Host is
-    a loopback name (or one of ``allowed_hosts``) are answered.
+    a loopback name or address are answered (no DNS rebinding).
     """
     web = WebApp(pipeline, token)
     mid = "/api/media/{media_id}"
@@ -782,7 +784,7 @@ def create_app(pipeline, token: str | None = None, *, allowed_hosts: set[str] | 
     app = Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
     app.state.web = web
-    hosts = None if token else (LOOPBACK_HOSTS | set(allowed_hosts or ()))
+    hosts = None if token else LOOPBACK_HOSTS
     return Guard(app, token, hosts, web.throttle)
 
 

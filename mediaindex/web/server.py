@@ -8,8 +8,6 @@ Several worker processes (``serve --workers N``, by default one per CPU core up 
 """
 from __future__ import annotations
 
-import ipaddress
-import logging
 import os
 import socket
 import threading
@@ -18,14 +16,12 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
-from .app import create_app
+from .app import create_app, is_loopback
 from .workers import Supervisor
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8844
 MAX_DEFAULT_WORKERS = 4
-
-logger = logging.getLogger("uvicorn.error")
 
 
 def cpu_count() -> int:
@@ -47,16 +43,6 @@ def default_workers() -> int:
 
 class UnsafeBindError(ValueError):
     """Refused: a non-loopback address without a token would expose the library to the network."""
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:
