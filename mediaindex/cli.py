@@ -216,7 +216,7 @@ def status(data_dir, as_json):
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if not config.state_path.exists():
-        summary = {"files": {"queued": 0, "running": 0, "indexed": 0, "failed": 0, "total": 0}, "failed": []}
+        summary = {"files": {"queued": 0, "running": 0, "indexed": 0, "failed": 0, "ignored": 0, "total": 0}, "failed": []}
     else:
         try:
             state = State(config.state_path)
@@ -229,8 +229,8 @@ def status(data_dir, as_json):
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
     f = summary["files"]
-    click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed"
-               f" ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
+    click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed, "
+               f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
     for root in summary.get("roots", []):
         if root["status"] == "offline":
             click.echo(f"offline: {root['path']}")

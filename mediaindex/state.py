@@ -347,7 +347,7 @@ class State:
 
     def summary(self) -> dict[str, Any]:
         """Counts by state and every failed file, for ``mediaindex status`` and the web UI."""
-        counts = {s: 0 for s in ("queued", "running", "indexed", "failed")}
+        counts = {s: 0 for s in ("queued", "running", "indexed", "failed", "ignored")}
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())

@@ -14,9 +14,10 @@ Layout (``index.sqlite3``):
 - ``fts_vocab``: ``fts5vocab`` row view, for document frequencies (partial-match strategy).
 
 Search: the query is parsed into plain terms (never passed on as FTS5 syntax), ANDed and ranked
-with bm25. Matches are fetched newest first and at most :data:`RANK_CAP` of them are ranked, so
-a query for a word in half the index costs a few ms instead of ranking 300k rows; when there
-are more matches than that, the ranking is bm25 among the newest matches and ``total`` is
+with bm25. Matches are fetched newest first, at most :data:`RANK_CAP` of them; when the words
+are frequent, only the newest :data:`PY_RANK` are scored (same bm25 formula, in Python), so a
+query for a word in half the index costs a few ms instead of ranking 300k rows. With more
+matches than RANK_CAP, the ranking is bm25 among the newest matches and ``total`` is
 estimated from the density of the matches seen (exact, from ``fts5vocab``, when the query is one
 plain word without filters). When no document has every word, a Meilisearch-like fallback runs cheap
 AND queries with words dropped (never-seen words first, then each single word, then the most
@@ -60,7 +61,7 @@ PY_RANK = 300  # otherwise rank the newest this many matches here
 _DOC_COLS = ("media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
              "t_start, t_end, text, body, extra, wspans, wtimes")
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS media(
     id TEXT PRIMARY KEY, path TEXT, folder TEXT, title TEXT, language TEXT,
