@@ -249,3 +249,21 @@ def test_shell_quote_names_the_same_file(tmp_path):
     out = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True).stdout
     assert out == bytes(name)
 
+
+
+def test_web_token_stays_out_of_the_access_log(corpus, data_dir, capfd):
+    import urllib.request
+
+    from mediaindex.web.server import start_server
+
+    token = "web-token-c0ffee42d9"
+    p = Pipeline(Config.load(data_dir))
+    try:
+        with start_server(p, port=0, token=token, log_level="info", access_log=True) as handle:
+            with urllib.request.urlopen(f"{handle.url}api/status?token={token}") as r:
+                assert r.status == 200
+    finally:
+        p.close()
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "GET /api/status?token=*** HTTP/1.1" in log and token not in log
