@@ -80,7 +80,12 @@ class Config:
         return {}
 
     def __post_init__(self) -> None:
-        for value in self._named_secrets():  # redacted from everything this process prints or stores
+        self._register_secrets()
+
+    def _register_secrets(self) -> None:
+        """Every credential this config knows is redacted from all this process prints or stores."""
+        safety.add_env_secrets()
+        for value in self._named_secrets():
             safety.add_secret(value)
 
     def secret(self, section: str, key: str, env: str | None = None) -> str | None:
@@ -115,12 +120,13 @@ class Config:
 
     def secret_values(self) -> list[str]:
         """Every credential known to this process (environment, config, ``secret()``), longest first."""
-        found = set(safety.secret_values()) | self._named_secrets()
-        return sorted((v for v in found if len(v.strip()) >= safety.MIN_SECRET), key=len, reverse=True)
+        self._register_secrets()
+        return safety.secret_values()
 
     def redact(self, text: str) -> str:
         """Text with every credential replaced by ***: for errors that get stored or shown."""
-        return safety.redact(text, self.secret_values())
+        self._register_secrets()
+        return safety.redact(text)
 
     def __repr__(self) -> str:  # never print settings: they may hold credentials
         return f"Config(data_dir={str(self.data_dir)!r}, sections={sorted(k for k, v in self.settings.items() if isinstance(v, dict))})"

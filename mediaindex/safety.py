@@ -27,37 +27,50 @@ MIN_SECRET = 6  # shorter values are not redacted: replacing them would garble o
 
 _registry: set[str] = set()
 _lock = threading.Lock()
+_pattern: re.Pattern | None = None  # every form of every secret; rebuilt when one is added
 
 
 def add_secret(value: object) -> None:
     """Treat value as a credential from now on, in this process."""
+    global _pattern
     if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value).strip()) >= MIN_SECRET:
         with _lock:
-            _registry.add(str(value))
+            if str(value) not in _registry:
+                _registry.add(str(value))
+                _pattern = None
+
+
+def add_env_secrets() -> None:
+    """Register the environment variables that hold credentials (by name, or named in SECRET_ENV)."""
+    for name, value in os.environ.items():
+        if name in SECRET_ENV or SECRET_NAME.search(name):
+            add_secret(value)
 
 
 def secret_values() -> list[str]:
     """Every credential known to this process, longest first."""
-    found = {v for k, v in os.environ.items() if k in SECRET_ENV or SECRET_NAME.search(k)}
     with _lock:
-        found |= _registry
-    return sorted((v for v in found if len(v.strip()) >= MIN_SECRET), key=len, reverse=True)
+        return sorted(_registry, key=len, reverse=True)
 
 
 def _forms(value: str) -> list[str]:
     """The value as it may appear in a message: raw, URL-encoded, JSON-escaped."""
-    return list(dict.fromkeys((value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])))
+    return list(dict.fromkeys((value, quote(value), quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])))
 
 
-def redact(text: str, values: list[str] | None = None) -> str:
-    """text with every credential (``values``, by default every one known) replaced by ***."""
-    if not text:
-        return text
-    for value in secret_values() if values is None else values:
-        for form in _forms(value):
-            if form in text:
-                text = text.replace(form, "***")
-    return text
+def _compiled() -> re.Pattern | None:
+    global _pattern
+    with _lock:
+        if _pattern is None and _registry:
+            forms = sorted({f for v in _registry for f in _forms(v)}, key=len, reverse=True)  # longest wins
+            _pattern = re.compile("|".join(map(re.escape, forms)))
+        return _pattern
+
+
+def redact(text: str) -> str:
+    """text with every known credential replaced by ***."""
+    pattern = _compiled()
+    return pattern.sub("***", text) if text and pattern is not None else text
 
 
 # C0 and C1 controls, DEL, the invisible characters that reorder or break lines on display, and
@@ -132,4 +145,5 @@ def install_exception_hooks() -> None:
     threading.excepthook = thread_hook
 
 
+add_env_secrets()
 install_log_redaction()  # also in web worker processes, which import this but never run the CLI
