@@ -55,7 +55,8 @@ def secret_values() -> list[str]:
 
 def _forms(value: str) -> list[str]:
     """The value as it may appear in a message: raw, URL-encoded, JSON-escaped."""
-    return list(dict.fromkeys((value, quote(value), quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])))
+    forms = (value, quote(value), quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])
+    return list(dict.fromkeys(forms))
 
 
 def _compiled() -> re.Pattern | None:
@@ -129,8 +130,8 @@ def install_log_redaction() -> None:
         logging.setLogRecordFactory(_redacting_factory(current))
 
 
-def _print_exception(exc_type, exc, tb) -> None:
-    text = "".join(traceback.format_exception(exc_type, exc, tb))
+def _print_exception(exc_type, exc, tb, header: str = "") -> None:
+    text = header + "".join(traceback.format_exception(exc_type, exc, tb))
     print(terminal_safe(redact(text), keep_newlines=True), file=sys.stderr, end="")
 
 
@@ -140,7 +141,8 @@ def install_exception_hooks() -> None:
 
     def thread_hook(a) -> None:
         if a.exc_type is not SystemExit:  # as the default hook does
-            _print_exception(a.exc_type, a.exc_value, a.exc_traceback)
+            name = a.thread.name if a.thread is not None else "?"
+            _print_exception(a.exc_type, a.exc_value, a.exc_traceback, f"Exception in thread {name}:\n")
 
     threading.excepthook = thread_hook
 

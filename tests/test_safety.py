@@ -267,3 +267,23 @@ def test_web_token_stays_out_of_the_access_log(corpus, data_dir, capfd):
     out = capfd.readouterr()
     log = out.out + out.err
     assert "GET /api/status?token=*** HTTP/1.1" in log and token not in log
+
+
+def test_uncaught_tracebacks_are_redacted(tmp_path):
+    """The CLI's last resort: a bug's traceback (main thread or another) shows no credential."""
+    import subprocess
+    import sys
+
+    script = ("import threading\n"
+              "from mediaindex.config import Config\n"
+              "from mediaindex.safety import install_exception_hooks\n"
+              f"key = Config(data_dir={str(tmp_path)!r}).secret('x', 'y', env={ENV_NAME!r})\n"
+              "install_exception_hooks()\n"
+              "def boom():\n    raise ValueError(f'thread saw {key}')\n"
+              "t = threading.Thread(target=boom, name='worker')\n"
+              "t.start(); t.join()\n"
+              "raise RuntimeError(f'401 for {key}\\x1b]0;owned\\x07')\n")
+    r = subprocess.run([sys.executable, "-c", script], env={**os.environ, ENV_NAME: ENV_KEY}, capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "Exception in thread worker:" in r.stderr and "ValueError: thread saw ***" in r.stderr
+    assert "RuntimeError: 401 for ***\\x1b]0;owned\\x07" in r.stderr and ENV_KEY not in r.stderr, r.stderr
