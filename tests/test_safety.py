@@ -214,6 +214,16 @@ def test_control_characters_in_names_and_text_are_escaped(corpus, data_dir):
     hit = json.loads(run("search", "pod bay", "--data-dir", str(data_dir), "--json").output)["hits"][0]
     assert hit["path"] == f"{lib}/{EVIL}.mp3" and "\x1b]52" in hit["text"]
 
+    master, terminal = os.openpty()  # export to a terminal is escaped, to a file exact
+    try:
+        run("export", f"{lib}/{EVIL}.mp3", "--format", "txt", "-o", os.ttyname(terminal), "--data-dir", str(data_dir))
+        assert os.read(master, 65536).decode().strip() == "open the pod bay \\x1b]52;c;cHduZWQ=\\x07doors please"
+    finally:
+        os.close(master)
+        os.close(terminal)
+    run("export", f"{lib}/{EVIL}.mp3", "--format", "txt", "-o", str(data_dir / "out.txt"), "--data-dir", str(data_dir))
+    assert "\x1b]52;c;cHduZWQ=\x07" in (data_dir / "out.txt").read_text()
+
 
 def test_watch_lines_escape_control_characters():
     class Log:
