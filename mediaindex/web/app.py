@@ -763,7 +763,7 @@ def create_app(pipeline, token: str | None = None):
     ``token``: when set, every ``/api`` call needs it. When not set, only requests whose Host is
     a loopback name or address are answered (no DNS rebinding).
     """
-    add_secret(token)  # never in a log line (``?token=`` in an access log), an error or a page
+    add_secret(token)  # never in a log line (``?token=`` in an access log) or a stored error
     web = WebApp(pipeline, token)
     mid = "/api/media/{media_id}"
     routes = [
