@@ -19,6 +19,7 @@ from .export import FORMATS, clock, render
 from .models import SearchQuery
 from .pipeline import FatalError, Pipeline, UsageError
 from .plugins import get_plugins, load_plugins
+from .safety import CONTROL_CHARS, install_exception_hooks, printable, terminal_safe
 
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), envvar="MEDIAINDEX_DATA_DIR",
@@ -29,13 +30,14 @@ def open_pipeline(data_dir, **kw) -> Pipeline:
     try:
         return Pipeline(Config.load(data_dir), **kw)
     except (UsageError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mediaindex")
 def cli():
     """Search audio and video by what is said in it, down to the second."""
+    install_exception_hooks()  # an unexpected traceback is printed without credentials
 
 
 class BarReporter:
@@ -51,7 +53,7 @@ class BarReporter:
         if not self.live:
             return
         with self.lock:
-            self.current = os.path.basename(path)
+            self.current = terminal_safe(os.path.basename(path))
             self.bar.label = f"transcribing {self.current[:40]}"
             self.bar.render_progress()
 
@@ -60,14 +62,14 @@ class BarReporter:
             return
         with self.lock:
             pct = int(100 * done / total) if total else 0
-            self.bar.label = f"transcribing {os.path.basename(path)[:40]} {pct:3d}%"
+            self.bar.label = f"transcribing {terminal_safe(os.path.basename(path))[:40]} {pct:3d}%"
             self.bar.render_progress()
 
     def finished(self, path, status, error):
         with self.lock:
             if status == "retry":
                 return
-            self.bar.label = f"{status:>8} {os.path.basename(path)[:40]}"
+            self.bar.label = f"{status:>8} {terminal_safe(os.path.basename(path))[:40]}"
             self.bar.update(1)
 
 
@@ -90,7 +92,7 @@ def index(paths, data_dir, transcriber, index_name, workers):
         lock = lock_data_dir(pipeline.config.data_dir, "index")
     except DataDirBusy as e:
         pipeline.close()
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
     try:
         # a missing path with known files is a root that is offline (an unmounted drive): it is
         # reported and keeps its entries; a path never seen before is a typo
@@ -134,16 +136,16 @@ def index(paths, data_dir, transcriber, index_name, workers):
         click.echo("done: " + ", ".join(parts), err=True)
         for rec in failed:
             reason = (rec.error or "").removeprefix(f"{rec.path}: ")
-            click.echo(f"  failed: {rec.path}: {reason}", err=True)
+            click.echo(f"  failed: {printable(rec.path)}: {printable(reason)}", err=True)
         for path, reason in plan.unreadable:
-            click.echo(f"  skipped: {path}: {reason}", err=True)
+            click.echo(f"  skipped: {printable(path)}: {printable(reason)}", err=True)
         for root in plan.offline:
-            click.echo(f"  offline: {root} (missing; its files stay in the index)", err=True)
+            click.echo(f"  offline: {printable(root)} (missing; its files stay in the index)", err=True)
         sys.exit(1 if failed or still_queued or plan.unreadable or plan.offline else 0)
     except UsageError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
     except FatalError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(printable(e)) from None
     finally:
         lock.close()
         pipeline.close()
@@ -151,7 +153,20 @@ def index(paths, data_dir, transcriber, index_name, workers):
 
 def _terminal_snippet(snippet: str, color: bool) -> str:
     on, off = ("\x1b[1;33m", "\x1b[0m") if color else ("[", "]")
-    return html.unescape(snippet.replace("<mark>", on).replace("</mark>", off))
+    parts = re.split(r"(</?mark>)", snippet)  # the text is escaped; only the highlight is ours
+    return "".join({"<mark>": on, "</mark>": off}.get(p) or printable(html.unescape(p)) for p in parts)
+
+
+def _shell_quote(path: str) -> str:
+    """path quoted for a shell; control characters as bash $'...' escapes (still the same path)."""
+    if not CONTROL_CHARS.search(path):
+        return shlex.quote(path)
+
+    def escape(m: re.Match) -> str:
+        o = ord(m.group())
+        return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\x{o:02x}" if o < 0x80 else f"\\u{o:04x}"
+
+    return "$'" + CONTROL_CHARS.sub(escape, path.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
 @cli.command()
@@ -193,14 +208,14 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     if result.partial:
         click.echo("(no segment has every word: showing the closest matches)", err=True)
     for h in result.hits:
-        click.echo(f"{clock(h.time)}  {h.path}  {_terminal_snippet(h.snippet, color)}")
+        click.echo(f"{clock(h.time)}  {printable(h.path)}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)
     if result.total > shown:
         more = f"{result.total - shown}" if result.total_exact else f"about {result.total - shown}"
         click.echo(f"... {more} more (--offset {shown})", err=True)
     top = result.hits[0]
     start = max(0, int(top.time) - 1)  # a second before the first matched word
-    click.echo(f"play the first: ffplay -ss {start} {shlex.quote(top.path)}   or open "
+    click.echo(f"play the first: ffplay -ss {start} {_shell_quote(top.path)}   or open "
                f"http://127.0.0.1:8844/m/{top.media_id}?t={start} (mediaindex serve)", err=True)
 
 
@@ -233,9 +248,9 @@ def status(data_dir, as_json):
                f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
     for root in summary.get("roots", []):
         if root["status"] == "offline":
-            click.echo(f"offline: {root['path']}")
+            click.echo(f"offline: {printable(root['path'])}")
     for item in summary["failed"]:
-        click.echo(f"failed: {item['path']}: {item['error']}")
+        click.echo(f"failed: {printable(item['path'])}: {printable(item['error'])}")
 
 
 @cli.command()
@@ -252,11 +267,12 @@ def export(media, fmt, data_dir, output):
         if m is None:
             m = state.media_for_path(os.path.abspath(os.path.expanduser(media)))
         if m is None:
-            raise click.ClickException(f"{media}: not in the index (run `mediaindex index` on it first)")
+            raise click.ClickException(f"{printable(media)}: not in the index (run `mediaindex index` on it first)")
         transcript = state.get_transcript(m.id)
         if transcript is None:
-            raise click.ClickException(f"{media}: no transcript yet (status: {m.status})")
-        output.write(render(fmt, m, transcript))
+            raise click.ClickException(f"{printable(media)}: no transcript yet (status: {m.status})")
+        text = render(fmt, m, transcript)
+        output.write(terminal_safe(text, keep_newlines=True) if output.isatty() else text)  # a file stays exact
     finally:
         pipeline.close()
 

@@ -16,19 +16,16 @@ Example ``config.toml``::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import safety
+from .safety import SECRET_NAME
 from .scan import is_under
 
 DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
-# Environment variables that hold credentials: never logged, never stored in error messages.
-SECRET_ENV = ("DASHSCOPE_API_KEY", "MEILI_MASTER_KEY", "MEILI_API_KEY", "MEDIAINDEX_TOKEN", "AWS_SECRET_ACCESS_KEY",
-              "AWS_SESSION_TOKEN", "OSS_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-_SECRET_NAME = re.compile(r"(api_?key|token|secret|password|master_?key)$", re.I)
 
 
 def default_data_dir() -> Path:
@@ -82,37 +79,54 @@ class Config:
                 return {k: v for k, v in hint.items() if k != "path"}
         return {}
 
+    def __post_init__(self) -> None:
+        self._register_secrets()
+
+    def _register_secrets(self) -> None:
+        """Every credential this config knows is redacted from all this process prints or stores."""
+        safety.add_env_secrets()
+        for value in self._named_secrets():
+            safety.add_secret(value)
+
     def secret(self, section: str, key: str, env: str | None = None) -> str | None:
-        """A credential: the environment variable ``env`` wins over ``[section] key`` in the file."""
+        """A credential: the environment variable ``env`` wins over ``[section] key`` in the file.
+
+        Whatever it returns is redacted from every text that leaves the process from then on."""
         if env and os.environ.get(env):
-            return os.environ[env]
-        value = self.section(section).get(key)
-        return str(value) if value else None
+            value = os.environ[env]
+        else:
+            found = self.section(section).get(key)
+            value = str(found) if found else None
+        safety.add_secret(value)
+        return value
 
-    def secret_values(self) -> list[str]:
-        """Every credential known to this process (environment and config), longest first."""
-        found = {os.environ[name] for name in SECRET_ENV if os.environ.get(name)}
+    def _named_secrets(self) -> set[str]:
+        """Config values under a secret-looking name (``api_key``, ``[x.credentials]``...)."""
+        found: set[str] = set()
 
-        def walk(table: Any) -> None:
+        def walk(table: Any, secret: bool) -> None:
             if isinstance(table, dict):
                 for k, v in table.items():
-                    if isinstance(v, str) and _SECRET_NAME.search(str(k)):
-                        found.add(v)
-                    else:
-                        walk(v)
+                    walk(v, secret or bool(SECRET_NAME.search(str(k))))
             elif isinstance(table, list):
                 for item in table:
-                    walk(item)
+                    walk(item, secret)
+            elif secret and isinstance(table, (str, int)) and not isinstance(table, bool):
+                found.add(str(table))
 
-        walk(self.settings)
-        walk(self.overrides)
-        return sorted((v for v in found if len(v) >= 6), key=len, reverse=True)
+        walk(self.settings, False)
+        walk(self.overrides, False)
+        return found
+
+    def secret_values(self) -> list[str]:
+        """Every credential known to this process (environment, config, ``secret()``), longest first."""
+        self._register_secrets()
+        return safety.secret_values()
 
     def redact(self, text: str) -> str:
         """Text with every credential replaced by ***: for errors that get stored or shown."""
-        for value in self.secret_values():
-            text = text.replace(value, "***")
-        return text
+        self._register_secrets()
+        return safety.redact(text)
 
     def __repr__(self) -> str:  # never print settings: they may hold credentials
         return f"Config(data_dir={str(self.data_dir)!r}, sections={sorted(k for k, v in self.settings.items() if isinstance(v, dict))})"

@@ -23,6 +23,7 @@ from .config import Config
 from .models import Media, ProbeResult, Segment, Transcript
 from .plugins import load_plugins
 from .probe import probe
+from .safety import terminal_safe
 from .scan import ScanPlan, is_likely_media, plan_scan
 from .state import Job, State
 
@@ -430,7 +431,7 @@ class Pipeline:
 
     def print_traceback(self) -> None:
         """The current exception's traceback on stderr, credentials removed (for bug reports)."""
-        print(self.config.redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(terminal_safe(self.config.redact(traceback.format_exc()), keep_newlines=True), file=sys.stderr, end="")
 
     def close(self) -> None:
         for index in self.indexes.values():

@@ -9,6 +9,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .safety import printable
 
 ENTRY_POINT_GROUP = "mediaindex"
 LOAD_PLUGINS_ENV = "MEDIAINDEX_LOAD_PLUGINS"
@@ -53,7 +54,7 @@ def load_plugins() -> pluggy.PluginManager:
             try:
                 module = ep.load()
             except Exception as e:  # one broken plugin must not take the tool down
-                print(f"mediaindex: could not load plugin {ep.name!r} from {name}: {e}", file=sys.stderr)
+                print(printable(f"mediaindex: could not load plugin {ep.name!r} from {name}: {e}"), file=sys.stderr)
                 continue
             pm.register(module, name=ep.name)
             pm._mediaindex_dists[ep.name] = (name, dist.version)  # type: ignore[attr-defined]

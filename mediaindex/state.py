@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .models import Media, ProbeResult, Transcript
+from .safety import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS media (
@@ -197,13 +198,13 @@ class State:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
                 "mtime=excluded.mtime, media_id=excluded.media_id, status=excluded.status, "
                 "error=excluded.error, updated=excluded.updated",
-                (path, size, mtime, media_id, status, error, now, now),
+                (path, size, mtime, media_id, status, redact(error), now, now),
             )
 
     def set_file_status(self, path: str, status: str, error: str | None = None) -> None:
         with self.tx() as c:
             c.execute("UPDATE files SET status = ?, error = ?, updated = ? WHERE path = ?",
-                      (status, error, time.time(), path))
+                      (status, redact(error), time.time(), path))
 
     def delete_file(self, path: str) -> str | None:
         """Forget a path; returns the media id it pointed to."""
@@ -234,7 +235,7 @@ class State:
             c.execute(
                 "UPDATE media SET status = ?, error = ?, engine = COALESCE(?, engine), "
                 "language = COALESCE(?, language), updated = ? WHERE id = ?",
-                (status, error, engine, language, time.time(), media_id),
+                (status, redact(error), engine, language, time.time(), media_id),
             )
 
     def get_probe(self, media_id: str) -> ProbeResult | None:
@@ -351,7 +352,7 @@ class State:
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())
-        failed = [{"path": r[0], "error": r[1]} for r in self.conn.execute(
+        failed = [{"path": r[0], "error": redact(r[1])} for r in self.conn.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path")]
         retrying = self.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND attempts > 0").fetchone()[0]
@@ -439,7 +440,7 @@ class JobQueue:
                     delay = self.BACKOFF_BASE * 2 ** (job.attempts - 1)
                 delay = min(self.BACKOFF_MAX, max(0.0, delay))
                 c.execute("UPDATE jobs SET status = 'queued', next_try = ?, error = ?, updated = ? WHERE id = ?",
-                          (now + delay, error, now, job.id))
+                          (now + delay, redact(error), now, job.id))
                 return True
             c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return False

@@ -18,11 +18,12 @@ import click
 
 from .pipeline import Pipeline, UsageError
 from .datalock import DataDirBusy, lock_data_dir
+from .safety import printable, terminal_safe
 from .watch import Watcher
 from .web.server import DEFAULT_HOST, DEFAULT_PORT, UnsafeBindError, check_bind, start_server
 
 def _short(path: str, width: int) -> str:
-    name = os.path.basename(path)
+    name = terminal_safe(os.path.basename(path))
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
@@ -115,7 +116,7 @@ class WatchProgress:
         with self.lock:
             if self.tty and self._line_shown:
                 self.stream.write("\r\x1b[K")
-            self.stream.write(time.strftime("%H:%M:%S ") + message + "\n")
+            self.stream.write(time.strftime("%H:%M:%S ") + printable(message) + "\n")  # every line goes here
             self.stream.flush()
             if self.tty and self._line_shown:
                 self._draw()
@@ -195,7 +196,7 @@ def _lock_data_dir(pipeline):
         return lock_data_dir(pipeline.config.data_dir, "watch")
     except DataDirBusy as e:
         pipeline.close()
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
 
 
 def _check_bind(host, token):
@@ -203,7 +204,7 @@ def _check_bind(host, token):
     try:
         check_bind(host, token)
     except UnsafeBindError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
 
 
 @click.command("watch")
@@ -243,14 +244,14 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     try:
         pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
     except (UsageError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
     lock = _lock_data_dir(pipeline)
     try:
         pipeline.check_transcriber()
     except UsageError as e:
         pipeline.close()
         lock.close()
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
 
     holder: dict[str, Watcher] = {}
     progress = WatchProgress(lambda: holder.get("w"))
@@ -299,7 +300,7 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
             try:
                 server.stop()
             except Exception as e:
-                click.echo(f"web UI did not stop cleanly: {e}", err=True)
+                click.echo(printable(f"web UI did not stop cleanly: {e}"), err=True)
         for s, h in old.items():
             signal.signal(s, h)
         if watcher.all_threads_done():

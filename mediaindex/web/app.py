@@ -47,6 +47,7 @@ from .. import __version__
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..models import Media, SearchQuery
 from ..plugins import load_plugins
+from ..safety import add_secret
 from ..scan import is_under
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -762,6 +763,7 @@ def create_app(pipeline, token: str | None = None):
     ``token``: when set, every ``/api`` call needs it. When not set, only requests whose Host is
     a loopback name or address are answered (no DNS rebinding).
     """
+    add_secret(token)  # never in a log line (``?token=`` in an access log) or a stored error
     web = WebApp(pipeline, token)
     mid = "/api/media/{media_id}"
     routes = [

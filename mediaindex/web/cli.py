@@ -29,6 +29,7 @@ def serve_command(host, port, data_dir, token, index_name, workers):
     """
     from ..config import Config
     from ..pipeline import Pipeline, UsageError
+    from ..safety import printable
     from .server import UnsafeBindError, check_bind, default_workers, run_server
 
     token = token or None
@@ -39,7 +40,7 @@ def serve_command(host, port, data_dir, token, index_name, workers):
     try:
         pipeline = Pipeline(Config.load(data_dir), index=index_name)
     except (UsageError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(printable(e)) from None
 
     def ready(url: str) -> None:
         suffix = " (token required: open it once with ?token=...)" if token else ""
