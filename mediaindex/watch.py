@@ -38,7 +38,8 @@ from typing import Callable, Iterable
 
 
 from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
-from .scan import DONE_STATUSES, FileStat, ScanPlan, _storable, is_candidate_name, is_under, walk
+from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
+                   is_under, offline_reason, walk)
 from .state import Job
 
 # watchdog event types that say nothing about content changes
@@ -83,7 +84,10 @@ class Watcher:
         self.pipeline = pipeline
         self.state = pipeline.state
         roots = [os.path.abspath(os.path.expanduser(str(r))).rstrip(os.sep) or os.sep for r in roots]
-        self.roots: list[str] = sorted(dict.fromkeys(roots))
+        self.roots: list[str] = sorted(distinct_roots(roots))
+        # the data dir is never watched: its own writes would be queued forever
+        self.excluded: list[str] = sorted({p for r in self.roots
+                                           for p in excluded_in(r, [str(pipeline.config.data_dir)])})
         self.stable = max(0.0, float(stable))
         self.poll = poll
         self.rescan_interval = rescan or None
@@ -127,6 +131,9 @@ class Watcher:
         Returns at once; the initial scan runs on the scheduler thread (``scan_done`` is set
         when it has been planned and queued).
         """
+        for path in self.excluded:
+            self.log(f"warning: {path} is the data dir (or inside it): never scanned; better keep it "
+                     "outside the watched folders")
         recovered = self.state.jobs.recover()
         if recovered:
             self.log(f"resuming {recovered} job(s) interrupted last time")
@@ -246,6 +253,9 @@ class Watcher:
             def on_any_event(self, event):  # runs on the observer thread: just hand it over
                 if event.event_type in _IGNORED_EVENTS:
                     return
+                if watcher._excluded(os.fsdecode(event.src_path)) and (
+                        not event.dest_path or watcher._excluded(os.fsdecode(event.dest_path))):
+                    return  # the data dir's own writes
                 watcher._inbox.append((event.event_type, os.fsdecode(event.src_path),
                                        os.fsdecode(event.dest_path) if event.dest_path else "",
                                        event.is_directory))
@@ -288,28 +298,13 @@ class Watcher:
         return self.state.has_files_under(root)
 
     def _root_online(self, root: str, scanning: bool = False) -> bool:
-        """A root is offline when it is missing, or when it was a mount point and no longer is
-        (an unmounted drive leaves its empty mount point behind). A scan also treats an empty
-        root folder as offline when files under it are known: a scan must never purge a library
-        because its drive was not mounted when the watcher started."""
-        if not os.path.exists(root):
-            return False
-        if not os.path.isdir(root):
-            return True
+        """Not offline by ``offline_reason`` (the rule ``index`` uses too): missing, a mount point
+        seen here that is no longer mounted, or (when scanning) an empty root where files are
+        known, as an unmounted drive leaves its empty mount point behind."""
         if os.path.ismount(root):
             self._mounts.add(root)
-            return True
-        if root in self._mounts:
-            return False
-        if scanning:
-            try:
-                with os.scandir(root) as it:
-                    empty = next(it, None) is None
-            except OSError:
-                return False
-            if empty and self._has_known_files(root):
-                return False
-        return True
+        return offline_reason(root, lambda: self._has_known_files(root), was_mount=root in self._mounts,
+                              check_empty=scanning) is None
 
     def _set_offline(self, root: str) -> None:
         if root not in self.offline:
@@ -400,11 +395,15 @@ class Watcher:
             heapq.heappush(self._heap, (due, self._seq, path))
         self._last_activity = time.monotonic()
 
+    def _excluded(self, path: str) -> bool:
+        return any(is_under(path, x) for x in self.excluded)
+
     def _wanted(self, path: str) -> bool:
         """Worth watching: inside a root, not hidden (relative to the root), not a temporary,
-        not a known non-media type (unknown types are probed: the pipeline ignores non-media)."""
+        not a known non-media type (unknown types are probed: the pipeline ignores non-media),
+        not in the data dir."""
         root = self.root_of(path)
-        if root is None or not _storable(path):  # a name that is not UTF-8: the scan reports it
+        if root is None or not _storable(path) or self._excluded(path):  # not UTF-8: the scan reports it
             return False
         rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
         parts = Path(rel).parts

@@ -279,6 +279,20 @@ def test_missing_root_at_start_is_offline_and_empty_root_is_not_purged(start_wat
     assert hit_paths(w2.pipeline, "sourdough starter")
 
 
+def test_data_dir_inside_a_watched_folder_is_never_scanned(start_watcher, library, data_dir, tmp_path, corpus_src):
+    """The state database's own writes must not be queued (and re-queued) as media."""
+    logs: list[str] = []
+    w = start_watcher([tmp_path], log=logs.append)  # holds both lib/ and data/
+    p = w.pipeline
+    assert f"warning: {data_dir} is the data dir (or inside it): never scanned; " \
+           "better keep it outside the watched folders" in logs
+    copy(corpus_src, "talks/space_station.mp3", library / "space_station.mp3")  # writes the database
+    wait_for(lambda: hit_paths(p, "cupola window"), what="the new file to be indexed")
+    assert w.wait_idle(15)
+    assert list(p.state.files_under(str(data_dir))) == []
+    assert p.state.jobs.pending() == 0 and p.state.transcription_count() == 5
+
+
 # ---- failures ----------------------------------------------------------------------------------
 
 
