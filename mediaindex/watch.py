@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -46,19 +47,21 @@ from .state import Job
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
-def _sig(st: os.stat_result | None) -> tuple[int, float] | None:
-    return (st.st_size, st.st_mtime) if st is not None else None
+def _sig(st: os.stat_result | OSError | None) -> tuple[int, float] | None:
+    return (st.st_size, st.st_mtime) if isinstance(st, os.stat_result) else None
 
 
-def _stat_file(path: str) -> os.stat_result | None:
-    """The stat of a regular file, or None when missing (or not a regular file)."""
+def _stat_file(path: str) -> os.stat_result | OSError | None:
+    """The stat of a regular file; None when missing (or not a regular file); the error when it
+    cannot be read (a symlink loop, a name too long, no permission, an I/O error). Never raises:
+    one odd path must not stop the others."""
     try:
         st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    import stat as _stat
-
-    return st if _stat.S_ISREG(st.st_mode) else None
+    except OSError as e:
+        return e
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 @dataclass
@@ -492,10 +495,14 @@ class Watcher:
         return self.state.conn.execute(
             "SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')", (path,)).fetchone() is not None
 
-    def _reconcile(self, path: str, st: os.stat_result | None, changed: list[FileStat], deleted: list[str]) -> None:
+    def _reconcile(self, path: str, st: os.stat_result | OSError | None, changed: list[FileStat],
+                   deleted: list[str]) -> None:
         """A stable path: queue what it needs (index, remove, or nothing)."""
         root = self.root_of(path)
         if root is None:
+            return
+        if isinstance(st, OSError):  # unreadable is not gone: what is known stays, nothing is queued
+            self.log(f"skipped: {path}: cannot read: {st.strerror or st}")
             return
         if st is None:
             if root in self.offline or not self._root_online(root):

@@ -309,6 +309,28 @@ def test_transient_failure_is_retried(start_watcher, library, monkeypatch):
     assert p.state.summary()["files"]["failed"] == 0
 
 
+def test_a_path_that_settles_as_a_symlink_loop_never_holds_up_the_others(start_watcher, library, corpus_src):
+    """ELOOP from stat made the whole batch stay pending forever, even past rescans."""
+    logs: list[str] = []
+    w = start_watcher([library], log=logs.append)
+    p = w.pipeline
+    loop = library / "new" / "a_loop.mp3"
+    copy(corpus_src, "talks/space_station.mp3", loop)  # a regular file when first seen...
+    copy(corpus_src, "chinese/weather.mp3", library / "new" / "b.mp3")
+    copy(corpus_src, "music/instrumental.mp3", library / "new" / "c.mp3")
+    copy(corpus_src, "podcasts/nested/deeper/gardening.flac", library / "new" / "d.flac")
+    os.remove(loop)
+    os.symlink(loop.name, loop)  # ... that settles as a link to itself
+    assert w.wait_idle(20), "paths stayed pending"
+    for name in ("b.mp3", "c.mp3", "d.flac"):
+        assert p.state.get_file(str(library / "new" / name)).status == "indexed", name
+    assert p.state.get_file(str(loop)) is None
+    assert f"skipped: {loop}: cannot read: Too many levels of symbolic links" in logs
+    w.request_rescan()
+    assert w.wait_idle(20)
+    assert p.state.jobs.pending() == 0 and p.state.transcription_count() == 7
+
+
 def test_permanent_failure_is_recorded_and_watch_goes_on(start_watcher, library, corpus_src):
     w = start_watcher([library])
     p = w.pipeline
