@@ -55,7 +55,8 @@ def distinct_roots(roots: Iterable[str]) -> list[str]:
 
 def excluded_in(root: str, folders: Iterable[str]) -> list[str]:
     """Which of folders (the data dir) a walk of root would enter, spelled as under root
-    (symlinks resolved); [root] itself when root lies inside one of them."""
+    (symlinks resolved); [root] itself when root lies inside one of them. A folder under a
+    hidden one (the default ~/.local/share/mediaindex) is never entered anyway."""
     found = []
     real_root = os.path.realpath(root)
     for folder in folders:
@@ -63,10 +64,12 @@ def excluded_in(root: str, folders: Iterable[str]) -> list[str]:
         real = os.path.realpath(folder)
         if is_under(root, folder) or is_under(real_root, real):
             return [root]
-        if is_under(folder, root):
+        if not is_under(folder, root):
+            if not is_under(real, real_root):
+                continue
+            folder = os.path.normpath(os.path.join(root, os.path.relpath(real, real_root)))
+        if not any(part.startswith(".") for part in Path(os.path.relpath(folder, root)).parts):
             found.append(folder)
-        elif is_under(real, real_root):
-            found.append(os.path.normpath(os.path.join(root, os.path.relpath(real, real_root))))
     return found
 
 

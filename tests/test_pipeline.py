@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from mediaindex.models import SearchQuery
+from mediaindex.scan import excluded_in
 
 pytestmark = pytest.mark.usefixtures("manifest_transcriber")
 
@@ -200,6 +201,7 @@ def test_data_dir_inside_a_root_is_never_scanned(make_pipeline, data_dir, corpus
         assert plan.excluded == [str(root / "data")]
     plan = p.plan([str(data_dir)])  # the data dir itself: nothing in it is media
     assert plan.changed == [] and plan.excluded == [str(data_dir)]
+    assert excluded_in(str(tmp_path.parent), [str(tmp_path / ".local" / "data")]) == []  # hidden: never entered
 
 
 def test_transient_error_is_retried(make_pipeline, corpus, monkeypatch):
