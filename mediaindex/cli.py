@@ -83,8 +83,9 @@ class BarReporter:
 def index(paths, data_dir, transcriber, index_name, workers):
     """Scan PATHS once and index every new or changed media file.
 
-    Exit status: 0 when every file is indexed, 1 when any failed, was skipped or waits for a
-    retry, or a root is offline (each listed with its reason), 2 on usage errors.
+    Exit status: 0 when every file is indexed, 1 when any failed, was skipped (an unreadable
+    entry, or a path named that is not media: a .txt, a FIFO, a device) or waits for a retry,
+    or a root is offline (each listed with its reason), 2 on usage errors.
     """
     missing = [p for p in paths if not os.path.exists(p)]
     pipeline = open_pipeline(data_dir, transcriber=transcriber, index=index_name)
@@ -110,6 +111,9 @@ def index(paths, data_dir, transcriber, index_name, workers):
             click.echo(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped",
                        err=True)
         plan = pipeline.plan(list(paths))
+        for path in plan.excluded:
+            click.echo(f"warning: {printable(path)} is the data dir (or inside it): never scanned; better keep it "
+                       "outside the indexed folders", err=True)
         pipeline.enqueue_plan(plan)
         total = pipeline.state.jobs.pending()
         click.echo(f"{len(plan.changed)} new or changed, {plan.unchanged} unchanged, "
@@ -122,8 +126,7 @@ def index(paths, data_dir, transcriber, index_name, workers):
         for o in outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
         transcribed = sum(1 for o in outcomes if o.transcribed)
-        roots = [os.path.abspath(p) for p in paths]
-        failed = [rec for root in roots for rec in pipeline.state.files_under(root) if rec.status == "failed"]
+        failed = [rec for root in plan.roots for rec in pipeline.state.files_under(root) if rec.status == "failed"]
         still_queued = pipeline.state.jobs.pending()
         parts = [f"{counts.get('indexed', 0)} indexed ({transcribed} transcribed)"]
         if counts.get("removed"):
@@ -140,7 +143,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
         for path, reason in plan.unreadable:
             click.echo(f"  skipped: {printable(path)}: {printable(reason)}", err=True)
         for root in plan.offline:
-            click.echo(f"  offline: {printable(root)} (missing; its files stay in the index)", err=True)
+            click.echo(f"  offline: {printable(root)} ({printable(plan.offline_why.get(root, 'missing'))}; "
+                       "its files stay in the index)", err=True)
         sys.exit(1 if failed or still_queued or plan.unreadable or plan.offline else 0)
     except UsageError as e:
         raise click.UsageError(printable(e)) from None

@@ -351,10 +351,11 @@ class Pipeline:
     # ---- scanning and the job queue --------------------------------------------------------
 
     def plan(self, roots: list[str]) -> ScanPlan:
-        """Find new, changed and deleted files under roots; offline roots are reported, not purged."""
+        """Find new, changed and deleted files under roots; offline roots are reported, not purged;
+        the data dir is never scanned."""
         roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
-        plan = plan_scan(roots, self.state.file_signatures())
-        for root in roots:
+        plan = plan_scan(roots, self.state.file_signatures(), exclude=[str(self.config.data_dir)])
+        for root in plan.roots:
             self.state.set_root(root, "offline" if root in plan.offline else "online")
         return plan
 

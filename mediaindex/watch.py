@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -38,26 +39,29 @@ from typing import Callable, Iterable
 
 
 from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
-from .scan import DONE_STATUSES, FileStat, ScanPlan, _storable, is_candidate_name, is_under, walk
+from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
+                   is_under, offline_reason, walk)
 from .state import Job
 
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 
-def _sig(st: os.stat_result | None) -> tuple[int, float] | None:
-    return (st.st_size, st.st_mtime) if st is not None else None
+def _sig(st: os.stat_result | OSError | None) -> tuple[int, float] | None:
+    return (st.st_size, st.st_mtime) if isinstance(st, os.stat_result) else None
 
 
-def _stat_file(path: str) -> os.stat_result | None:
-    """The stat of a regular file, or None when missing (or not a regular file)."""
+def _stat_file(path: str) -> os.stat_result | OSError | None:
+    """The stat of a regular file; None when missing (or not a regular file); the error when it
+    cannot be read (a symlink loop, a name too long, no permission, an I/O error). Never raises:
+    one odd path must not stop the others."""
     try:
         st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    import stat as _stat
-
-    return st if _stat.S_ISREG(st.st_mode) else None
+    except OSError as e:
+        return e
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 @dataclass
@@ -83,7 +87,10 @@ class Watcher:
         self.pipeline = pipeline
         self.state = pipeline.state
         roots = [os.path.abspath(os.path.expanduser(str(r))).rstrip(os.sep) or os.sep for r in roots]
-        self.roots: list[str] = sorted(dict.fromkeys(roots))
+        self.roots: list[str] = sorted(distinct_roots(roots))
+        # the data dir is never watched: its own writes would be queued forever
+        self.excluded: list[str] = sorted({p for r in self.roots
+                                           for p in excluded_in(r, [str(pipeline.config.data_dir)])})
         self.stable = max(0.0, float(stable))
         self.poll = poll
         self.rescan_interval = rescan or None
@@ -127,6 +134,9 @@ class Watcher:
         Returns at once; the initial scan runs on the scheduler thread (``scan_done`` is set
         when it has been planned and queued).
         """
+        for path in self.excluded:
+            self.log(f"warning: {path} is the data dir (or inside it): never scanned; better keep it "
+                     "outside the watched folders")
         recovered = self.state.jobs.recover()
         if recovered:
             self.log(f"resuming {recovered} job(s) interrupted last time")
@@ -246,6 +256,9 @@ class Watcher:
             def on_any_event(self, event):  # runs on the observer thread: just hand it over
                 if event.event_type in _IGNORED_EVENTS:
                     return
+                if watcher._excluded(os.fsdecode(event.src_path)) and (
+                        not event.dest_path or watcher._excluded(os.fsdecode(event.dest_path))):
+                    return  # the data dir's own writes
                 watcher._inbox.append((event.event_type, os.fsdecode(event.src_path),
                                        os.fsdecode(event.dest_path) if event.dest_path else "",
                                        event.is_directory))
@@ -288,28 +301,13 @@ class Watcher:
         return self.state.has_files_under(root)
 
     def _root_online(self, root: str, scanning: bool = False) -> bool:
-        """A root is offline when it is missing, or when it was a mount point and no longer is
-        (an unmounted drive leaves its empty mount point behind). A scan also treats an empty
-        root folder as offline when files under it are known: a scan must never purge a library
-        because its drive was not mounted when the watcher started."""
-        if not os.path.exists(root):
-            return False
-        if not os.path.isdir(root):
-            return True
+        """Not offline by ``offline_reason`` (the rule ``index`` uses too): missing, a mount point
+        seen here that is no longer mounted, or (when scanning) an empty root where files are
+        known, as an unmounted drive leaves its empty mount point behind."""
         if os.path.ismount(root):
             self._mounts.add(root)
-            return True
-        if root in self._mounts:
-            return False
-        if scanning:
-            try:
-                with os.scandir(root) as it:
-                    empty = next(it, None) is None
-            except OSError:
-                return False
-            if empty and self._has_known_files(root):
-                return False
-        return True
+        return offline_reason(root, lambda: self._has_known_files(root), was_mount=root in self._mounts,
+                              check_empty=scanning) is None
 
     def _set_offline(self, root: str) -> None:
         if root not in self.offline:
@@ -400,11 +398,15 @@ class Watcher:
             heapq.heappush(self._heap, (due, self._seq, path))
         self._last_activity = time.monotonic()
 
+    def _excluded(self, path: str) -> bool:
+        return any(is_under(path, x) for x in self.excluded)
+
     def _wanted(self, path: str) -> bool:
         """Worth watching: inside a root, not hidden (relative to the root), not a temporary,
-        not a known non-media type (unknown types are probed: the pipeline ignores non-media)."""
+        not a known non-media type (unknown types are probed: the pipeline ignores non-media),
+        not in the data dir."""
         root = self.root_of(path)
-        if root is None or not _storable(path):  # a name that is not UTF-8: the scan reports it
+        if root is None or not _storable(path) or self._excluded(path):  # not UTF-8: the scan reports it
             return False
         rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
         parts = Path(rel).parts
@@ -493,10 +495,14 @@ class Watcher:
         return self.state.conn.execute(
             "SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')", (path,)).fetchone() is not None
 
-    def _reconcile(self, path: str, st: os.stat_result | None, changed: list[FileStat], deleted: list[str]) -> None:
+    def _reconcile(self, path: str, st: os.stat_result | OSError | None, changed: list[FileStat],
+                   deleted: list[str]) -> None:
         """A stable path: queue what it needs (index, remove, or nothing)."""
         root = self.root_of(path)
         if root is None:
+            return
+        if isinstance(st, OSError):  # unreadable is not gone: what is known stays, nothing is queued
+            self.log(f"skipped: {path}: cannot read: {st.strerror or st}")
             return
         if st is None:
             if root in self.offline or not self._root_online(root):

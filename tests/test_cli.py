@@ -177,3 +177,51 @@ def test_index_refuses_while_another_writer_holds_the_data_dir(corpus, data_dir)
     finally:
         held.close()
     run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+
+
+def test_index_on_an_unmounted_drive_keeps_the_library(corpus, data_dir, tmp_path):
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    os.rename(corpus / "talks", drive / "talks")
+    run("index", str(drive), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    os.rename(drive, tmp_path / "away")
+    drive.mkdir()  # not mounted: the empty mount point stays
+    r = run("index", str(drive), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert f"offline: {drive} (empty, but files were indexed under it: is the drive mounted?; " in r.output
+    assert "0 gone" in r.output and "removed" not in r.output
+    out = json.loads(run("search", "cupola window", "--data-dir", str(data_dir), "--json", code=0).output)
+    assert out["total"] == 1
+
+
+def test_overlapping_roots_are_counted_once(corpus, data_dir):
+    from mediaindex.scan import walk
+
+    files = len(list(walk(str(corpus))))
+    r = run("index", str(corpus), str(corpus / "broken"), str(corpus / "talks" / "space_station.mp3"),
+            "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert f"{files} new or changed, 0 unchanged" in r.output and "4 failed" in r.output
+    assert r.output.count(f"failed: {corpus / 'broken' / 'empty.mp3'}: ") == 1
+
+
+def test_named_paths_that_are_skipped_say_why_and_exit_1(corpus, data_dir, tmp_path):
+    fifo = tmp_path / "pipe.mp3"
+    os.mkfifo(fifo)
+    partial = tmp_path / "talk.mp3.part"
+    partial.write_bytes((corpus / "talks" / "space_station.mp3").read_bytes())
+    r = run("index", str(corpus / "talks"), str(fifo), "/dev/zero", str(corpus / "notes.txt"), str(partial),
+            "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "2 indexed" in r.output
+    assert f"skipped: {fifo}: a named pipe (FIFO): only regular files and folders are indexed" in r.output
+    assert "skipped: /dev/zero: a device: only regular files and folders are indexed" in r.output
+    assert f"skipped: {corpus / 'notes.txt'}: not media (.txt files are never indexed)" in r.output
+    assert f"skipped: {partial}: a hidden or temporary file" in r.output
+
+
+def test_data_dir_inside_the_indexed_folder_is_skipped_with_a_warning(corpus, tmp_path):
+    data = tmp_path / "mi-data"
+    r = run("index", str(tmp_path), "--data-dir", str(data), "--transcriber", "manifest", code=1)
+    assert f"warning: {data} is the data dir (or inside it): never scanned" in r.output
+    out = json.loads(run("status", "--data-dir", str(data), "--json", code=0).output)
+    assert out["files"]["ignored"] == 0  # its database files were not probed as unknown media
+    run("index", str(tmp_path), "--data-dir", str(data), "--transcriber", "manifest", code=1)
+    assert json.loads(run("status", "--data-dir", str(data), "--json").output)["files"]["ignored"] == 0

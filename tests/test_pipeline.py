@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from mediaindex.models import SearchQuery
+from mediaindex.scan import excluded_in
 
 pytestmark = pytest.mark.usefixtures("manifest_transcriber")
 
@@ -161,6 +162,46 @@ def test_offline_root_keeps_its_entries(make_pipeline, corpus, tmp_path):
     assert plan.offline == [str(corpus)] and plan.deleted == []
     assert p.state.roots()[str(corpus)] == "offline"
     assert search(p, "cupola window").total == 1
+
+
+def test_empty_root_where_files_were_is_offline_not_purged(make_pipeline, corpus, tmp_path):
+    """An unmounted drive leaves its empty mount point behind: not a folder whose files were deleted."""
+    p = make_pipeline()
+    talks = corpus / "talks"
+    index_all(p, talks)
+    talks.rename(tmp_path / "unmounted")
+    talks.mkdir()  # the mount point, empty
+    plan = p.plan([str(talks)])
+    assert plan.offline == [str(talks)] and plan.deleted == []
+    assert "is the drive mounted?" in plan.offline_why[str(talks)]
+    assert p.state.roots()[str(talks)] == "offline"
+    assert search(p, "cupola window").total == 1
+    (tmp_path / "new").mkdir()  # an empty folder where nothing was indexed is just empty
+    assert p.plan([str(tmp_path / "new")]).offline == []
+
+
+def test_overlapping_roots_are_scanned_once(make_pipeline, corpus):
+    p = make_pipeline()
+    alone = [f.path for f in p.plan([str(corpus)]).changed]
+    plan = p.plan([str(corpus / "talks"), str(corpus), str(corpus / "talks" / "space_station.mp3"),
+                   str(corpus) + "/", str(corpus / "broken")])
+    assert plan.roots == [str(corpus)]
+    assert [f.path for f in plan.changed] == alone
+
+
+def test_data_dir_inside_a_root_is_never_scanned(make_pipeline, data_dir, corpus, tmp_path):
+    p = make_pipeline()  # its state database (and WAL) lives in data_dir, next to the corpus
+    link = tmp_path / "link"
+    os.symlink(tmp_path, link)  # the same folder under another name: still the data dir
+    for root in (tmp_path, link):
+        plan = p.plan([str(root)])
+        paths = [f.path for f in plan.changed]
+        assert str(root / "media" / "talks" / "space_station.mp3") in paths
+        assert [path for path in paths if "/data/" in path] == []
+        assert plan.excluded == [str(root / "data")]
+    plan = p.plan([str(data_dir)])  # the data dir itself: nothing in it is media
+    assert plan.changed == [] and plan.excluded == [str(data_dir)]
+    assert excluded_in(str(tmp_path.parent), [str(tmp_path / ".local" / "data")]) == []  # hidden: never entered
 
 
 def test_transient_error_is_retried(make_pipeline, corpus, monkeypatch):

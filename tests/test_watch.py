@@ -279,6 +279,20 @@ def test_missing_root_at_start_is_offline_and_empty_root_is_not_purged(start_wat
     assert hit_paths(w2.pipeline, "sourdough starter")
 
 
+def test_data_dir_inside_a_watched_folder_is_never_scanned(start_watcher, library, data_dir, tmp_path, corpus_src):
+    """The state database's own writes must not be queued (and re-queued) as media."""
+    logs: list[str] = []
+    w = start_watcher([tmp_path], log=logs.append)  # holds both lib/ and data/
+    p = w.pipeline
+    assert f"warning: {data_dir} is the data dir (or inside it): never scanned; " \
+           "better keep it outside the watched folders" in logs
+    copy(corpus_src, "talks/space_station.mp3", library / "space_station.mp3")  # writes the database
+    wait_for(lambda: hit_paths(p, "cupola window"), what="the new file to be indexed")
+    assert w.wait_idle(15)
+    assert list(p.state.files_under(str(data_dir))) == []
+    assert p.state.jobs.pending() == 0 and p.state.transcription_count() == 5
+
+
 # ---- failures ----------------------------------------------------------------------------------
 
 
@@ -293,6 +307,28 @@ def test_transient_failure_is_retried(start_watcher, library, monkeypatch):
     assert p.state.get_file(path).status == "indexed"
     assert p.transcribers["manifest"].calls.count(path) == 2
     assert p.state.summary()["files"]["failed"] == 0
+
+
+def test_a_path_that_settles_as_a_symlink_loop_never_holds_up_the_others(start_watcher, library, corpus_src):
+    """ELOOP from stat made the whole batch stay pending forever, even past rescans."""
+    logs: list[str] = []
+    w = start_watcher([library], log=logs.append)
+    p = w.pipeline
+    loop = library / "new" / "a_loop.mp3"
+    copy(corpus_src, "talks/space_station.mp3", loop)  # a regular file when first seen...
+    copy(corpus_src, "chinese/weather.mp3", library / "new" / "b.mp3")
+    copy(corpus_src, "music/instrumental.mp3", library / "new" / "c.mp3")
+    copy(corpus_src, "podcasts/nested/deeper/gardening.flac", library / "new" / "d.flac")
+    os.remove(loop)
+    os.symlink(loop.name, loop)  # ... that settles as a link to itself
+    assert w.wait_idle(20), "paths stayed pending"
+    for name in ("b.mp3", "c.mp3", "d.flac"):
+        assert p.state.get_file(str(library / "new" / name)).status == "indexed", name
+    assert p.state.get_file(str(loop)) is None
+    assert f"skipped: {loop}: cannot read: Too many levels of symbolic links" in logs
+    w.request_rescan()
+    assert w.wait_idle(20)
+    assert p.state.jobs.pending() == 0 and p.state.transcription_count() == 7
 
 
 def test_permanent_failure_is_recorded_and_watch_goes_on(start_watcher, library, corpus_src):
