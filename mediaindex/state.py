@@ -143,10 +143,13 @@ class State:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except BaseException:  # e.g. disk full: never leave it open for the next tx() to join
+            _rollback(conn)
+            raise
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -366,6 +369,16 @@ class State:
             "spent": round(self.total_cost(), 4),
             "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
         }
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it may on a full disk or an I/O
+    error): the error that caused it is the one to report, never "no transaction is active"."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _file(row: sqlite3.Row) -> FileRecord:
