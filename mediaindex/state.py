@@ -117,6 +117,8 @@ class State:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []  # every thread's, closed together
+        self._conns_lock = threading.Lock()
         self.conn.executescript(SCHEMA)
         self.jobs = JobQueue(self)
 
@@ -130,6 +132,8 @@ class State:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
             self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
     @contextmanager
@@ -152,10 +156,15 @@ class State:
             raise
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection: the last one to close checkpoints the WAL into the file."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
 
     # ---- files -----------------------------------------------------------------------------
 
