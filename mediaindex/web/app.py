@@ -763,11 +763,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     """A damaged index (the next `index` or `watch` rebuilds it), a damaged state database, a full
     disk: 503 with what to do, not a 500."""
-    fatal = exc if isinstance(exc, FatalError) else database_error(
-        exc, request.app.state.web.pipeline.config.state_path)
+    config = request.app.state.web.pipeline.config
+    fatal = exc if isinstance(exc, FatalError) else database_error(exc, config.state_path)
     if fatal is None:
         return await _server_error(request, exc)
-    return error_response(503, str(fatal))
+    return error_response(503, config.redact(str(fatal)))
 
 
 def create_app(pipeline, token: str | None = None):
