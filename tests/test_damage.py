@@ -38,10 +38,10 @@ def truncated(db: Path) -> None:
     os.truncate(db, db.stat().st_size // 2)
 
 
-def flipped(db: Path) -> None:
-    """Flip the first bytes (the b-tree page header) of the page that holds the documents."""
+def flipped(db: Path, table: str = "docs") -> None:
+    """Flip the first bytes (the b-tree page header) of the first page of a table."""
     with sqlite3.connect(db) as c:
-        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'docs'").fetchone()[0]
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
     c.close()
     page_size = int.from_bytes(db.read_bytes()[16:18], "big")
     with open(db, "r+b") as f:
@@ -142,7 +142,14 @@ def test_api_answers_503_on_a_damaged_index_and_recovers_after_index(talks, data
 # ---- a damaged state database --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", [truncated, garbage], ids=lambda f: f.__name__)
+def flipped_files(db: Path) -> None:
+    """The files table and its status index are damaged, the rest is sound: the state opens,
+    queries fail."""
+    flipped(db, "files")
+    flipped(db, "files_status")
+
+
+@pytest.mark.parametrize("damage", [truncated, garbage, flipped_files], ids=lambda f: f.__name__)
 def test_damaged_state_is_named_and_left_in_place(talks, data_dir, damage):
     state = data_dir / "state.sqlite3"
     damage(state)
@@ -154,6 +161,16 @@ def test_damaged_state_is_named_and_left_in_place(talks, data_dir, damage):
         assert "writable" not in r.output
     assert state.read_bytes() == before  # never moved aside or changed: the user decides
     assert not list(data_dir.glob("state*.damaged*"))
+
+
+def test_api_answers_503_on_a_damaged_state(talks, data_dir, make_pipeline):
+    from mediaindex.web.app import create_app
+
+    flipped_files(data_dir / "state.sqlite3")
+    with TestClient(create_app(make_pipeline()), base_url="http://127.0.0.1") as client:
+        r = client.get("/api/status")
+        assert r.status_code == 503, r.text
+        assert f"the state database {data_dir / 'state.sqlite3'} is damaged" in r.json()["error"]
 
 
 # ---- a full disk ---------------------------------------------------------------------------
