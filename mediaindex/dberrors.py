@@ -7,6 +7,7 @@ gives None: it is a bug, shown with its traceback.
 from __future__ import annotations
 
 import errno
+import shlex
 import shutil
 import sqlite3
 from pathlib import Path
@@ -75,12 +76,12 @@ def index_damaged(path: Path, reason: str) -> IndexDamaged:
 
 
 def state_damaged(path: Path, reason: str) -> StateDamaged:
+    db, saved, aside = (shlex.quote(f"{path}{suffix}") for suffix in ("", ".recovered", ".damaged"))
     return StateDamaged(
         f"the state database {path} is damaged ({reason}). It holds the only copy of the transcripts, so it "
-        f"was left as it is. With mediaindex stopped, save what can be read:\n"
-        f"  sqlite3 {path} .recover | sqlite3 {path}.recovered\n"
-        f"  mv {path} {path}.damaged && mv {path}.recovered {path}\n"
-        "or move it aside to start over (every file is then transcribed again).", path)
+        f"was left as it is. With mediaindex stopped, save what can be read: `sqlite3 {db} .recover | sqlite3 "
+        f"{saved}`, then `mv {db} {aside} && mv {saved} {db}`; or move it aside to start over (every file is "
+        "then transcribed again)", path)
 
 
 def database_error(e: BaseException, path: Path, *, index: bool = False) -> FatalError | None:
