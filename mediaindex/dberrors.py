@@ -80,8 +80,8 @@ def state_damaged(path: Path, reason: str) -> StateDamaged:
     return StateDamaged(
         f"the state database {path} is damaged ({reason}). It holds the only copy of the transcripts, so it "
         f"was left as it is. With mediaindex stopped, save what can be read: `sqlite3 {db} .recover | sqlite3 "
-        f"{saved}`, then `mv {db} {aside} && mv {saved} {db}`; or move it aside to start over (every file is "
-        "then transcribed again)", path)
+        f"{saved}` (`.dump` where `.recover` is missing), then `mv {db} {aside} && mv {saved} {db}`; or move "
+        "it aside to start over (every file is then transcribed again)", path)
 
 
 def database_error(e: BaseException, path: Path, *, index: bool = False) -> FatalError | None:
