@@ -78,10 +78,10 @@ def index_again(talks, data_dir, code=0):
     return run("index", str(talks), "--data-dir", str(data_dir), "--transcriber", "manifest", code=code)
 
 
-def assert_repaired(r, data_dir):
+def assert_repaired(r, data_dir, transcribed=0):
     assert "was damaged" in r.output and "moved aside to index.damaged-" in r.output, r.output
     assert "2 media rebuilt from cached transcripts" in r.output
-    assert "(0 transcribed)" in r.output  # rebuilt from the cached transcripts
+    assert f"({transcribed} transcribed)" in r.output  # the two talks come from the cached transcripts
     assert len(list(data_dir.glob("index.damaged-*.sqlite3"))) == 1
     assert not (data_dir / "index.sqlite3.damaged").exists()  # the mark a failed query left is gone
     hits = json.loads(run("search", QUERY, "--json", "--data-dir", str(data_dir), code=0).output)["hits"]
@@ -137,6 +137,23 @@ def test_api_answers_503_on_a_damaged_index_and_recovers_after_index(talks, data
         r = client.get("/api/search", params={"q": QUERY})
         assert r.status_code == 200, r.text
         assert [h["title"] for h in r.json()["hits"]] == ["space_station"]
+
+
+def test_a_server_reads_the_rebuilt_index_not_the_one_set_aside(talks, data_dir, corpus, make_pipeline,
+                                                                 monkeypatch):
+    """A server that never saw the damage (its queries do not read the broken page) follows
+    the repair: it reopens the file at the path instead of reading the one set aside forever."""
+    from mediaindex.builtin.sqlite_index import SqliteIndex
+    from mediaindex.web.app import create_app
+
+    monkeypatch.setattr(SqliteIndex, "REOPEN_CHECK", 0.0)  # check on every query, not once a second
+    with TestClient(create_app(make_pipeline()), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/search", params={"q": "dolphins"}).json()["total"] == 0
+        flipped(data_dir / "index.sqlite3", "media")  # a page search never reads
+        shutil.copy(corpus / "podcasts" / "ferry.webm", talks)
+        assert_repaired(index_again(talks, data_dir), data_dir, transcribed=1)
+        r = client.get("/api/search", params={"q": "dolphins"})
+        assert r.status_code == 200 and [h["title"] for h in r.json()["hits"]] == ["ferry"], r.text
 
 
 # ---- a damaged state database --------------------------------------------------------------

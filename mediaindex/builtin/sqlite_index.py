@@ -28,6 +28,11 @@ The hit's ``time`` is the start of the engine word under the first match in the 
 Concurrency: one connection per thread, WAL mode, ``busy_timeout``; writes are serialised in
 process by a lock and each media's write is one ``BEGIN IMMEDIATE`` transaction, so readers
 (the web server) never see a half-written media.
+
+Damage: a query that finds the file damaged raises ``IndexDamaged`` and leaves a mark
+(``index.sqlite3.damaged``); ``repair()`` (run by ``index`` and ``watch`` at start) sets a marked
+file, or one that fails ``PRAGMA quick_check``, aside, and the pipeline rebuilds it from the
+cached transcripts. Readers in other processes notice the new file (its inode) and reopen it.
 """
 from __future__ import annotations
 
@@ -104,6 +109,13 @@ def _guarded(method):
     return wrapper
 
 
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 @lru_cache(maxsize=4096)
 def _ascii_prefix_re(prefix: str) -> re.Pattern:
     """Tokens starting with ``prefix`` in lower-case ASCII text (one match per such token)."""
@@ -114,6 +126,7 @@ class SqliteIndex(IndexBackend):
     """SQLite FTS5 index in one file. Cheap to construct; the database opens on first use."""
 
     name = "sqlite"
+    REOPEN_CHECK = 1.0  # seconds: how often a thread checks that its file was not replaced
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -130,9 +143,9 @@ class SqliteIndex(IndexBackend):
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
-        if c is not None and self._local.generation == self._generation:
+        if c is not None and self._local.generation == self._generation and not self._replaced():
             return c
-        if c is not None:  # the file was found damaged (and may have been rebuilt since)
+        if c is not None:  # the file was found damaged, or set aside and rebuilt by another process
             self._drop(c)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         generation = self._generation
@@ -143,7 +156,16 @@ class SqliteIndex(IndexBackend):
             c.close()
             raise
         self._local.conn, self._local.generation = c, generation
+        self._local.inode, self._local.checked = _inode(self.path), _time.monotonic()
         return c
+
+    def _replaced(self) -> bool:
+        """Is the file this thread reads no longer the one at the path (set aside by a repair)?"""
+        now = _time.monotonic()
+        if now - self._local.checked < self.REOPEN_CHECK:
+            return False
+        self._local.checked = now
+        return _inode(self.path) != self._local.inode
 
     def _setup(self, c: sqlite3.Connection) -> None:
         c.execute("PRAGMA busy_timeout=30000")
