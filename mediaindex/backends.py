@@ -200,5 +200,10 @@ class IndexBackend(abc.ABC):
     def media_ids(self) -> set[str]:
         """Ids of every media in the index (to reconcile with the state database)."""
 
+    def repair(self) -> str | None:
+        """Check the index; when it is damaged, set it aside and start empty (``reconcile`` then
+        rebuilds it from the cached transcripts). Returns what was done for the user, None when sound."""
+        return None
+
     def close(self) -> None:
         """Release connections."""

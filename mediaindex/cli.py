@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .config import Config
 from .datalock import DataDirBusy, lock_data_dir
+from .dberrors import database_error
 from .export import FORMATS, clock, render
 from .models import SearchQuery
 from .pipeline import FatalError, Pipeline, UsageError
@@ -31,6 +32,15 @@ def open_pipeline(data_dir, **kw) -> Pipeline:
         return Pipeline(Config.load(data_dir), **kw)
     except (UsageError, ValueError) as e:
         raise click.UsageError(printable(e)) from None
+    except FatalError as e:  # a damaged state database, a full disk
+        raise click.ClickException(printable(e)) from None
+
+
+def database_failure(e: sqlite3.Error, config: Config) -> Exception:
+    """What to raise for a database error: a clear message for a full disk, a damaged or a
+    read-only database (see dberrors); any other error as it is (a bug: its traceback helps)."""
+    fatal = database_error(e, config.state_path)
+    return click.ClickException(printable(fatal)) if fatal else e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,6 +116,9 @@ def index(paths, data_dir, transcriber, index_name, workers):
         recovered = pipeline.state.jobs.recover()
         if recovered:
             click.echo(f"resuming {recovered} job(s) interrupted last time", err=True)
+        repaired = pipeline.repair_index()
+        if repaired:
+            click.echo(f"{repaired}; rebuilding it from the cached transcripts", err=True)
         rebuilt, dropped = pipeline.reconcile()
         if rebuilt or dropped:
             click.echo(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped",
@@ -150,6 +163,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
         raise click.UsageError(printable(e)) from None
     except FatalError as e:
         raise click.ClickException(printable(e)) from None
+    except sqlite3.Error as e:
+        raise database_failure(e, pipeline.config) from None
     finally:
         lock.close()
         pipeline.close()
@@ -195,6 +210,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
                 prefix = prefix.rstrip(os.sep) + os.sep
         result = pipeline.index.search(SearchQuery(q=query, limit=limit, offset=offset, language=lang,
                                                    emotion=emotion, kind=kind, path_prefix=prefix))
+    except FatalError as e:  # a damaged index (the next `index` or `watch` rebuilds it), a full disk
+        raise click.ClickException(printable(e)) from None
     finally:
         pipeline.close()
     if as_json:
@@ -243,6 +260,9 @@ def status(data_dir, as_json):
             summary["jobs"] = state.jobs.counts()
             state.close()
         except (OSError, sqlite3.Error) as e:
+            fatal = database_error(e, config.state_path)
+            if fatal is not None:
+                raise click.ClickException(printable(fatal)) from None
             raise click.ClickException(f"cannot read the state database {config.state_path}: {e}") from None
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
@@ -277,6 +297,8 @@ def export(media, fmt, data_dir, output):
             raise click.ClickException(f"{printable(media)}: no transcript yet (status: {m.status})")
         text = render(fmt, m, transcript)
         output.write(terminal_safe(text, keep_newlines=True) if output.isatty() else text)  # a file stays exact
+    except sqlite3.Error as e:
+        raise database_failure(e, pipeline.config) from None
     finally:
         pipeline.close()
 

@@ -27,8 +27,9 @@ def lock_data_dir(data_dir: Path, command: str) -> IO[str]:
         other = f.read().strip() or "another process"
         f.close()
         raise DataDirBusy(f"{other} is already using {data_dir}; stop it first, or use another --data-dir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"`mediaindex {command}` (pid {os.getpid()})")
-    f.flush()
+    try:  # unbuffered: nothing is left to fail when the file is closed
+        os.ftruncate(f.fileno(), 0)
+        os.write(f.fileno(), f"`mediaindex {command}` (pid {os.getpid()})".encode())
+    except OSError:  # a full disk: the lock is held all the same, only the holder's name is missing
+        pass
     return f

@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
                        TranscribeRequest)
 from .config import Config
+from .dberrors import DiskFull, StateDamaged, database_error
 from .models import Media, ProbeResult, Segment, Transcript
 from .plugins import load_plugins
 from .probe import probe
@@ -37,15 +38,6 @@ class BudgetExceeded(FatalError):
 
 class UsageError(Exception):
     """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    import errno
-    import sqlite3
-
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return True
-    return isinstance(e, sqlite3.OperationalError) and "full" in str(e)
 
 
 def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -106,6 +98,9 @@ class Pipeline:
             try:
                 state = State(config.state_path)
             except (OSError, sqlite3.Error) as e:
+                fatal = database_error(e, config.state_path)
+                if isinstance(fatal, (DiskFull, StateDamaged)):
+                    raise fatal from None
                 raise UsageError(f"cannot open the state database {config.state_path}: {e} "
                                  "(is the data dir writable? choose another with --data-dir)") from None
         self.state = state
@@ -327,6 +322,10 @@ class Pipeline:
         local = next((p for p in media.paths if os.path.isfile(p)), None)
         self.index.upsert(media, self._enrich(media, transcript, info, Path(local) if local else None))
 
+    def repair_index(self) -> str | None:
+        """Set a damaged index aside, to be rebuilt by ``reconcile``; says what was done (None: sound)."""
+        return self.index.repair()
+
     def reconcile(self) -> tuple[int, int]:
         """Make the index agree with the state database (after a crash, a lost or a new index).
 
@@ -380,13 +379,13 @@ class Pipeline:
             self.state.jobs.release(job)
             raise
         except Exception as e:  # one bad file never stops the others
-            if _is_disk_full(e):  # nothing else can succeed either: stop, the job stays queued
-                try:
+            fatal = database_error(e, self.config.state_path)
+            if fatal is not None:  # a full disk, a damaged state: nothing else can succeed either:
+                try:                # stop, the job stays queued
                     self.state.jobs.release(job)
                 except Exception:
                     pass  # left "running": recover() requeues it on the next start
-                raise FatalError(f"disk full: free space for {self.config.data_dir} and try again "
-                                 "(nothing was lost; the interrupted file will be redone)") from e
+                raise fatal from e
             if isinstance(e, UsageError):
                 self.state.jobs.release(job)
                 raise

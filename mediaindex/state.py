@@ -117,6 +117,8 @@ class State:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []  # every thread's, closed together
+        self._conns_lock = threading.Lock()
         self.conn.executescript(SCHEMA)
         self.jobs = JobQueue(self)
 
@@ -130,6 +132,8 @@ class State:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
             self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
     @contextmanager
@@ -143,16 +147,24 @@ class State:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except BaseException:  # e.g. disk full: never leave it open for the next tx() to join
+            _rollback(conn)
+            raise
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close every thread's connection: the last one to close checkpoints the WAL into the file."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
 
     # ---- files -----------------------------------------------------------------------------
 
@@ -366,6 +378,16 @@ class State:
             "spent": round(self.total_cost(), 4),
             "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
         }
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it may on a full disk or an I/O
+    error): the error that caused it is the one to report, never "no transaction is active"."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _file(row: sqlite3.Row) -> FileRecord:

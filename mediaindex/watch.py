@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
+from .dberrors import database_error
 from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
 from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
                    is_under, offline_reason, walk)
@@ -137,10 +139,19 @@ class Watcher:
         for path in self.excluded:
             self.log(f"warning: {path} is the data dir (or inside it): never scanned; better keep it "
                      "outside the watched folders")
-        recovered = self.state.jobs.recover()
-        if recovered:
-            self.log(f"resuming {recovered} job(s) interrupted last time")
-        rebuilt, dropped = self.pipeline.reconcile()
+        try:
+            recovered = self.state.jobs.recover()
+            if recovered:
+                self.log(f"resuming {recovered} job(s) interrupted last time")
+            repaired = self.pipeline.repair_index()
+            if repaired:
+                self.log(f"{repaired}; rebuilding it from the cached transcripts")
+            rebuilt, dropped = self.pipeline.reconcile()
+        except sqlite3.Error as e:  # a full disk, a damaged state database: a clear FatalError
+            fatal = self._database_error(e)
+            if fatal is None:
+                raise
+            raise fatal from e
         if rebuilt or dropped:
             self.log(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped")
         self._start_observer()
@@ -337,6 +348,8 @@ class Watcher:
             try:
                 self._scan(self.roots, initial=True)
             except Exception as e:  # e.g. the database stayed locked: try again on the next tick
+                if self._database_error(e):
+                    raise  # a full disk, a damaged state: stop (below)
                 self._report_error("initial scan", e)
                 self._rescan_requested.update(self.roots)
             finally:
@@ -373,15 +386,31 @@ class Watcher:
                             self._rescan_requested.update(roots)  # not lost: retried next tick
                             raise
                 except Exception as e:  # one bad moment (locked database, odd file) must not end
+                    if self._database_error(e):
+                        raise  # a full disk, a damaged state: stop (below)
                     self._report_error("watcher", e)  # the watch: report it and go on
                     self._stopping.wait(1.0)
                 finally:
                     self._busy -= 1
         except BaseException as e:  # a bug here must not leave a silent, half-working watcher
+            fatal = self._database_error(e)
+            if fatal is not None:
+                self._stop_fatal(fatal)
+                return
             self.fatal = e
             self.log(self.pipeline.config.redact(f"watcher error: {type(e).__name__}: {e}"))
             self.pipeline.print_traceback()
             self._stopping.set()
+
+    def _database_error(self, e: BaseException) -> FatalError | None:
+        """A full disk, a damaged or read-only state database (see dberrors); None otherwise."""
+        return None if isinstance(e, FatalError) else database_error(e, self.state.path)
+
+    def _stop_fatal(self, e: FatalError) -> None:
+        self.fatal = e
+        self.log(f"stopping: {e}")
+        self._stopping.set()
+        self._kick.set()
 
     def _report_error(self, where: str, e: Exception) -> None:
         self.log(self.pipeline.config.redact(f"{where} error (continuing): {type(e).__name__}: {e}"))
@@ -601,6 +630,10 @@ class Watcher:
             try:
                 job = state.jobs.claim()
             except Exception as e:  # e.g. database briefly locked beyond the timeout
+                fatal = self._database_error(e)
+                if fatal is not None:
+                    self._stop_fatal(fatal)
+                    return
                 self.log(f"queue error: {e}")
                 self._stopping.wait(1.0)
                 continue

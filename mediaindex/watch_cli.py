@@ -16,7 +16,7 @@ from typing import Callable
 
 import click
 
-from .pipeline import Pipeline, UsageError
+from .pipeline import FatalError, Pipeline, UsageError
 from .datalock import DataDirBusy, lock_data_dir
 from .safety import printable, terminal_safe
 from .watch import Watcher
@@ -245,6 +245,8 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
         pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
     except (UsageError, ValueError) as e:
         raise click.UsageError(printable(e)) from None
+    except FatalError as e:  # a damaged state database, a full disk
+        raise click.ClickException(printable(e)) from None
     lock = _lock_data_dir(pipeline)
     try:
         pipeline.check_transcriber()
@@ -275,8 +277,12 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
         mode = f"polling every {poll:g} s" if poll else "following changes"
         progress.log(f"watching {', '.join(watcher.roots)} ({mode}; stable after {stable:g} s; "
                      f"{workers} worker(s); data in {pipeline.config.data_dir})")
-        watcher.start()
-        if serve:
+        try:
+            watcher.start()
+        except FatalError as e:  # a full disk, a damaged state database: said once, no traceback
+            watcher.fatal = e
+            progress.log(f"stopping: {e}")
+        if serve and not watcher.fatal:
             server = _start_server(pipeline, host, port, token, progress.log)
         progress.start()
         while not stop_requested.wait(0.5):

@@ -28,10 +28,17 @@ The hit's ``time`` is the start of the engine word under the first match in the 
 Concurrency: one connection per thread, WAL mode, ``busy_timeout``; writes are serialised in
 process by a lock and each media's write is one ``BEGIN IMMEDIATE`` transaction, so readers
 (the web server) never see a half-written media.
+
+Damage: a query that finds the file damaged raises ``IndexDamaged`` and leaves a mark
+(``index.sqlite3.damaged``); ``repair()`` (run by ``index`` and ``watch`` at start) sets a marked
+file, or one that fails ``PRAGMA quick_check``, aside, and the pipeline rebuilds it from the
+cached transcripts. Readers in other processes notice the new file (its inode) and reopen it.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 import sqlite3
 import threading
@@ -43,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from mediaindex.backends import FacetCounts, IndexBackend
+from mediaindex.dberrors import IndexDamaged, database_error, is_damaged
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Media, SearchHit, SearchQuery, SearchResult, Segment
 from mediaindex.textsearch import (Term, find_matches, fold, fts5_quote, fts5_term, index_text,
@@ -83,6 +91,31 @@ _SIMPLE_TOKEN_RE = re.compile(r"[^\W_]+")
 _ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9]+")  # the same tokens as _SIMPLE_TOKEN_RE in ASCII text
 
 
+def _guarded(method):
+    """A damaged file or a full disk becomes a clear FatalError (see dberrors); damage is also
+    marked on disk, so the next ``index`` or ``watch`` rebuilds the index even when its quick
+    check finds nothing (a broken FTS5 page is only seen by a query)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kw):
+        try:
+            return method(self, *args, **kw)
+        except sqlite3.Error as e:
+            fatal = database_error(e, self.path, index=True)
+            if fatal is None:
+                raise
+            if isinstance(fatal, IndexDamaged):
+                self._mark_damaged(str(e))
+            raise fatal from e
+    return wrapper
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 @lru_cache(maxsize=4096)
 def _ascii_prefix_re(prefix: str) -> re.Pattern:
     """Tokens starting with ``prefix`` in lower-case ASCII text (one match per such token)."""
@@ -93,6 +126,7 @@ class SqliteIndex(IndexBackend):
     """SQLite FTS5 index in one file. Cheap to construct; the database opens on first use."""
 
     name = "sqlite"
+    REOPEN_CHECK = 1.0  # seconds: how often a thread checks that its file was not replaced
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -101,16 +135,39 @@ class SqliteIndex(IndexBackend):
         self._write_lock = threading.RLock()
         self._conns: list[sqlite3.Connection] = []
         self._ready = False
+        self._generation = 0  # bumped when the file is found damaged: every thread reopens it
         self._df_cache: dict[str, tuple[float, int]] = {}
+        self._marker = self.path.with_name(self.path.name + ".damaged")
 
     # ---- connections -----------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
-        if c is not None:
+        if c is not None and self._local.generation == self._generation and not self._replaced():
             return c
+        if c is not None:  # the file was found damaged, or set aside and rebuilt by another process
+            self._drop(c)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        generation = self._generation
         c = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            self._setup(c)
+        except BaseException:
+            c.close()
+            raise
+        self._local.conn, self._local.generation = c, generation
+        self._local.inode, self._local.checked = _inode(self.path), _time.monotonic()
+        return c
+
+    def _replaced(self) -> bool:
+        """Is the file this thread reads no longer the one at the path (set aside by a repair)?"""
+        now = _time.monotonic()
+        if now - self._local.checked < self.REOPEN_CHECK:
+            return False
+        self._local.checked = now
+        return _inode(self.path) != self._local.inode
+
+    def _setup(self, c: sqlite3.Connection) -> None:
         c.execute("PRAGMA busy_timeout=30000")
         c.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode: no corruption, only the
         # last commits may be lost on power failure (and re-indexed from the state database)
@@ -125,8 +182,72 @@ class SqliteIndex(IndexBackend):
                     c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
                 self._ready = True
             self._conns.append(c)
-        self._local.conn = c
-        return c
+
+    def _drop(self, c: sqlite3.Connection) -> None:
+        with self._lock:
+            if c in self._conns:
+                self._conns.remove(c)
+        try:
+            c.close()
+        except sqlite3.Error:
+            pass
+        self._local.conn = None
+
+    def _mark_damaged(self, reason: str) -> None:
+        """Remember the damage (for the next writer) and make every thread reopen the file."""
+        try:
+            self._marker.write_text(reason + "\n")
+        except OSError:
+            pass
+        with self._lock:
+            self._ready = False
+            self._generation += 1
+            self._df_cache.clear()
+            self._n_cache = None
+
+    def _damage(self) -> str | None:
+        """Why the file is damaged (a query's mark, its header, ``PRAGMA quick_check``), or None."""
+        if self._marker.exists():
+            return self._marker.read_text(errors="replace").strip() or "marked damaged"
+        if not self.path.exists():
+            return None
+        try:
+            c = sqlite3.connect(str(self.path), timeout=30.0)
+            try:
+                rows = c.execute("PRAGMA quick_check").fetchall()
+            finally:
+                c.close()
+        except sqlite3.DatabaseError as e:
+            if is_damaged(e):
+                return str(e)
+            raise
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        return "; ".join(problems[:3]) if problems else None
+
+    @_guarded
+    def repair(self) -> str | None:
+        """A damaged file is moved aside (``index.damaged-<time>.sqlite3``, to inspect or delete) and
+        an empty index takes its place; the pipeline's reconcile then rebuilds it from the cached
+        transcripts. Costs one ``PRAGMA quick_check`` (reads the whole file once)."""
+        reason = self._damage()
+        if reason is None:
+            return None
+        self.close()
+        with self._lock:
+            self._ready = False
+            self._generation += 1
+        stamp = _time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.stem}.damaged-{stamp}{self.path.suffix}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.stem}.damaged-{stamp}-{n}{self.path.suffix}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{aside}{suffix}")
+        self._marker.unlink(missing_ok=True)
+        return f"the search index {self.path} was damaged ({reason}): moved aside to {aside.name}"
 
     def close(self) -> None:
         with self._lock:
@@ -157,6 +278,7 @@ class SqliteIndex(IndexBackend):
                          extra, array("i", spans).tobytes(), array("d", times).tobytes()))
         return rows
 
+    @_guarded
     def upsert(self, media: Media, segments: list[Segment]) -> None:
         rows = self._rows(media, segments)  # the CPU work, outside the write lock
         with self._write() as c:
@@ -178,6 +300,7 @@ class SqliteIndex(IndexBackend):
                   " FROM docs WHERE media_id = ?", (media_id,))
         c.execute("DELETE FROM docs WHERE media_id = ?", (media_id,))
 
+    @_guarded
     def update_media(self, media: Media) -> None:
         with self._write() as c:
             c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=? WHERE media_id=?",
@@ -187,14 +310,17 @@ class SqliteIndex(IndexBackend):
                       (media.path, media.folder, media.title, media.language, media.duration, media.mtime,
                        media.id))
 
+    @_guarded
     def delete(self, media_id: str) -> None:
         with self._write() as c:
             self._delete_docs(c, media_id)
             c.execute("DELETE FROM media WHERE id = ?", (media_id,))
 
+    @_guarded
     def media_ids(self) -> set[str]:
         return {r[0] for r in self._conn().execute("SELECT id FROM media")}
 
+    @_guarded
     def optimize(self) -> None:
         """Merge the FTS b-trees into one (after a bulk load; optional)."""
         with self._write() as c:
@@ -415,6 +541,7 @@ class SqliteIndex(IndexBackend):
 
     # ---- search ----------------------------------------------------------------------------
 
+    @_guarded
     def search(self, query: SearchQuery) -> SearchResult:
         pq = parse_query(query.q)
         limit = max(0, int(query.limit or 0))
@@ -470,6 +597,7 @@ class SqliteIndex(IndexBackend):
 
     # ---- facets ----------------------------------------------------------------------------
 
+    @_guarded
     def facets(self, query: SearchQuery) -> FacetCounts:
         c = self._conn()
         pq = parse_query(query.q)
@@ -518,11 +646,22 @@ class _WriteTxn:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self.c.execute("COMMIT")
+                try:
+                    self.c.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
             else:
-                self.c.execute("ROLLBACK")
+                self._rollback()
         finally:
             self.index._write_lock.release()
+
+    def _rollback(self) -> None:
+        if self.c.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+            try:
+                self.c.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error that got us here is the one to report
 
 
 @hookimpl

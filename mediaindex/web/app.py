@@ -25,6 +25,7 @@ import mimetypes
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import tempfile
@@ -44,6 +45,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..backends import FatalError
+from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..models import Media, SearchQuery
 from ..plugins import load_plugins
@@ -757,6 +760,16 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, f"internal error: {type(exc).__name__}")
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """A damaged index (the next `index` or `watch` rebuilds it), a damaged state database, a full
+    disk: 503 with what to do, not a 500."""
+    config = request.app.state.web.pipeline.config
+    fatal = exc if isinstance(exc, FatalError) else database_error(exc, config.state_path)
+    if fatal is None:
+        return await _server_error(request, exc)
+    return error_response(503, config.redact(str(fatal)))
+
+
 def create_app(pipeline, token: str | None = None):
     """The ASGI app for this pipeline.
 
@@ -784,7 +797,8 @@ def create_app(pipeline, token: str | None = None):
     load_plugins().hook.register_routes(register=routes.append, config=getattr(pipeline, "config", None))
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(routes=routes, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
+        ApiError: _api_error, HTTPException: _http_error, FatalError: _unavailable, sqlite3.Error: _unavailable,
+        Exception: _server_error})
     app.state.web = web
     hosts = None if token else LOOPBACK_HOSTS
     return Guard(app, token, hosts, web.throttle)

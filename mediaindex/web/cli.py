@@ -28,7 +28,7 @@ def serve_command(host, port, data_dir, token, index_name, workers):
     The API is described at /api/openapi.json. Media are served by id only.
     """
     from ..config import Config
-    from ..pipeline import Pipeline, UsageError
+    from ..pipeline import FatalError, Pipeline, UsageError
     from ..safety import printable
     from .server import UnsafeBindError, check_bind, default_workers, run_server
 
@@ -41,6 +41,8 @@ def serve_command(host, port, data_dir, token, index_name, workers):
         pipeline = Pipeline(Config.load(data_dir), index=index_name)
     except (UsageError, ValueError) as e:
         raise click.UsageError(printable(e)) from None
+    except FatalError as e:  # a damaged state database, a full disk
+        raise click.ClickException(printable(e)) from None
 
     def ready(url: str) -> None:
         suffix = " (token required: open it once with ?token=...)" if token else ""
