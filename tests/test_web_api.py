@@ -1199,3 +1199,45 @@ def test_idle_and_slow_connections_are_closed_and_capped(indexed, monkeypatch):
         for s in socks:
             s.close()
         handle.stop()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not hasattr(socket, "TCP_INFO"),
+                    reason="needs ffmpeg and Linux's TCP_INFO")
+def test_a_response_nobody_reads_is_dropped(corpus_src, tmp_path, monkeypatch):
+    """A client that asks for a media file and never reads it does not hold the connection (and
+    its open file) forever: after the send timeout the server drops it (the client sees it end)."""
+    import time
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web import connections
+
+    media = tmp_path / "media"
+    media.mkdir()
+    big = media / "big.wav"  # 10 MB: more than the socket buffers on the way hold
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=sample_rate=44100",
+                    "-ac", "2", "-t", "60", str(big)], check=True)
+    with registered_manifest_transcriber(corpus_src, "manifest-big"):  # not in it: only probed
+        p = Pipeline(Config.load(tmp_path / "data"), transcriber="manifest")
+        p.enqueue_plan(p.plan([str(media)]))
+        p.run_jobs()
+    mid = p.state.get_file(str(big)).media_id
+    monkeypatch.setattr(connections, "SEND_TIMEOUT", 1.0)
+    handle = start_server(p, port=0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", handle.port))
+        sock.sendall(f"GET /api/media/{mid}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        established = True
+        for _ in range(300):  # 30 s at most; the server gives up after about 1 s
+            time.sleep(0.1)
+            # the TCP state, without reading (reading would let the server go on)
+            established = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1
+            if not established:
+                break
+        assert not established, "a response nobody read kept its connection open"
+    finally:
+        sock.close()
+        handle.stop()
+        p.close()

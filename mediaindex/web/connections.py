@@ -18,6 +18,8 @@ bounds its own wait).
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -79,7 +81,18 @@ class _Limits:
         if waiting or not (self.flow is not None and self.flow.write_paused):
             self._paused_since = now
         elif now - self._paused_since > SEND_TIMEOUT:
-            self.transport.abort()
+            self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection and what the kernel still holds for it (a plain close would keep
+        the unsent megabytes, retrying, long after the descriptor is gone)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.transport.abort()
 
 
 async def _watchdog(state) -> None:
