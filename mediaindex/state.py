@@ -358,14 +358,16 @@ class State:
 
     # ---- summary ---------------------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
-        """Counts by state and every failed file, for ``mediaindex status`` and the web UI."""
+    def summary(self, failed_limit: int | None = None, failed_offset: int = 0) -> dict[str, Any]:
+        """Counts by state and the failed files (every one, or a page of them by path), for
+        ``mediaindex status`` and the web UI."""
         counts = {s: 0 for s in ("queued", "running", "indexed", "failed", "ignored")}
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())
         failed = [{"path": r[0], "error": redact(r[1])} for r in self.conn.execute(
-            "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path")]
+            "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ? OFFSET ?",
+            (-1 if failed_limit is None else failed_limit, failed_offset))]
         retrying = self.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND attempts > 0").fetchone()[0]
         return {

@@ -224,11 +224,14 @@ def _check_bind(host, token):
 @click.option("--host", default=DEFAULT_HOST, show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--token", envvar="MEDIAINDEX_TOKEN", default=None,
-              help="Require this token on every web API call (env MEDIAINDEX_TOKEN); needed beyond loopback.")
+              help="Require this token on every web API call (env MEDIAINDEX_TOKEN); needed beyond loopback "
+                   "(then at least 16 characters). Prefer --token-file: the command line shows in `ps`.")
+@click.option("--token-file", type=click.Path(dir_okay=False), envvar="MEDIAINDEX_TOKEN_FILE",
+              help="Read the token from this file (env MEDIAINDEX_TOKEN_FILE).")
 @click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
               help="On Ctrl-C/SIGTERM, how long running jobs may finish before they are put back in the queue.")
 def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, token,
-                  grace):
+                  token_file, grace):
     """Keep PATHS indexed: index what is new, then follow every change until stopped.
 
     New, changed, moved and deleted files are handled as they happen (once a file has stopped
@@ -238,7 +241,9 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     """
     from .config import Config
 
-    token = token or None
+    from .web.cli import resolve_token
+
+    token = resolve_token(token, token_file) if serve else None
     if serve:
         _check_bind(host, token)
     try:

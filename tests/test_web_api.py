@@ -514,9 +514,10 @@ def test_non_loopback_without_token_is_refused(indexed, tmp_path):
 
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d")])
     assert result.exit_code == 2 and "token" in result.output
-    handle = start_server(p, host="0.0.0.0", port=0, token="tok")
+    handle = start_server(p, host="0.0.0.0", port=0, token="tok-long-enough-16")
     try:
-        r = httpx.get(f"http://127.0.0.1:{handle.port}/api/status", headers={"Authorization": "Bearer tok"})
+        r = httpx.get(f"http://127.0.0.1:{handle.port}/api/status",
+                      headers={"Authorization": "Bearer tok-long-enough-16"})
         assert r.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{handle.port}/api/status").status_code == 401
     finally:
@@ -742,7 +743,9 @@ def test_any_loopback_address_is_answered_without_a_token(indexed):
     with TestClient(create_app(p), base_url=BASE) as c:
         for host in ("127.0.0.2:8844", "127.1.2.3", "[::1]", "[0:0:0:0:0:0:0:1]:8844"):
             assert c.get("/api/status", headers={"Host": host}).status_code == 200, host
-        for host in ("127.0.0.1.evil.example", "evil.example", "10.0.0.1:8844", "[::ffff:10.0.0.1]", "", "0x7f.1"):
+        for host in ("127.0.0.1.evil.example", "evil.example", "10.0.0.1:8844", "[::ffff:10.0.0.1]", "", "0x7f.1",
+                     "127.0.0.1:80@evil.example", "127.0.0.1@evil.example", "localhost:80@evil.example",
+                     "[::1]:80@evil.example", "127.0.0.1:8844 evil.example", "127.0.0.1:x"):
             assert c.get("/api/status", headers={"Host": host}).status_code == 421, host
 
 
@@ -903,17 +906,338 @@ def test_plugin_routes_are_served_behind_the_token(indexed):
 
 
 def test_token_guessing_is_throttled(indexed):
-    """Ten wrong tokens in a row from one address within a minute: 429 with Retry-After, even for
-    the right one (a right one before that resets the count)."""
+    """Ten wrong tokens from one address within a minute: 429 with Retry-After before any token is
+    checked (the right one too: a 429 tells nothing), then one more try every 6 s; login is no side
+    door, and another app on the same data dir (a worker process) sees the same count."""
     p, _ = indexed
-    with TestClient(create_app(p, token="right-token-123"), base_url=BASE) as c:
+    guesser = {"client": ("10.9.0.1", 5000), "base_url": BASE}
+    with TestClient(create_app(p, token="right-token-123"), **guesser) as c:
         assert c.get("/api/status").status_code == 401  # no credential: not counted
         for i in range(10):
             assert c.get("/api/status", headers={"Authorization": f"Bearer guess{i}"}).status_code == 401
         r = c.get("/api/status", headers={"Authorization": "Bearer right-token-123"})
-        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 60
+        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 6
         assert c.post("/api/login", json={"token": "right-token-123"}).status_code == 429  # no side door
-    with TestClient(create_app(p, token="right-token-123"), base_url=BASE) as c:
+    with TestClient(create_app(p, token="right-token-123"), **guesser) as c:  # another worker
+        assert c.get("/api/status", headers={"Authorization": "Bearer right-token-123"}).status_code == 429
+    with TestClient(create_app(p, token="right-token-123"), client=("10.9.0.2", 5000), base_url=BASE) as c:
         for i in range(10):
             assert c.post("/api/login", json={"token": f"guess{i}"}).status_code == 401
         assert c.get("/api/status", headers={"Authorization": "Bearer right-token-123"}).status_code == 429
+    with TestClient(create_app(p, token="right-token-123"), client=("10.9.0.3", 5000), base_url=BASE) as c:
+        assert c.get("/api/status", headers={"Authorization": "Bearer right-token-123"}).status_code == 200
+
+
+def test_page_link_tokens_are_throttled_and_say_nothing(indexed):
+    """`/?token=X` and `/m/<id>?token=X` count a wrong X like /api/login, answer a right and a
+    wrong X alike (a redirect setting the cookie derived from X), and are blocked with the API."""
+    p, _ = indexed
+    token = "page-token-0123456789"
+    app = create_app(p, token=token)
+    answers = []
+    for x in (token, "wrong-guess"):
+        with TestClient(app, client=("10.9.1.1", 5000), base_url=BASE, follow_redirects=False) as c:
+            r = c.get("/m/0123456789abcdef?t=3&token=" + x)
+            answers.append((r.status_code, r.headers["location"], sorted(r.headers.keys()),
+                            "mediaindex_token=" in r.headers.get("set-cookie", "")))
+    assert answers[0] == answers[1] == (303, "/m/0123456789abcdef?t=3", answers[0][2], True)
+    with TestClient(app, client=("10.9.1.2", 5000), base_url=BASE, follow_redirects=False) as c:
+        for i in range(10):
+            assert c.get(f"/?token=guess{i}").status_code == 303
+            c.cookies.clear()
+        assert c.get("/api/status", headers={"Authorization": f"Bearer {token}"}).status_code == 429
+        assert c.get(f"/?token={token}").status_code == 429
+        assert c.get("/").status_code == 200  # the page itself stays open
+    with TestClient(app, client=("10.9.1.3", 5000), base_url=BASE) as c:
+        c.get("/?token=wrong-once")  # its cookie then fails once more: not counted again
+        for _ in range(15):
+            assert c.get("/api/status").status_code == 401
+        assert c.post("/api/login", json={"token": token}).status_code == 204
+        assert c.get("/api/status").status_code == 200
+
+
+def test_stale_login_cookie_does_not_lock_its_owner_out(indexed):
+    """After the token changed, a page polling with the old cookie gets 401s (its mismatch counts
+    once), and logging in with the new token works."""
+    p, _ = indexed
+    who = {"client": ("10.9.2.1", 5000), "base_url": BASE}
+    with TestClient(create_app(p, token="old-token-0123456789"), **who) as c:
+        assert c.post("/api/login", json={"token": "old-token-0123456789"}).status_code == 204
+        old_cookie = c.cookies["mediaindex_token"]
+    with TestClient(create_app(p, token="new-token-0123456789"), **who) as c:
+        c.cookies.set("mediaindex_token", old_cookie)
+        for _ in range(20):  # the search box, letter by letter
+            assert c.get("/api/search", params={"q": "lettuce"}).status_code == 401
+        assert c.post("/api/login", json={"token": "new-token-0123456789"}).status_code == 204
+        assert c.get("/api/search", params={"q": "lettuce"}).status_code == 200
+
+
+def test_throttle_is_shared_and_bounded(tmp_path):
+    """Two throttles on one file (two worker processes) share the counts; a spray of addresses
+    past the bound does not free a blocked one; an IPv6 client is counted per /64."""
+    from mediaindex.web.throttle import AuthThrottle
+
+    a = AuthThrottle(tmp_path / "t.sqlite3", max_addresses=50)
+    b = AuthThrottle(tmp_path / "t.sqlite3", max_addresses=50)
+    for _ in range(5):
+        a.failed("192.0.2.1")
+        b.failed("192.0.2.1")
+    assert a.retry_after("192.0.2.1") and b.retry_after("192.0.2.1")
+    for i in range(500):
+        a.failed(f"198.51.{i // 250}.{i % 250}")
+    assert b.retry_after("192.0.2.1")
+    assert a._conn.execute("SELECT count(*) FROM buckets").fetchone()[0] <= 50
+    for i in range(10):
+        a.failed(f"2001:db8::{i:x}")
+    assert b.retry_after("2001:db8::ffff") and not b.retry_after("2001:db8:0:1::1")
+    b.succeeded("192.0.2.1")
+    assert a.retry_after("192.0.2.1") is None
+    a.close()
+    b.close()
+
+
+def test_plugin_routes_outside_the_api_need_the_token(indexed):
+    """Every route but the page, its static files and /api/login needs the token: a plugin's
+    `/report` too, and an unknown path answers 401, not 404."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from mediaindex import hookimpl
+    from mediaindex.plugins import load_plugins
+
+    class Plugin:
+        @hookimpl
+        def register_routes(self, register, config):
+            register(Route("/report", lambda request: PlainTextResponse("secret report")))
+            register(Route("/static/plugin.txt", lambda request: PlainTextResponse("secret too")))
+
+    p, _ = indexed
+    pm = load_plugins()
+    pm.register(Plugin(), name="routes-test-2")
+    try:
+        with TestClient(create_app(p, token="s3cret-token"), client=("10.9.3.1", 1), base_url=BASE) as c:
+            assert c.get("/report").status_code == 401
+            assert c.get("/nowhere").status_code == 401
+            assert c.get("/static/plugin.txt").status_code == 404  # /static holds only the UI's files
+            assert c.get("/report", headers={"Authorization": "Bearer s3cret-token"}).text == "secret report"
+            assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+    finally:
+        pm.unregister(name="routes-test-2")
+
+
+def test_facets_follow_the_parsed_query(indexed):
+    """"the" (a prefix: there, they...) and "the " (the whole word) have different facets, even
+    when one is asked right after the other."""
+    p, _ = indexed
+    with TestClient(create_app(p), base_url=BASE) as c:
+        for q in ("the ", "the"):
+            facets = c.get("/api/facets", params={"q": q}).json()
+            total = c.get("/api/search", params={"q": q}).json()["total"]
+            assert sum(facets["kind"].values()) == total, q
+
+
+def test_login_with_a_form(indexed):
+    """The form-encoded login the OpenAPI description lists works (no python-multipart needed)."""
+    p, _ = indexed
+    with TestClient(create_app(p, token="form-token-0123456789"), client=("10.9.4.1", 1), base_url=BASE) as c:
+        assert c.post("/api/login", data={"token": "wrong"}).status_code == 401
+        r = c.post("/api/login", data={"token": "form-token-0123456789"})
+        assert r.status_code == 204 and "mediaindex_token=" in r.headers["set-cookie"]
+        assert c.get("/api/status").status_code == 200
+        assert c.post("/api/login", content=b"token=x", headers={"content-type": "text/plain"}).status_code == 415
+        assert c.post("/api/login", json={"token": "x" * 5000}).status_code == 413
+
+
+def test_status_pages_the_failed_files(client):
+    """/api/status counts every failed file and lists a page of them."""
+    everything = client.get("/api/status", params={"failed_limit": 1000}).json()["failed"]
+    assert len(everything) == 4
+    s = client.get("/api/status", params={"failed_limit": 2}).json()
+    assert s["files"]["failed"] == 4 and s["failed"] == everything[:2]
+    s = client.get("/api/status", params={"failed_limit": 2, "failed_offset": 3}).json()
+    assert s["failed"] == everything[3:] and s["failed_offset"] == 3
+    assert client.get("/api/status", params={"failed_limit": 5000}).status_code == 400
+
+
+def test_status_sends_a_bounded_page_by_default(tmp_path):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    p = Pipeline(Config.load(tmp_path / "data"))
+    try:
+        with p.state.conn:
+            p.state.conn.executemany(
+                "INSERT INTO files (path, size, mtime, status, error, added, updated)"
+                " VALUES (?, 0, 0, 'failed', 'x', 0, 0)",
+                [(f"/m/{i:05d}.mp3",) for i in range(1500)])
+        with TestClient(create_app(p), base_url=BASE) as c:
+            s = c.get("/api/status").json()
+        assert s["files"]["failed"] == 1500 and len(s["failed"]) == 100
+        assert s["failed"][0]["path"] == "/m/00000.mp3"
+    finally:
+        p.close()
+
+
+# ---- tokens from files, connection limits (real servers) -----------------------------------
+
+
+def test_short_or_blank_tokens_are_refused_beyond_loopback(indexed, tmp_path):
+    p, _ = indexed
+    for token in ("short-token", " " * 20, "a" + " " * 15):
+        with pytest.raises(UnsafeBindError, match="16"):
+            start_server(p, host="0.0.0.0", port=0, token=token)
+    from mediaindex.cli import cli
+
+    data = ["--data-dir", str(tmp_path / "d")]
+    r = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--token", "short-token", *data])
+    assert r.exit_code == 2 and "16" in r.output and "ps" in r.output  # refused, and warned about ps
+    (tmp_path / "blank").write_text("  \n")
+    r = CliRunner().invoke(cli, ["serve", "--token-file", str(tmp_path / "blank"), *data])
+    assert r.exit_code == 2 and "empty" in r.output
+    (tmp_path / "short").write_text("short-token\n")
+    r = CliRunner().invoke(cli, ["watch", str(tmp_path), "--host", "0.0.0.0", "--token-file",
+                                 str(tmp_path / "short"), *data])
+    assert r.exit_code == 2 and "16" in r.output
+    r = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", *data], env={"MEDIAINDEX_TOKEN": "short-token"})
+    assert r.exit_code == 2 and "16" in r.output and "warning" not in r.output
+
+
+def _serve(args: list[str]):
+    """`mediaindex serve ARGS` in its own process; (process, base URL) once it answers."""
+    import re
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mediaindex", "serve", "--port", "0", *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, MEDIAINDEX_LOAD_PLUGINS=""))
+    line = proc.stderr.readline()
+    m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+    assert m, line
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(m.group(1), timeout=5)
+            return proc, m.group(1)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+
+
+def test_serve_token_file_and_a_throttle_shared_by_workers(indexed, tmp_path):
+    """`serve --token-file` (nothing in `ps`), two worker processes: ten wrong tokens spread over
+    both block the address in both (not ten per worker)."""
+    import signal
+
+    p, _ = indexed
+    token = "file-token-0123456789"
+    (tmp_path / "token").write_text(token + "\n")
+    proc, url = _serve(["--data-dir", str(p.config.data_dir), "--token-file", str(tmp_path / "token"),
+                        "--workers", "2"])
+    try:
+        assert token not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert httpx.get(url + "api/status").status_code == 401
+        assert httpx.get(url + "api/status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        for i in range(10):  # a new connection each: the parent hands them to both workers
+            assert httpx.get(url + f"api/status?token=guess{i}").status_code == 401
+        for _ in range(4):
+            assert httpx.get(url + "api/status", headers={"Authorization": f"Bearer {token}"}).status_code == 429
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        from mediaindex.web.throttle import AuthThrottle
+        AuthThrottle(p.config.data_dir / "web-auth.sqlite3").succeeded("127.0.0.1")  # leave no block behind
+
+
+def test_idle_and_slow_connections_are_closed_and_capped(indexed, monkeypatch):
+    """Connections that send nothing, or headers a byte at a time, are closed after the header
+    timeout; past the per-address cap a connection gets a 503 at once; clients are served after."""
+    import time
+
+    from mediaindex.web import connections
+
+    monkeypatch.setattr(connections, "HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(connections, "MAX_PER_ADDRESS", 20)
+    p, _ = indexed
+    handle = start_server(p, port=0)
+    socks = []
+    try:
+        for _ in range(19):
+            socks.append(socket.create_connection(("127.0.0.1", handle.port), timeout=30))
+        slow = socket.create_connection(("127.0.0.1", handle.port), timeout=30)
+        slow.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)  # let the server count them all
+        extra = socket.create_connection(("127.0.0.1", handle.port), timeout=30)
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        extra.close()
+        closed = False
+        for _ in range(300):  # 30 s at most; the server closes it after about 1 s
+            try:
+                slow.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            slow.settimeout(0.1)
+            try:
+                closed = slow.recv(100) == b""
+            except socket.timeout:
+                pass
+            if closed:
+                break
+        assert closed, "a connection sending its headers a byte at a time was kept open"
+        for s in socks:
+            s.settimeout(30)
+            assert s.recv(100) == b"", "an idle connection got an answer instead of being closed"
+        assert httpx.get(f"{handle.url}api/status", timeout=10).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        handle.stop()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not hasattr(socket, "TCP_INFO"),
+                    reason="needs ffmpeg and Linux's TCP_INFO")
+def test_a_response_nobody_reads_is_dropped(corpus_src, tmp_path, monkeypatch):
+    """A client that asks for a media file and never reads it does not hold the connection (and
+    its open file) forever: after the send timeout the server drops it (the client sees it end)."""
+    import time
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web import connections
+
+    media = tmp_path / "media"
+    media.mkdir()
+    big = media / "big.wav"  # 10 MB: more than the socket buffers on the way hold
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=sample_rate=44100",
+                    "-ac", "2", "-t", "60", str(big)], check=True)
+    with registered_manifest_transcriber(corpus_src, "manifest-big"):  # not in it: only probed
+        p = Pipeline(Config.load(tmp_path / "data"), transcriber="manifest")
+        p.enqueue_plan(p.plan([str(media)]))
+        p.run_jobs()
+    mid = p.state.get_file(str(big)).media_id
+    monkeypatch.setattr(connections, "SEND_TIMEOUT", 1.0)
+    handle = start_server(p, port=0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        sock.connect(("127.0.0.1", handle.port))
+        sock.sendall(f"GET /api/media/{mid}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        established = True
+        for _ in range(300):  # 30 s at most; the server gives up after about 1 s
+            time.sleep(0.1)
+            # the TCP state, without reading (reading would let the server go on)
+            established = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1
+            if not established:
+                break
+        assert not established, "a response nobody read kept its connection open"
+    finally:
+        sock.close()
+        handle.stop()
+        p.close()

@@ -307,6 +307,48 @@ def test_token_login(site, browser):
         secured.stop()
 
 
+def test_old_login_cookie_after_a_token_change(site, browser):
+    """The token changed while the browser kept its cookie: the page asks to log in, its requests
+    with the old cookie (a search as it is typed) do not lock it out, and the new token works."""
+    from mediaindex.web.server import start_server
+
+    handle, p, media = site
+    first = start_server(p, port=0, token="first-token-0123456789")
+    page = Page(browser, viewport={"width": 1024, "height": 768})
+    try:
+        pg = page.page
+        pg.goto(first.url)
+        pg.wait_for_selector("#login:not([hidden])")
+        pg.fill("#token", "first-token-0123456789")
+        pg.click("#login-form button")
+        pg.wait_for_selector("#login", state="hidden")
+        first.stop()
+        second = start_server(p, port=0, token="second-token-0123456789")  # same host: the cookie goes along
+        try:
+            pg.goto(second.url)
+            pg.wait_for_selector("#login:not([hidden])")
+            codes = pg.evaluate("""async () => {
+                const out = [];
+                for (const q of ["l", "le", "let", "lett", "lettu", "lettuc", "lettuce", "lettuce c", "lettuce ch",
+                                 "lettuce cha", "lettuce cham"]) {
+                  out.push((await fetch("/api/search?q=" + encodeURIComponent(q))).status);
+                  out.push((await fetch("/api/facets?q=" + encodeURIComponent(q))).status);
+                }
+                return out;
+            }""")
+            assert set(codes) == {401}, codes
+            pg.fill("#token", "second-token-0123456789")
+            pg.click("#login-form button")
+            pg.wait_for_selector("#login", state="hidden")
+            search(pg, "lettuce")
+        finally:
+            second.stop()
+        assert not page.dialogs
+    finally:
+        page.close()
+        first.stop()
+
+
 def test_offline_media_shows_a_message_not_a_broken_player(site, page):
     handle, p, media = site
     path = media / "talks" / "bread_baking.m4a"

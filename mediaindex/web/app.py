@@ -8,10 +8,11 @@ Rules this module keeps (see DESIGN.md, "Search"):
   database's live paths → the first one that lies under an indexed root and exists. A path never
   comes from the request.
 - Bad parameters give a 4xx with a JSON body ``{"error": "...", "status": N}``, never a 500.
-- With a token, every ``/api`` call needs it (``Authorization: Bearer``, ``?token=`` — for media
-  element URLs — or the HttpOnly cookie the UI gets from ``POST /api/login`` or a page opened
-  with ``?token=``). Without a token only loopback ``Host`` headers are answered, so a web page
-  elsewhere cannot read the API through DNS rebinding.
+- With a token, every route needs it but the page, its static files and ``/api/login``
+  (``Authorization: Bearer``, ``?token=`` — for media element URLs — or the HttpOnly cookie the
+  UI gets from ``POST /api/login`` or a page opened with ``?token=``); wrong tokens are
+  throttled per address (``throttle.py``). Without a token only loopback ``Host`` headers are
+  answered, so a web page elsewhere cannot read the API through DNS rebinding.
 - Every response carries a Content-Security-Policy without inline scripts, ``nosniff``,
   ``no-referrer`` and ``frame-ancestors 'none'``.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hmac
 import html
 import ipaddress
+import json
 import math
 import mimetypes
 import os
@@ -32,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import anyio
 from starlette.applications import Starlette
@@ -52,6 +54,8 @@ from ..models import Media, SearchQuery
 from ..plugins import load_plugins
 from ..safety import add_secret
 from ..scan import is_under
+from ..textsearch import parse_query
+from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "mediaindex_token"
@@ -60,6 +64,8 @@ KINDS = ("speech", "singing", "music")
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 MAX_QUERY = 500
+STATUS_FAILED_DEFAULT = 100  # failed files listed by /api/status unless asked (files.failed counts them all)
+MAX_FAILED_LIMIT = 1000
 CLIP_MAX_SIDE = 60.0  # seconds before / after the hit
 CLIP_DEFAULT_BEFORE = 5.0
 CLIP_DEFAULT_AFTER = 10.0
@@ -292,13 +298,20 @@ def _read_file(path: str, start: int, length: int) -> Iterator[bytes]:
 # ---- the app -------------------------------------------------------------------------------
 
 
+def _throttle_path(pipeline) -> Path | None:
+    data_dir = getattr(getattr(pipeline, "config", None), "data_dir", None)
+    return Path(data_dir) / THROTTLE_FILE if data_dir else None
+
+
 class WebApp:
     """The endpoints, bound to one pipeline (its state database and index)."""
 
     def __init__(self, pipeline, token: str | None = None):
         self.pipeline = pipeline
         self.token = token
-        self.throttle = AuthThrottle()  # shared with the Guard: wrong tokens at login count too
+        # shared with the Guard (wrong tokens at login and in page links count too) and, through a
+        # file in the data dir, with the other worker processes of this server
+        self.throttle = AuthThrottle(_throttle_path(pipeline) if token else None)
         self._clip_slots: anyio.CapacityLimiter | None = None  # made inside the event loop
         # Facet counts are exact and cost a scan of every matching document (about a second for
         # the empty query over 700k segments): answers are reused for a few seconds.
@@ -391,10 +404,12 @@ class WebApp:
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)
-        key = (query.q.strip(), query.language, query.emotion, query.kind, query.path_prefix)
+        # keyed on the parsed query: "robot" (a prefix) and "robot " (the whole word) differ
+        terms = tuple((tuple(t.tokens), t.phrase, t.prefix, t.cjk) for t in parse_query(query.q).terms)
+        key = (terms, query.language, query.emotion, query.kind, query.path_prefix)
         now = time.monotonic()
         cached = self._facet_cache.get(key)
-        if cached is not None and now - cached[0] < (FACET_TTL_ALL if not key[0] else FACET_TTL):
+        if cached is not None and now - cached[0] < (FACET_TTL_ALL if not terms else FACET_TTL):
             body = cached[1]
         else:
             counts = await self.run(self.index.facets, query)
@@ -551,8 +566,9 @@ class WebApp:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
 
-    def _status(self) -> dict[str, Any]:
-        summary = self.state.summary()
+    def _status(self, failed_limit: int, failed_offset: int) -> dict[str, Any]:
+        summary = self.state.summary(failed_limit=failed_limit, failed_offset=failed_offset)
+        summary["failed_limit"], summary["failed_offset"] = failed_limit, failed_offset
         summary["jobs"] = self.state.jobs.counts()
         summary["version"] = __version__
         summary["index"] = getattr(self.index, "name", "")
@@ -560,26 +576,16 @@ class WebApp:
         return summary
 
     async def status(self, request: Request) -> Response:
-        return JSONResponse(await self.run(self._status), headers={"cache-control": "no-store"})
+        limit = _int_param(request, "failed_limit", STATUS_FAILED_DEFAULT, 0, MAX_FAILED_LIMIT)
+        offset = _int_param(request, "failed_offset", 0, 0, 10**9)
+        return JSONResponse(await self.run(self._status, limit, offset), headers={"cache-control": "no-store"})
 
     async def openapi(self, request: Request) -> Response:
         from .openapi import openapi_spec
         return JSONResponse(openapi_spec(__version__))
 
     async def login(self, request: Request) -> Response:
-        token = None
-        ctype = request.headers.get("content-type", "")
-        try:
-            if ctype.startswith("application/json"):
-                body = await request.json()
-                token = body.get("token") if isinstance(body, dict) else None
-            else:
-                form = await request.form()
-                token = form.get("token")
-        except Exception:
-            raise ApiError(400, "send {\"token\": \"...\"} as JSON or a form field") from None
-        if not isinstance(token, str) or not token:
-            raise ApiError(400, "token is required")
+        token = await _login_token(request)
         if self.token is None:
             return Response(status_code=204)
         if not hmac.compare_digest(token.encode(), self.token.encode()):
@@ -592,15 +598,66 @@ class WebApp:
 
     async def page(self, request: Request) -> Response:
         if self.token is not None and "token" in request.query_params:
-            # A link with ?token=: remember it in a cookie and drop it from the address bar.
-            params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            url = request.url.path + (f"?{urlencode(params)}" if params else "")
-            response = RedirectResponse(url, status_code=303)
-            if hmac.compare_digest(request.query_params["token"].encode(), self.token.encode()):
-                _set_cookie(response, self.token)
-            return response
+            return self._page_login(request)
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
                             headers={"cache-control": "no-cache"})
+
+    def _page_login(self, request: Request) -> Response:
+        """A link with ?token=: remember it in a cookie and drop it from the address bar.
+
+        The answer is the same whether the token is right or not (a redirect that sets the
+        cookie derived from the token given; a cookie anyone could derive), so a page link is no
+        faster oracle than /api/login; a wrong one counts as a wrong token like there. A visitor
+        already logged in keeps their cookie.
+        """
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+        url = request.url.path + (f"?{urlencode(params)}" if params else "")
+        response = RedirectResponse(url, status_code=303)
+        given = request.query_params["token"]
+        logged_in = _login_cookie(dict(request.scope["headers"])) == cookie_value(self.token)
+        right = hmac.compare_digest(given.encode(), self.token.encode())
+        client = _client(request.scope)
+        if logged_in:
+            given = self.token
+        elif right:
+            self.throttle.succeeded(client)
+        else:
+            self.throttle.failed(client)
+            self.throttle.note_bad_cookie(client, cookie_value(given))  # its cookie is not a second guess
+        _set_cookie(response, given)
+        return response
+
+
+LOGIN_BODY_MAX = 4096
+LOGIN_BODY_TIMEOUT = 10.0  # seconds: anyone may call /api/login; a slow body must not hold a connection
+
+
+async def _login_token(request: Request) -> str:
+    """The token sent to /api/login: JSON ``{"token": ...}`` or a form field ``token=...``."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/json", "application/x-www-form-urlencoded"):
+        raise ApiError(415, "send {\"token\": \"...\"} as JSON or token=... as a form "
+                            "(application/x-www-form-urlencoded)")
+    body = b""
+    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > LOGIN_BODY_MAX:
+                raise ApiError(413, f"the login body is too large (at most {LOGIN_BODY_MAX} bytes)")
+    if scope.cancelled_caught:
+        raise ApiError(408, "the login body did not arrive in time")
+    token = None
+    if ctype == "application/json":
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ApiError(400, "send {\"token\": \"...\"} as JSON") from None
+        token = data.get("token") if isinstance(data, dict) else None
+    else:
+        token = (parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get("token") or [None])[0]
+    if not isinstance(token, str) or not token:
+        raise ApiError(400, "token is required")
+    return token
 
 
 def cookie_value(token: str) -> str:
@@ -626,45 +683,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class AuthThrottle:
-    """Slows token guessing: after ``limit`` wrong tokens from one address within ``window``
-    seconds, that address gets 429 until the window has passed (per worker process)."""
+# A Host header: a name or an IPv4 address, or an IPv6 address in brackets; an optional port.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*)(?::[0-9]{1,5})?")
 
-    def __init__(self, limit: int = 10, window: float = 60.0):
-        self.limit, self.window = limit, window
-        self._failures: dict[str, list[float]] = {}
 
-    def _recent(self, client: str) -> list[float]:
-        now = time.monotonic()
-        times = [t for t in self._failures.get(client, []) if now - t < self.window]
-        if times:
-            self._failures[client] = times
-        else:
-            self._failures.pop(client, None)
-        return times
-
-    def retry_after(self, client: str) -> int | None:
-        """Seconds to wait when this address is blocked, else None."""
-        times = self._recent(client)
-        if len(times) < self.limit:
-            return None
-        return max(1, math.ceil(self.window - (time.monotonic() - times[0])))
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
-
-    def failed(self, client: str) -> None:
-        if len(self._failures) > 10000:  # bounded memory under a spray of addresses
-            self._failures.clear()
-        self._failures.setdefault(client, []).append(time.monotonic())
+def host_name(header: str) -> str | None:
+    """The name in a Host header, lower case, or None when it is not a well-formed Host."""
+    m = _HOST.fullmatch(header)
+    return m.group(1).lower() if m else None
 
 
 def _client(scope) -> str:
     return (scope.get("client") or ("?", 0))[0]
 
 
+def is_public(path: str) -> bool:
+    """Answered without the token: the page (it holds no data, and it is where one logs in),
+    its static files, and the login call itself."""
+    return path == "/" or path == "/api/login" or path.startswith("/static/") or bool(_PAGE.fullmatch(path))
+
+
+_PAGE = re.compile(r"/m/[^/]+")
+
+
+def _login_cookie(headers: dict[bytes, bytes]) -> str | None:
+    cookie = headers.get(b"cookie", b"")
+    if COOKIE.encode() not in cookie:
+        return None
+    # Starlette's lenient parser: cookies that other apps on this host name set (they are
+    # shared across ports) may be malformed; http.cookies stops at the first one.
+    return cookie_parser(cookie.decode("latin-1")).get(COOKIE)
+
+
 class Guard:
-    """Pure ASGI middleware: security headers on every response; the token or a loopback Host."""
+    """Pure ASGI middleware: security headers on every response; the token (on every route but
+    the page, its static files and the login) or, without a token, a loopback Host."""
 
     def __init__(self, app, token: str | None, allowed_hosts: set[str] | None, throttle: AuthThrottle | None = None):
         self.app = app
@@ -673,10 +726,8 @@ class Guard:
         self.allowed_hosts = allowed_hosts
         self.throttle = throttle or AuthThrottle()
 
-    def _authorised(self, scope) -> bool | None:
-        """True: a valid credential; False: a wrong one (counted); None: none presented."""
-        if self.token is None:
-            return True
+    def _credentials(self, scope) -> tuple[list[bytes], str | None]:
+        """(tokens from the Authorization header and ?token=, the login cookie's value)."""
         headers = dict(scope.get("headers") or [])
         candidates = []
         auth = headers.get(b"authorization", b"")
@@ -684,29 +735,42 @@ class Guard:
             candidates.append(auth[7:].strip())
         qs = scope.get("query_string", b"")
         if b"token=" in qs:
-            from urllib.parse import parse_qs
             candidates += [v.encode() for v in parse_qs(qs.decode("latin-1")).get("token", [])]
-        if any(hmac.compare_digest(c, self.token) for c in candidates):
-            return True
-        cookie = headers.get(b"cookie", b"")
-        if COOKIE.encode() in cookie:
-            # Starlette's lenient parser: cookies that other apps on this host name set (they
-            # are shared across ports) may be malformed; http.cookies stops at the first one.
-            value = cookie_parser(cookie.decode("latin-1")).get(COOKIE, "")
-            if hmac.compare_digest(value.encode("latin-1", "replace"), self.cookie):
-                return True
-            return False
-        return False if candidates else None
+        return candidates, _login_cookie(headers)
+
+    def _check(self, scope) -> tuple[int, int | None]:
+        """(200: let it through, 401: no or a wrong credential, 429: blocked; Retry-After)."""
+        candidates, cookie = self._credentials(scope)
+        if not candidates and cookie is None:
+            return 401, None  # nothing presented: not a guess
+        client = _client(scope)
+        level = self.throttle.level(client)
+        wait = self.throttle.retry_after(client, level)
+        if wait is not None:  # before any comparison: a 429 says nothing about the token
+            return 429, wait
+        if any(hmac.compare_digest(c, self.token) for c in candidates) or (
+                cookie is not None and hmac.compare_digest(cookie.encode("latin-1", "replace"), self.cookie)):
+            if level > 0:
+                self.throttle.succeeded(client)
+            return 200, None
+        if candidates:
+            self.throttle.failed(client)
+        else:
+            self.throttle.failed_cookie(client, cookie)
+        return 401, None
 
     def _host_ok(self, scope) -> bool:
         if self.allowed_hosts is None:
             return True
-        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
-        if host.startswith("["):
-            host = host[: host.find("]") + 1] if "]" in host else host
-        else:
-            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return host in self.allowed_hosts or is_loopback(host)
+        host = host_name(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1"))
+        return host is not None and (host in self.allowed_hosts or is_loopback(host))
+
+    def _blocked(self, scope) -> int | None:
+        """Retry-After for a public route that carries a token (login, a page link), else None."""
+        path = scope.get("path", "")
+        if path == "/api/login" or b"token=" in scope.get("query_string", b""):
+            return self.throttle.retry_after(_client(scope))
+        return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -724,23 +788,20 @@ class Guard:
             resp = error_response(421, "this server only answers requests to a loopback host name "
                                        "(127.0.0.1, localhost, ::1); start it with --token to serve other names")
             return await resp(scope, receive, send_with_headers)
-        path = scope.get("path", "")
-        if self.token is not None and path.startswith("/api/"):
-            wait = self.throttle.retry_after(_client(scope))
-            if wait is not None:
+        if self.token is not None:
+            if is_public(scope.get("path", "")):
+                status, wait = (429, w) if (w := self._blocked(scope)) is not None else (200, None)
+            else:
+                status, wait = self._check(scope)
+            if status == 429:
                 resp = error_response(429, f"too many wrong tokens from this address; try again in {wait} s",
                                       {"retry-after": str(wait)})
                 return await resp(scope, receive, send_with_headers)
-        ok = True if path == "/api/login" or not path.startswith("/api/") else self._authorised(scope)
-        if ok is False:
-            self.throttle.failed(_client(scope))
-        elif ok and self.token is not None and path.startswith("/api/") and path != "/api/login":
-            self.throttle.succeeded(_client(scope))
-        if not ok:
-            resp = error_response(401, "this server needs a token: send 'Authorization: Bearer <token>', "
-                                       "add ?token=<token>, or log in from the web page",
-                                  {"www-authenticate": 'Bearer realm="mediaindex"'})
-            return await resp(scope, receive, send_with_headers)
+            if status == 401:
+                resp = error_response(401, "this server needs a token: send 'Authorization: Bearer <token>', "
+                                           "add ?token=<token>, or log in from the web page",
+                                      {"www-authenticate": 'Bearer realm="mediaindex"'})
+                return await resp(scope, receive, send_with_headers)
         await self.app(scope, receive, send_with_headers)
 
 
@@ -793,9 +854,10 @@ def create_app(pipeline, token: str | None = None):
         Route(mid + "/export.{fmt}", web.export, methods=["GET"]),
         Route(mid + "/clip", web.clip, methods=["GET"]),
     ]
-    # plugin routes sit behind the same Guard (token, Host check) as the built-in ones
-    load_plugins().hook.register_routes(register=routes.append, config=getattr(pipeline, "config", None))
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    # plugin routes sit behind the same Guard (token, Host check) as the built-in ones, wherever
+    # they are: only the built-in page, /static and /api/login are open (is_public)
+    load_plugins().hook.register_routes(register=routes.append, config=getattr(pipeline, "config", None))
     app = Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, FatalError: _unavailable, sqlite3.Error: _unavailable,
         Exception: _server_error})

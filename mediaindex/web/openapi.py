@@ -44,7 +44,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "info": {
             "title": "mediaindex API", "version": version,
             "description": "Search audio and video by what is said in it; play, caption and cut from the moment. "
-                           "When the server was started with a token, every call needs it: "
+                           "When the server was started with a token, every call needs it (every route but "
+                           "/api/login, the web page and its static files, plugin routes included): "
                            "`Authorization: Bearer <token>`, `?token=<token>` or the cookie set by /api/login. "
                            "Without a token, only requests to a loopback host name or address are answered "
                            "(421 otherwise).",
@@ -55,8 +56,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                "(WWW-Authenticate: Bearer).",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "TooManyWrongTokens": {
-                "description": "Ten wrong tokens in a row came from this address within a minute; "
-                               "wait Retry-After seconds.",
+                "description": "Ten wrong tokens came from this address within a minute (then one more "
+                               "try every 6 s); wait Retry-After seconds. Nothing is checked meanwhile.",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
@@ -111,8 +112,11 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}}}},
                 "Status": {"type": "object", "properties": {
                     "files": {"type": "object", "description": "Files by state: queued, running, indexed, failed, total."},
-                    "failed": {"type": "array", "items": {"type": "object", "properties": {
-                        "path": {"type": "string"}, "error": {"type": "string"}}}},
+                    "failed": {"type": "array", "description": "A page of the failed files, by path "
+                               "(failed_limit from failed_offset); `files.failed` counts them all.",
+                               "items": {"type": "object", "properties": {
+                                   "path": {"type": "string"}, "error": {"type": "string"}}}},
+                    "failed_limit": {"type": "integer"}, "failed_offset": {"type": "integer"},
                     "retrying": {"type": "integer"}, "media": {"type": "integer"},
                     "hours_indexed": {"type": "number"}, "spent": {"type": "number"},
                     "roots": {"type": "array", "items": {"type": "object", "properties": {
@@ -136,9 +140,15 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "OK", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Facets"}}}}, "400": _ERROR}}},
             "/api/status": {"get": {
-                "summary": "Indexing status", "description": "Files by state, failures, spend, roots, queue.",
+                "summary": "Indexing status", "description": "Files by state, failures (a page of them), spend, "
+                                                             "roots, queue.",
+                "parameters": [
+                    _q("failed_limit", "Failed files to list.",
+                       {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}),
+                    _q("failed_offset", "Failed files to skip (they are sorted by path).",
+                       {"type": "integer", "minimum": 0, "default": 0})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Status"}}}}}}},
+                    "schema": {"$ref": "#/components/schemas/Status"}}}}, "400": _ERROR}}},
             "/api/openapi.json": {"get": {
                 "summary": "This description", "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
             "/api/login": {"post": {
@@ -149,7 +159,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                                     "properties": {"token": {"type": "string"}}}},
                     "application/x-www-form-urlencoded": {"schema": {"type": "object",
                                                                      "properties": {"token": {"type": "string"}}}}}},
-                "responses": {"204": {"description": "Logged in (cookie set)"}, "400": _ERROR, "401": _ERROR}}},
+                "responses": {"204": {"description": "Logged in (cookie set)"}, "400": _ERROR, "401": _ERROR,
+                              "408": _ERROR, "413": _ERROR, "415": _ERROR}}},
             "/api/media/{media_id}": media_get(
                 "Media and transcript", "Metadata plus every transcript segment with its word times.",
                 {"application/json": {"schema": {"$ref": "#/components/schemas/Media"}}}),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from .app import create_app, is_loopback
+from .connections import KEEP_ALIVE_TIMEOUT, protocol_class
 from .workers import Supervisor
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,12 +46,22 @@ class UnsafeBindError(ValueError):
     """Refused: a non-loopback address without a token would expose the library to the network."""
 
 
+MIN_TOKEN_LENGTH = 16  # beyond loopback: a token that guessing (10 tries a minute) cannot find
+
+
 def check_bind(host: str, token: str | None) -> None:
-    if not is_loopback(host) and not token:
+    if is_loopback(host):
+        return
+    if not token:
         raise UnsafeBindError(
             f"refusing to listen on {host}: that address is reachable from other machines and anyone there "
-            "could search and play your media. Give a token (--token or MEDIAINDEX_TOKEN) to serve beyond "
-            "this machine, or bind 127.0.0.1 (the default).")
+            "could search and play your media. Give a token (--token-file or MEDIAINDEX_TOKEN) to serve "
+            "beyond this machine, or bind 127.0.0.1 (the default).")
+    if len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise UnsafeBindError(
+            f"refusing to listen on {host} with a token of {len(token.strip())} characters: beyond this "
+            f"machine the token needs at least {MIN_TOKEN_LENGTH} (not counting spaces), e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())'`.")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -71,7 +82,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def _config(app, host: str, port: int, log_level: str, access_log: bool) -> uvicorn.Config:
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                          lifespan="off", proxy_headers=False, server_header=False, timeout_graceful_shutdown=3)
+                          lifespan="off", proxy_headers=False, server_header=False, timeout_graceful_shutdown=3,
+                          http=protocol_class(), timeout_keep_alive=KEEP_ALIVE_TIMEOUT)
 
 
 def _url(host: str, port: int) -> str:

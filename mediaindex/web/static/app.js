@@ -576,11 +576,13 @@
     $("st-failed-box").hidden = !failed.length;
     const fl = $("st-failed-list");
     fl.replaceChildren();
-    for (const item of failed.slice(0, 200)) {
+    for (const item of failed) {
       const li = el("li");
       li.append(el("span", "path", item.path), el("span", "err", item.error || ""));
       fl.append(li);
     }
+    const more = (f.failed || 0) - failed.length;
+    if (more > 0) fl.append(el("li", "muted", `and ${more} more (mediaindex status lists them all)`));
     // First run: nothing indexed yet.
     const empty = s.media === 0;
     $("empty").hidden = !empty;
@@ -618,6 +620,9 @@
       pollStatus();
       state.q = null; // force a fresh search
       route(false);
+    } else if (res.status === 429) {
+      const wait = res.headers.get("Retry-After") || "a few";
+      $("login-error").textContent = `Too many wrong tokens: try again in ${wait} s.`;
     } else {
       $("login-error").textContent = "That token is not right.";
     }
