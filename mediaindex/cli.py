@@ -167,6 +167,7 @@ def _terminal_snippet(snippet: str, color: bool) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, index_name, as_json):
     """Find the moments where QUERY was said."""
+    query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = None
