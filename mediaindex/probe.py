@@ -89,14 +89,15 @@ def _check_tail(path: Path, duration: float) -> None:
     """Decode the last seconds: a file cut short (a truncated download) has none to decode.
 
     ffprobe trusts headers, so a truncated MP3 still reports its full duration; seeking near
-    the end and decoding costs one short ffmpeg run and catches it. Media no longer than the
-    window is decoded whole instead (no seek: seeking to 0 in a one-frame FLAC yields nothing),
-    and any audio at all passes: a valid 10 ms clip is short, not corrupt.
+    the end and decoding costs one short ffmpeg run and catches it.
     """
-    window = min(TAIL_WINDOW, duration)
-    seek = duration - window if duration > TAIL_WINDOW else None
-    decoded = _decoded_seconds(path, start=seek, limit=window if seek is not None else None)
-    if decoded < (min(0.25, window / 2) if seek is not None else 1 / SAMPLE_RATE):
+    if duration > TAIL_WINDOW:
+        decoded = _decoded_seconds(path, start=duration - TAIL_WINDOW, limit=TAIL_WINDOW)
+        enough = 0.25
+    else:  # short media is decoded whole (no seek: seeking to 0 in a one-frame FLAC yields nothing)
+        decoded = _decoded_seconds(path, limit=2 * TAIL_WINDOW)
+        enough = 1 / SAMPLE_RATE  # any audio at all: a valid 10 ms clip is short, not corrupt
+    if decoded < enough:
         raise PermanentError(
             f"{path}: truncated or corrupt: the header says {duration:.1f} s but the end of the audio "
             "cannot be decoded (an incomplete download or copy?)")

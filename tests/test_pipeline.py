@@ -407,6 +407,20 @@ def test_forged_duration_never_reaches_an_engine(make_pipeline, corpus, family_e
     assert p.state.get_file(str(forged)).media_id is None
 
 
+def test_ten_millisecond_clip_is_indexed_not_called_corrupt(make_pipeline, corpus, family_engines):
+    import subprocess
+
+    engines = family_engines()
+    p = make_pipeline(transcriber="fake")
+    clip = corpus / "talks" / "click.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.01", str(clip)],
+                   check=True)
+    p.enqueue_plan(p.plan([str(clip)]))
+    [outcome] = p.run_jobs()
+    assert outcome.status == "indexed", outcome.error
+    assert engines.used == [("fake-short", "click.mp3")]
+
+
 def test_spending_cap_stops_paid_work_and_keeps_files_queued(make_pipeline, corpus, data_dir, family_engines):
     from mediaindex.pipeline import BudgetExceeded
 
