@@ -25,7 +25,7 @@ TAIL_WINDOW = 3.0  # seconds decoded at the end of each file
 # setting is 6 kbit/s, MP3's 8, AMR's 4.75; only silence, Speex or Codec2 go lower.
 MIN_BITRATE = 4000
 SAMPLE_RATE = 8000  # for the checks' decodes, as 8-bit mono (lower rates drop a 10 ms clip)
-DECODE_TIMEOUT = 120
+DECODE_TIMEOUT = 120  # seconds, for each of those decodes
 
 
 def _last_line(text: str) -> str:
@@ -112,10 +112,10 @@ def _check_length(path: Path, duration: float, size: int) -> None:
     still passes, because the last page decodes at the forged time. Every engine routes,
     estimates cost and applies its limits on this figure, and a cloud engine that gets a URL
     never decodes it here, so it must hold. Audio below MIN_BITRATE bit/s is implausible for
-    any codec in use, so such a file is decoded (up to half its claimed length:
-    cheap, and bounded by what the file really holds). Too little audio fails the file as
-    corrupt rather than correcting the figure: its timestamps disagree with its audio, so
-    seeking in it (a player jumping to a hit, an engine cutting chunks by time) goes wrong too.
+    any codec in use, so such a file is decoded, up to half its claimed length (cheap: bounded
+    by what the file really holds). Too little audio fails the file as corrupt rather than
+    correcting the figure: its timestamps disagree with its audio, so seeking in it (a player
+    jumping to a hit, an engine cutting chunks by time) goes wrong too.
     """
     if size * 8 / duration >= MIN_BITRATE:
         return
@@ -127,14 +127,15 @@ def _check_length(path: Path, duration: float, size: int) -> None:
             f"of audio ({size} bytes; a damaged or forged header)")
 
 
-def _decoded_seconds(path: Path, *, start: float | None = None, limit: float | None = None) -> float:
-    """Seconds of audio ffmpeg decodes from the first audio stream (from ``start``, at most ``limit``).
+def _decoded_seconds(path: Path, *, limit: float, start: float | None = None) -> float:
+    """Seconds of audio ffmpeg decodes from the first audio stream (at most ``limit``, from ``start``).
 
-    Samples are counted as they stream past (8 kB per second of audio, never all in memory);
-    timestamps are not trusted, since they are what a forged file lies about.
+    Samples are counted as they stream past (8 kB per second of audio, never all in memory): the
+    count is the measure, not the timestamps a forged file lies about (those can only make
+    ``limit`` cut it shorter).
     """
     cmd = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{start:.3f}"] if start is not None else [])
-    cmd += ["-i", str(path), "-map", "0:a:0"] + (["-t", f"{limit:.3f}"] if limit is not None else [])
+    cmd += ["-i", str(path), "-map", "0:a:0", "-t", f"{limit:.3f}"]
     cmd += ["-f", "u8", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
