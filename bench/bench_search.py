@@ -8,8 +8,11 @@ dir, then measures
   word timestamps included; the synthetic data generation is not counted);
 - search latency (``search()``, limit 20, the hits fully built: snippet, jump time) for a query
   mix: rare / mid-frequency / frequent words, 2-3 word phrases, prefixes (search as you type),
-  2-3 word AND queries, and partial queries (3 words of a real segment + 1 word that is in no
-  segment, which needs the partial-match fallback);
+  2-3 word AND queries, partial queries (3 words of a real segment + 1 word that is in no
+  segment, which needs the partial-match fallback), and long queries (440 characters of the 100
+  most frequent words, as if a paragraph were pasted: no segment has them all);
+- the same mix while ``--long-clients`` clients send long queries nonstop, all through 4 search
+  threads as in a web server process (how much heavy clients slow the others);
 - facets latency for a few queries.
 
 Usage::
@@ -103,6 +106,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build the index here and keep it")
     ap.add_argument("--optimize", action="store_true", help="merge the FTS index before searching")
     ap.add_argument("--search-only", action="store_true", help="reuse the index kept in --keep")
+    ap.add_argument("--long-clients", type=int, default=8, help="threads sending long queries during the"
+                    " contention run (0: skip it)")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -152,6 +157,52 @@ def build(args, ix, vocab, cum, rng, tmp) -> None:
 
 
 
+def long_query(vocab, rng: random.Random, chars: int = 440) -> str:
+    """The most frequent words in random order, up to ``chars`` characters (a pasted paragraph)."""
+    words: list[str] = []
+    while len(" ".join(words)) < chars:
+        words.append(vocab[rng.randrange(100)])
+    return " ".join(words[:-1]) + " "
+
+
+def contention(ix, mix: dict[str, list[str]], longs: list[str], clients: int, threads: int = 4) -> None:
+    """The normal mix (5 queries of each category, in turn, one client) while ``clients`` clients
+    send long queries nonstop, all through one FIFO of ``threads`` search threads, as a web
+    server process runs them (``MEDIAINDEX_WEB_THREADS``, 4): a latency includes the wait."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+    long_ms: list[float] = []
+    pool = ThreadPoolExecutor(max_workers=threads)
+
+    def timed(s: str) -> float:
+        t0 = time.perf_counter()
+        pool.submit(ix.search, SearchQuery(s, limit=20)).result()
+        return (time.perf_counter() - t0) * 1000
+
+    def heavy(k: int) -> None:
+        i = k
+        while not stop.is_set():
+            long_ms.append(timed(longs[i % len(longs)]))
+            i += clients
+
+    heavies = [threading.Thread(target=heavy, args=(k,), daemon=True) for k in range(clients)]
+    for t in heavies:
+        t.start()
+    normal = [qs[i] for i in range(min(5, *(len(qs) for qs in mix.values()))) for qs in mix.values()]
+    try:
+        ts = [timed(s) for s in normal]
+    finally:
+        stop.set()
+        for t in heavies:
+            t.join()
+        pool.shutdown()
+    print(f"\nwith {clients} clients sending long queries nonstop ({threads} search threads): the normal mix "
+          f"({len(ts)} queries) p50 {pct(ts, 50):.1f} / p95 {pct(ts, 95):.1f} / max {max(ts):.1f} ms; the long "
+          f"queries ({len(long_ms)}) p50 {pct(long_ms, 50):.1f} / max {max(long_ms):.1f} ms")
+
+
 def search_bench(args, ix, vocab) -> None:
     q = args.queries
     conn = ix._conn()
@@ -183,6 +234,7 @@ def search_bench(args, ix, vocab) -> None:
         part.append(" ".join(words) + " ")
     mix.update({"phrase 2-3 words": phr, "prefix (as you type)": prefix, "AND 2-3 words": andq,
                 "partial (1 word absent)": part})
+    longs = [long_query(vocab, qr) for _ in range(min(q, 30))]
 
     # warm up the page cache and jieba-free paths
     for qs in mix.values():
@@ -207,6 +259,16 @@ def search_bench(args, ix, vocab) -> None:
               f"{statistics.mean(totals):15,.0f} |")
     print(f"| {'overall':<26} | {pct(allt, 50):6.2f} | {pct(allt, 95):6.2f} | {pct(allt, 99):6.2f} | {'':>15} |")
     print(f"partial queries whose best hit has the 3 present words: {partial_ok}/{q}")
+    ts, stopped = [], 0
+    for s in longs:
+        t0 = time.perf_counter()
+        r = ix.search(SearchQuery(s, limit=20))
+        ts.append((time.perf_counter() - t0) * 1000)
+        stopped += bool(getattr(r, "stopped_early", False))
+    print(f"long queries (440 characters of frequent words, {len(longs)}): p50 {pct(ts, 50):.1f} / "
+          f"p95 {pct(ts, 95):.1f} / max {max(ts):.1f} ms, {stopped} stopped early")
+    if args.long_clients:
+        contention(ix, mix, longs, args.long_clients)
 
     ft = []
     for s in ["", vocab[5], vocab[2000], vocab[40000]]:

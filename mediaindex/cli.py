@@ -201,6 +201,7 @@ def _shell_quote(path: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, index_name, as_json):
     """Find the moments where QUERY was said."""
+    query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = None
@@ -219,7 +220,7 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
                  "text": h.text, "snippet": h.snippet, "language": h.language, "emotion": h.emotion,
                  "kind": h.kind} for h in result.hits]
         click.echo(json.dumps({"query": result.query, "total": result.total, "total_exact": result.total_exact,
-                               "partial": result.partial,
+                               "partial": result.partial, "stopped_early": result.stopped_early,
                                "hits": hits}, ensure_ascii=False))
         return
     if not result.hits:
@@ -228,6 +229,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     color = sys.stdout.isatty()
     if result.partial:
         click.echo("(no segment has every word: showing the closest matches)", err=True)
+    if result.stopped_early:
+        click.echo("(a long query: only its rarest words were weighed and the search stopped early)", err=True)
     for h in result.hits:
         click.echo(f"{clock(h.time)}  {printable(h.path)}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)

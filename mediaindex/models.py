@@ -159,7 +159,11 @@ class SearchResult:
     hits: list[SearchHit]
     partial: bool = False  # True when hits match only some of the query words
     total_exact: bool = True  # False when ``total`` is an estimate (large result sets)
+    # True when the partial-match fallback stopped at its work limit (a long query): segments
+    # matching more of the words may exist
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"query": self.query, "total": self.total, "total_exact": self.total_exact,
-                "partial": self.partial, "hits": [h.to_dict() for h in self.hits]}
+                "partial": self.partial, "stopped_early": self.stopped_early,
+                "hits": [h.to_dict() for h in self.hits]}

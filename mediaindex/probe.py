@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import subprocess
+import threading
 
 import ffmpeg
 
@@ -19,6 +20,12 @@ MEDIA_EXTENSIONS = frozenset(
     ".mp4 .m4v .mkv .webm .mov .avi .wmv .flv .mpg .mpeg .ts .mts .m2ts .3gp .ogv".split()
 )
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "comment", "language")
+TAIL_WINDOW = 3.0  # seconds decoded at the end of each file
+# Below this many bits per second of file, a duration is checked by decoding: Opus's lowest
+# setting is 6 kbit/s, MP3's 8, AMR's 4.75; only silence, Speex or Codec2 go lower.
+MIN_BITRATE = 4000
+SAMPLE_RATE = 8000  # for the checks' decodes, as 8-bit mono (lower rates drop a 10 ms clip)
+DECODE_TIMEOUT = 120  # seconds, for each of those decodes
 
 
 def _last_line(text: str) -> str:
@@ -62,6 +69,7 @@ def probe(path: str | os.PathLike) -> ProbeResult:
             if k in TAG_KEYS and v and str(v).lower() != "und" and k not in tags:
                 tags[k] = str(v)
     _check_tail(path, duration)
+    _check_length(path, duration, size)
     a = audio[0]
     return ProbeResult(
         duration=duration,
@@ -83,15 +91,67 @@ def _check_tail(path: Path, duration: float) -> None:
     ffprobe trusts headers, so a truncated MP3 still reports its full duration; seeking near
     the end and decoding costs one short ffmpeg run and catches it.
     """
-    window = min(3.0, duration)
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(0.0, duration - window):.3f}", "-i", str(path),
-           "-map", "0:a:0", "-t", f"{window:.3f}", "-f", "s16le", "-ac", "1", "-ar", "8000", "-"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        raise PermanentError(f"{path}: decoding the end of the file timed out") from None
-    decoded = len(out.stdout) / (2 * 8000)
-    if decoded < min(0.25, window / 2):
+    if duration > TAIL_WINDOW:
+        decoded = _decoded_seconds(path, start=duration - TAIL_WINDOW, limit=TAIL_WINDOW)
+        enough = 0.25
+    else:  # short media is decoded whole (no seek: seeking to 0 in a one-frame FLAC yields nothing)
+        decoded = _decoded_seconds(path, limit=2 * TAIL_WINDOW)
+        enough = 1 / SAMPLE_RATE  # any audio at all: a valid 10 ms clip is short, not corrupt
+    if decoded < enough:
         raise PermanentError(
             f"{path}: truncated or corrupt: the header says {duration:.1f} s but the end of the audio "
             "cannot be decoded (an incomplete download or copy?)")
+
+
+def _check_length(path: Path, duration: float, size: int) -> None:
+    """Cross-check the header's duration against the file's size, and against a decode when
+    the two disagree.
+
+    The duration comes from the container (an Ogg file's last granule position, an MP4's
+    header), so one forged field can make a 12 s file claim 12,000 s; the tail check above
+    still passes, because the last page decodes at the forged time. Every engine routes,
+    estimates cost and applies its limits on this figure, and a cloud engine that gets a URL
+    never decodes it here, so it must hold. Audio below MIN_BITRATE bit/s is implausible for
+    any codec in use, so such a file is decoded, up to half its claimed length (cheap: bounded
+    by what the file really holds). Too little audio fails the file as corrupt rather than
+    correcting the figure: its timestamps disagree with its audio, so seeking in it (a player
+    jumping to a hit, an engine cutting chunks by time) goes wrong too.
+    """
+    if size * 8 / duration >= MIN_BITRATE:
+        return
+    half = duration / 2
+    decoded = _decoded_seconds(path, limit=half)
+    if decoded < 0.9 * half:
+        raise PermanentError(
+            f"{path}: corrupt: the header says {duration:.1f} s but the file holds only {decoded:.1f} s "
+            f"of audio ({size} bytes; a damaged or forged header)")
+
+
+def _decoded_seconds(path: Path, *, limit: float, start: float | None = None) -> float:
+    """Seconds of audio ffmpeg decodes from the first audio stream (at most ``limit``, from ``start``).
+
+    Samples are counted as they stream past (8 kB per second of audio, never all in memory): the
+    count is the measure, not the timestamps a forged file lies about (those can only make
+    ``limit`` cut it shorter).
+    """
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{start:.3f}"] if start is not None else [])
+    cmd += ["-i", str(path), "-map", "0:a:0", "-t", f"{limit:.3f}"]
+    cmd += ["-f", "u8", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError as e:
+        raise TransientError(f"could not start ffmpeg for {path}: {e}") from None
+    timed_out = threading.Event()
+    timer = threading.Timer(DECODE_TIMEOUT, lambda: (timed_out.set(), proc.kill()))
+    timer.start()
+    count = 0
+    try:
+        while chunk := proc.stdout.read(1 << 16):  # type: ignore[union-attr]
+            count += len(chunk)
+    finally:
+        timer.cancel()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.wait()
+    if timed_out.is_set():
+        raise PermanentError(f"{path}: decoding it to check its length timed out ({DECODE_TIMEOUT} s)")
+    return count / SAMPLE_RATE

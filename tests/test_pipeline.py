@@ -432,6 +432,36 @@ def test_family_routes_each_file_by_duration(make_pipeline, corpus, family_engin
     assert len(engines.indexed) == 2
 
 
+def test_forged_duration_never_reaches_an_engine(make_pipeline, corpus, family_engines, tmp_path):
+    """An Ogg file whose last granule claims 1,000x its length fails at the probe: no engine is
+    routed, costed or capped on the lie, and the stored error says why."""
+    from tests.test_probe import forge_last_granule
+
+    engines = family_engines()
+    p = make_pipeline(transcriber="fake")
+    forged = corpus / "podcasts" / "forged.opus"
+    forge_last_granule(corpus / "podcasts" / "lighthouse.opus", forged, 1000)
+    p.enqueue_plan(p.plan([str(forged), str(corpus / "podcasts" / "ferry.webm")]))
+    outcomes = {o.path: o for o in p.run_jobs()}
+    assert outcomes[str(forged)].status == "failed" and "forged" in outcomes[str(forged)].error
+    assert engines.used == [("fake-short", "ferry.webm")]
+    assert p.state.get_file(str(forged)).media_id is None
+
+
+def test_ten_millisecond_clip_is_indexed_not_called_corrupt(make_pipeline, corpus, family_engines):
+    import subprocess
+
+    engines = family_engines()
+    p = make_pipeline(transcriber="fake")
+    clip = corpus / "talks" / "click.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.01", str(clip)],
+                   check=True)
+    p.enqueue_plan(p.plan([str(clip)]))
+    [outcome] = p.run_jobs()
+    assert outcome.status == "indexed", outcome.error
+    assert engines.used == [("fake-short", "click.mp3")]
+
+
 def test_spending_cap_stops_paid_work_and_keeps_files_queued(make_pipeline, corpus, data_dir, family_engines):
     from mediaindex.pipeline import BudgetExceeded
 

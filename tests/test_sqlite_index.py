@@ -405,3 +405,66 @@ def test_total_exact_flag(tmp_path):
     few = ix.search(SearchQuery(q="number7 ", limit=5))
     assert few.total == 1 and few.total_exact
     ix.close()
+
+
+# ---- the partial-match fallback's bounds -------------------------------------------------------
+
+
+@pytest.fixture
+def crowded(ix):
+    """300 segments of 8 words each, drawn from 60 frequent words: no segment has them all."""
+    import random
+
+    rng = random.Random(7)
+    vocab = [f"word{i:02d}" for i in range(60)]
+    ix.upsert(media("m", "/x/m.mp3"), [seg(i, " ".join(rng.sample(vocab, 8)), i * 5.0) for i in range(300)])
+    return ix, vocab
+
+
+def fts_queries(ix, run) -> list[str]:
+    """The FTS5 MATCH statements our code sends while ``run()`` runs (not SQLite's own)."""
+    sent: list[str] = []
+    ix._conn().set_trace_callback(lambda s: sent.append(s) if " MATCH " in s and not s.startswith("--") else None)
+    try:
+        run()
+    finally:
+        ix._conn().set_trace_callback(None)
+    return sent
+
+
+def test_long_query_partial_work_is_bounded(crowded):
+    """A pasted paragraph of frequent words: the fallback weighs only the PARTIAL_WORDS rarest
+    words, runs at most PARTIAL_QUERIES sub-queries, and says it stopped early."""
+    from mediaindex.builtin import sqlite_index as mod
+
+    ix, vocab = crowded
+    text = " ".join(vocab) + " "
+    got: list = []
+    sent = fts_queries(ix, lambda: got.append(q(ix, text, limit=20)))
+    r = got[0]
+    assert r.partial and r.stopped_early and r.hits
+    assert len(sent) <= mod.PARTIAL_QUERIES + 1, len(sent)  # + the check that not even the rarest meet
+    assert max(s.count('" AND "') + 1 for s in sent) <= mod.PARTIAL_WORDS  # words in one query
+    for h in r.hits:  # every hit has the words it claims
+        assert sum(w in h.text.split() for w in vocab) >= h.matched_words >= 1
+    # a query of a few words is not cut short
+    r = q(ix, "word01 word02 word03 word04 word05 ")
+    assert r.partial and not r.stopped_early
+
+
+def test_partial_time_and_query_budgets(crowded, monkeypatch):
+    """Past its time budget (0 here) or its query budget, the fallback returns what it found."""
+    from mediaindex.builtin import sqlite_index as mod
+
+    ix, vocab = crowded
+    text = " ".join(vocab[:8]) + " "  # 8 words: within the word limit
+    full = q(ix, text)
+    assert full.partial and not full.stopped_early
+    monkeypatch.setattr(mod, "PARTIAL_SECONDS", 0.0)
+    got: list = []
+    sent = fts_queries(ix, lambda: got.append(q(ix, text)))
+    assert got[0].stopped_early and len(sent) == 2  # the full AND, then one sub-query
+    monkeypatch.setattr(mod, "PARTIAL_SECONDS", 60.0)
+    monkeypatch.setattr(mod, "PARTIAL_QUERIES", 3)
+    sent = fts_queries(ix, lambda: got.append(q(ix, text)))
+    assert got[1].stopped_early and len(sent) == 1 + 3

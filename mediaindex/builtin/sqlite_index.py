@@ -21,7 +21,10 @@ matches than RANK_CAP, the ranking is bm25 among the newest matches and ``total`
 estimated from the density of the matches seen (exact, from ``fts5vocab``, when the query is one
 plain word without filters). When no document has every word, a Meilisearch-like fallback runs cheap
 AND queries with words dropped (never-seen words first, then each single word, then the most
-frequent words) and returns the documents that match the most words (``partial=True``).
+frequent words) and returns the documents that match the most words (``partial=True``). Its
+work is bounded whatever the query's length (the :data:`PARTIAL_WORDS` rarest words, at most
+:data:`PARTIAL_QUERIES` sub-queries, none after :data:`PARTIAL_SECONDS`); ``stopped_early=True``
+says a bound cut it short.
 
 The hit's ``time`` is the start of the engine word under the first match in the original text.
 
@@ -60,6 +63,9 @@ from mediaindex.textsearch import (Term, find_matches, fold, fts5_quote, fts5_te
 SCHEMA_VERSION = 1
 RANK_CAP = 1000  # at most this many matches are considered (newest first)
 PARTIAL_FETCH = 50  # hits fetched per sub-query in the partial-match fallback
+PARTIAL_WORDS = 10  # the fallback weighs at most this many words of a query (the rarest)
+PARTIAL_QUERIES = 32  # and at most this many sub-queries (no query of PARTIAL_WORDS words needs more)
+PARTIAL_SECONDS = 0.25  # and starts none after this long
 DF_TTL = 60.0  # seconds a document frequency stays cached (it only steers ranking/strategy)
 DF_PROBE_CAP = 20000  # prefixes: matches counted up to this
 BM25_WEIGHTS = (1.0, 0.5)  # body, extra (CJK sub-words)
@@ -364,6 +370,8 @@ class SqliteIndex(IndexBackend):
             r = self._conn().execute("SELECT doc FROM fts_vocab WHERE term = ?", (tok,)).fetchone()
             if r:
                 return int(r[0])
+            if tok.isascii():  # folded as unicode61 folds it: not in the vocabulary, in no document
+                return 0
             # our folding may differ from unicode61's for some letters: ask FTS5 itself
             return self._probe(fts5_quote(tok), DF_PROBE_CAP)
         return self._cached("t:" + tok, compute)
@@ -507,12 +515,36 @@ class SqliteIndex(IndexBackend):
             out.append((rid, score))
         return out
 
-    def _partial(self, terms: list[Term], q: SearchQuery, want: int) -> tuple[list[tuple[int, float, int]], int]:
-        """Documents matching the most terms: [(doc id, bm25, words matched)], best first."""
+    def _rarest(self, terms: list[Term], n: int) -> list[Term]:
+        """The n terms in the fewest documents."""
+        return sorted(terms, key=self._df)[:n]
+
+    def _any_match(self, terms: list[Term], q: SearchQuery) -> bool:
+        """True when a document under the query's filters has every one of the terms."""
+        if not all(self._df(t) for t in terms):
+            return False
+        fsql, fparams = self._filters(q)
+        join = " JOIN docs d ON d.id = fts.rowid" if fsql else ""
+        match = " AND ".join(self._expr(t) for t in terms)
+        return self._conn().execute(f"SELECT 1 FROM fts{join} WHERE fts MATCH ?{fsql} LIMIT 1",
+                                    [match, *fparams]).fetchone() is not None
+
+    def _partial(self, terms: list[Term], q: SearchQuery,
+                 want: int) -> tuple[list[tuple[int, float, int]], int, bool]:
+        """Documents matching the most terms: ([(doc id, bm25, words matched)] best first, how many,
+        stopped early).
+
+        The work is bounded whatever the query's length: only the PARTIAL_WORDS rarest words are
+        weighed (a 5 s segment holds about a dozen words; the frequent ones say the least), at
+        most PARTIAL_QUERIES sub-queries run, and none starts after PARTIAL_SECONDS. ``stopped``
+        says a bound cut the search short: documents matching more of the words may exist.
+        """
         dfs = {t.key: self._df(t) for t in terms}
         live = [t for t in terms if dfs[t.key] > 0]  # words never seen can never match
         # drop order: the most frequent words first (they say the least)
         live.sort(key=lambda t: -dfs[t.key])
+        stopped = len(live) > PARTIAL_WORDS
+        live = live[-PARTIAL_WORDS:]
         n = len(live)
         fetch = max(want, PARTIAL_FETCH)  # per sub-query; only the newest `fetch` are ranked
         found: dict[int, tuple[int, float]] = {}  # id -> (level, score)
@@ -529,15 +561,23 @@ class SqliteIndex(IndexBackend):
         k = n
         if k == len(terms):  # every word exists, yet no document has them all
             k -= 1
+        queries, deadline = 0, _time.monotonic() + PARTIAL_SECONDS
         while k >= 1 and len(found) < want:
             for sub in subsets(k):
+                if queries and (queries >= PARTIAL_QUERIES or _time.monotonic() > deadline):
+                    return self._partial_ranked(found), len(found), True
+                queries += 1
                 rows, _ = self._candidates(sub, q, fetch, need_total=False, py_rank=fetch)
                 for rid, score in rows:
                     if rid not in found:
                         found[rid] = (k, score)
             k -= 1
+        return self._partial_ranked(found), len(found), stopped
+
+    @staticmethod
+    def _partial_ranked(found: dict[int, tuple[int, float]]) -> list[tuple[int, float, int]]:
         ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[1][1], -kv[0]))
-        return [(rid, score, level) for rid, (level, score) in ranked], len(found)
+        return [(rid, score, level) for rid, (level, score) in ranked]
 
     # ---- search ----------------------------------------------------------------------------
 
@@ -550,21 +590,26 @@ class SqliteIndex(IndexBackend):
         if pq.empty:
             return SearchResult(query=query.q, total=0, hits=[])
         terms = pq.terms
-        rows, total = self._candidates(terms, query, want)
-        partial = False
+        if len(terms) > PARTIAL_WORDS and not self._any_match(self._rarest(terms, PARTIAL_WORDS), query):
+            rows, total = [], 0  # not even the rarest words meet: skip the AND of them all (costly)
+        else:
+            rows, total = self._candidates(terms, query, want)
+        partial = stopped = False
         levels: dict[int, int] = {}
         if total == 0 and len(terms) > 1:
-            prow, total = self._partial(terms, query, want)
+            prow, total, stopped = self._partial(terms, query, want)
             partial = total > 0
             rows = [(rid, score) for rid, score, _ in prow]
             levels = {rid: level for rid, _, level in prow}
         page = rows[offset:want]
-        hits = self._hits(page, terms, levels)
+        # (a word in no document marks nothing: a long query's unknown words cost no matching)
+        hits = self._hits(page, [t for t in terms if self._df(t)] if partial else terms, levels)
         # beyond RANK_CAP matches, _candidates estimates the total unless it has the exact count
         # (one plain word, no filters: its document frequency); partial totals count what was found
         one_word = len(terms) == 1 and not terms[0].prefix and len(terms[0].tokens) == 1
         exact = not partial and (total <= RANK_CAP or (one_word and not self._filters(query)[0]))
-        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=exact)
+        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=exact,
+                            stopped_early=stopped)
 
     def _hits(self, page: list[tuple[int, float]], terms: list[Term], levels: dict[int, int]) -> list[SearchHit]:
         if not page:
@@ -612,7 +657,7 @@ class SqliteIndex(IndexBackend):
                              f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql} GROUP BY 1, 2, 3, 4",
                              [match, *fparams]).fetchall()
             if not rows and len(pq.terms) > 1:  # partial matches: facets of what search shows
-                prow, _ = self._partial(pq.terms, query, PARTIAL_FETCH)
+                prow, _, _ = self._partial(pq.terms, query, PARTIAL_FETCH)
                 ids = [rid for rid, _, _ in prow]
                 rows = []
                 for i in range(0, len(ids), 500):

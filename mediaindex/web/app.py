@@ -400,7 +400,7 @@ class WebApp:
                 "link": f"/m/{h.media_id}?t={jump}",
             })
         return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
-                             "limit": query.limit, "offset": query.offset, "hits": hits})
+                             "stopped_early": result.stopped_early, "limit": query.limit, "offset": query.offset, "hits": hits})
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)

@@ -82,6 +82,8 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "SearchResult": {"type": "object", "properties": {
                     "query": {"type": "string"}, "total": {"type": "integer"},
                     "partial": {"type": "boolean", "description": "True when no segment has every word."},
+                    "stopped_early": {"type": "boolean", "description": "True when the search for partial matches "
+                                      "stopped at its work limit (a long query): closer matches may exist."},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
                 "Facets": {"type": "object", "properties": {
