@@ -97,6 +97,8 @@ class Watcher:
                                            for p in excluded_in(r, [str(pipeline.config.data_dir)])})
         # roots in a storage other than local disk have no events: their listing is polled
         self.remote_roots = [r for r in self.roots if not is_local(r)]
+        for root in self.remote_roots:
+            pipeline.storage_for(root)  # an unknown scheme is a usage error, before any work
         self.remote_poll = float(poll or 30.0)
         self.stable = max(0.0, float(stable))
         self.poll = poll
@@ -152,6 +154,7 @@ class Watcher:
             if repaired:
                 self.log(f"{repaired}; rebuilding it from the cached transcripts")
             rebuilt, dropped = self.pipeline.reconcile()
+            self.pipeline.clean_staging()  # uploads a crash left behind
         except sqlite3.Error as e:  # a full disk, a damaged state database: a clear FatalError
             fatal = self._database_error(e)
             if fatal is None:
