@@ -58,6 +58,9 @@ class TransientError(MediaError):
 # ---- storage -------------------------------------------------------------------------------
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def uri_scheme(location: str) -> str:
     """The storage scheme of a media location: ``s3`` for ``s3://b/k``; ``file`` for a plain
     path or a ``file://`` URI."""
@@ -78,9 +81,6 @@ def normalize_location(location: str) -> str:
     if location.startswith("file://"):
         location = location[len("file://"):]
     return os.path.abspath(os.path.expanduser(location))
-
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass

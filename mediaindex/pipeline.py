@@ -41,10 +41,10 @@ class UsageError(Exception):
     """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
 
 
-def content_id(path: str | os.PathLike, chunk: int = 1 << 20, storage: StorageBackend | None = None) -> str:
+def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The media id: a hash of the bytes, so a moved or renamed file keeps its id."""
     h = hashlib.blake2b(digest_size=10)
-    with (storage.open(str(path)) if storage else open(path, "rb")) as f:
+    with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

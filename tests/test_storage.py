@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_watch_polls_a_non_file_root(bucket, mem_storage, make_pipeline, corpus_
             rec = p.state.get_file("mem://lib/ferry.webm")
             if rec is not None and rec.status == "indexed":
                 break
-            w._stopping.wait(0.1)
+            time.sleep(0.1)
         assert p.state.get_file("mem://lib/ferry.webm").status == "indexed"
     finally:
         w.stop()
@@ -193,7 +194,6 @@ def test_source_in_a_bucket_is_presigned_not_uploaded(make_pipeline, bucket, mem
 
 def test_upload_left_by_a_crash_is_deleted_on_the_next_run(make_pipeline, corpus, mem_storage, data_dir, url_engine):
     """A process killed during the call (os._exit) leaves its upload; the next run deletes it."""
-    (data_dir / "config.toml").write_text('stage_storage = "mem"\n')
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(HERE)!r})
@@ -229,7 +229,7 @@ def test_upload_left_by_a_crash_is_deleted_on_the_next_run(make_pipeline, corpus
     assert left.startswith("mediaindex-staging/") and left.endswith(".mp3")
     url_engine()  # the next run (any engine): leftovers are cleaned before work starts
     p = make_pipeline(transcriber="urlonly")
-    assert [(s, k) for s, k in _staged_rows(p)] == [("mem", left)]
+    assert [tuple(row) for row in _staged_rows(p)] == [("mem", left)]
     p.run_jobs()
     assert mem_storage.staged() == [] and _staged_rows(p) == []
 
