@@ -5,6 +5,11 @@ A plugin registers instances of these through the ``register_*`` hooks (see hook
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -53,15 +58,53 @@ class TransientError(MediaError):
 # ---- storage -------------------------------------------------------------------------------
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def uri_scheme(location: str) -> str:
+    """The storage scheme of a media location: ``s3`` for ``s3://b/k``; ``file`` for a plain
+    path or a ``file://`` URI."""
+    m = _SCHEME.match(location)
+    return m.group(1).lower() if m else "file"
+
+
+def is_local(location: str) -> bool:
+    """A plain path (or ``file://``): read with os and ffmpeg directly."""
+    return uri_scheme(location) == "file"
+
+
+def normalize_location(location: str) -> str:
+    """A location as the state database keeps it: an absolute path for local files (``~``
+    expanded, ``file://`` dropped), a URI unchanged but for a trailing slash."""
+    if not is_local(location):
+        return location.rstrip("/") if not location.endswith("://") else location
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return os.path.abspath(os.path.expanduser(location))
+
+
 @dataclass
 class ObjectInfo:
+    """One stored object (a file on disk, an object in a bucket): what a scan compares."""
+
     uri: str
     size: int
     mtime: float
+    etag: str | None = None  # a content version when the storage has one (S3 ETag, OSS version)
+
+    @property
+    def path(self) -> str:
+        """The location (a plain path for local files): the scanner's name for it."""
+        return self.uri
 
 
 class StorageBackend(abc.ABC):
-    """Where media bytes live: local disk (``file``), S3 (``s3``), Alibaba OSS (``oss``)."""
+    """Where media bytes live: local disk (``file``), S3 (``s3``), Alibaba OSS (``oss``).
+
+    Everything that reads a media location goes through the backend of its scheme: listing a
+    root, stat, reading (hashing), and a local copy for ffmpeg. URIs are ``scheme://rest``;
+    ``file`` locations are plain absolute paths.
+    """
 
     scheme: str = ""
 
@@ -70,19 +113,55 @@ class StorageBackend(abc.ABC):
         """Open an object for reading (binary)."""
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """List objects under a prefix (a folder or bucket prefix), recursively."""
+    def list(self, prefix: str, problems: list[tuple[str, str]] | None = None) -> Iterator[ObjectInfo]:
+        """Every candidate object at or under a prefix (a folder, a bucket prefix or one object),
+        recursively, paging through the service's listing as needed. Objects that cannot be
+        read are added to ``problems`` as (uri, reason) instead of failing the listing."""
+
+    @abc.abstractmethod
+    def stat(self, uri: str) -> ObjectInfo | None:
+        """Size, mtime and version of one object; None when it does not exist."""
+
+    def offline_reason(self, root: str, has_known_files: Callable[[], bool]) -> str | None:
+        """Why a root cannot be listed now (its files are kept, not purged), or None."""
+        return None
 
     def local_path(self, uri: str) -> Path | None:
         """A local file path for the object when it has one (ffmpeg reads it directly)."""
         return None
 
-    def public_url(self, uri: str, expires: int = 3600) -> str:
-        """A URL a cloud service can fetch (presigned, expiring)."""
-        raise NotImplementedError(f"storage {self.scheme!r} cannot give a public URL")
+    @contextlib.contextmanager
+    def local_copy(self, uri: str) -> Iterator[Path]:
+        """A local file ffmpeg can read while the block runs: the file itself when it has a
+        local path, else a temporary download deleted afterwards."""
+        local = self.local_path(uri)
+        if local is not None:
+            yield local
+            return
+        suffix = os.path.splitext(uri.rsplit("/", 1)[-1])[1]
+        fd, tmp = tempfile.mkstemp(prefix="mediaindex-", suffix=suffix)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(uri) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            yield Path(tmp)
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def public_url(self, uri: str, expires: int = 3600) -> str | None:
+        """A URL a cloud service can fetch (presigned, expiring), or None when this storage
+        cannot give one (then the file is staged to ``stage_storage``)."""
+        return None
 
     def stage(self, local_path: Path, key: str) -> str:
-        """Upload a local file so a cloud engine can read it; returns its URI."""
+        """Upload a local file under ``key`` so a cloud engine can read it; returns its URI."""
+        raise NotImplementedError(f"storage {self.scheme!r} cannot stage uploads")
+
+    def unstage(self, key: str) -> None:
+        """Delete what ``stage`` uploaded under ``key``; no error when it is not there (a crash
+        may have come before the upload)."""
         raise NotImplementedError(f"storage {self.scheme!r} cannot stage uploads")
 
 
@@ -94,8 +173,8 @@ class TranscriberLimits:
     """What a transcriber can take. The router uses this to pick an engine for a file."""
 
     max_duration: float | None = None  # seconds; None = no limit
-    max_bytes: int | None = None
-    needs_url: bool = False  # needs a public URL (the audio is staged to a bucket)
+    max_bytes: int | None = None  # the file's size (probe.size)
+    needs_url: bool = False  # reads a URL (request.publish), not a local file: informational
     word_timestamps: bool = True
     languages: list[str] | None = None  # None = many / auto-detect
     paid: bool = False  # never selected silently: the user must ask for it
@@ -115,9 +194,14 @@ class Checkpoint:
 class TranscribeRequest:
     """One file to transcribe."""
 
-    path: Path  # a local file ffmpeg can read
+    path: Path  # a local file ffmpeg can read, valid while ``transcribe`` runs
     probe: ProbeResult
-    url: str | None = None  # a public URL when the engine needs one
+    uri: str = ""  # where the media lives (a plain path for local files, else scheme://...)
+    # Make a local file fetchable by a cloud engine; returns its URL. Publish the extracted audio
+    # (mediaindex.audio.extract: mono 16 kHz, compressed), not a multi-GB video; publishing
+    # ``path`` itself presigns a source already in a bucket instead of uploading it again.
+    # What was published is deleted by the core after the call, whether it succeeded or not.
+    publish: Callable[[Path], str] | None = None
     language: str | None = None  # a hint; None = detect
     prompt: str | None = None  # names and terms to bias recognition
     progress: ProgressCallback | None = None
@@ -125,6 +209,12 @@ class TranscribeRequest:
     # must not hide the spend. Transcript.cost is the total; what was charged is not booked twice.
     charge: Callable[[float, float, dict], None] | None = None
     checkpoint: Checkpoint | None = None
+
+
+def _language_in(language: str, languages: list[str]) -> bool:
+    """``en-US`` matches ``en``; case does not matter."""
+    base = language.lower().replace("_", "-")
+    return any(base == lang.lower() or base.split("-")[0] == lang.lower().split("-")[0] for lang in languages)
 
 
 class Transcriber(abc.ABC):
@@ -139,11 +229,20 @@ class Transcriber(abc.ABC):
     family: str | None = None
     limits: TranscriberLimits = TranscriberLimits()
 
-    def accepts(self, probe: ProbeResult) -> str | None:
-        """None when this engine can take the file, else why not (shown if no engine fits)."""
+    def accepts(self, probe: ProbeResult, language: str | None = None) -> str | None:
+        """None when this engine can take the file, else why not (shown if no engine fits).
+
+        Checks every limit that decides routing: ``max_duration``, ``max_bytes`` and, when the
+        language is known (a hint), ``languages``. ``needs_url``, ``word_timestamps`` and
+        ``paid`` are informational here (``paid`` engines are only used when named).
+        """
         lim = self.limits
         if lim.max_duration is not None and probe.duration > lim.max_duration:
             return f"{probe.duration:.0f} s is longer than {self.name}'s {lim.max_duration:.0f} s"
+        if lim.max_bytes is not None and probe.size > lim.max_bytes:
+            return f"{probe.size} bytes is more than {self.name}'s {lim.max_bytes} bytes"
+        if language and lim.languages is not None and not _language_in(language, lim.languages):
+            return f"{self.name} does not take {language!r} (only {', '.join(lim.languages)})"
         return None
 
     @property

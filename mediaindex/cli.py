@@ -13,6 +13,7 @@ import threading
 import click
 
 from . import __version__
+from .backends import is_local, normalize_location
 from .config import Config
 from .datalock import DataDirBusy, lock_data_dir
 from .dberrors import database_error
@@ -97,7 +98,7 @@ def index(paths, data_dir, transcriber, index_name, workers):
     entry, or a path named that is not media: a .txt, a FIFO, a device) or waits for a retry,
     or a root is offline (each listed with its reason), 2 on usage errors.
     """
-    missing = [p for p in paths if not os.path.exists(p)]
+    missing = [p for p in paths if is_local(p) and not os.path.exists(p)]
     pipeline = open_pipeline(data_dir, transcriber=transcriber, index=index_name)
     try:
         lock = lock_data_dir(pipeline.config.data_dir, "index")
@@ -206,8 +207,10 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     try:
         prefix = None
         if path_prefix:  # a folder means "under it", not "any name starting with it"
-            prefix = os.path.abspath(os.path.expanduser(path_prefix))
-            if not os.path.isfile(prefix):
+            prefix = normalize_location(path_prefix)
+            if not is_local(prefix):
+                prefix = prefix.rstrip("/") + "/"
+            elif not os.path.isfile(prefix):
                 prefix = prefix.rstrip(os.sep) + os.sep
         result = pipeline.index.search(SearchQuery(q=query, limit=limit, offset=offset, language=lang,
                                                    emotion=emotion, kind=kind, path_prefix=prefix))
@@ -292,7 +295,7 @@ def export(media, fmt, data_dir, output):
         state = pipeline.state
         m = state.get_media(media) if re.fullmatch(r"[0-9a-f]{20}", media) else None
         if m is None:
-            m = state.media_for_path(os.path.abspath(os.path.expanduser(media)))
+            m = state.media_for_path(normalize_location(media))
         if m is None:
             raise click.ClickException(f"{printable(media)}: not in the index (run `mediaindex index` on it first)")
         transcript = state.get_transcript(m.id)

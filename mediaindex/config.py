@@ -23,6 +23,7 @@ from typing import Any
 
 from . import safety
 from .safety import SECRET_NAME
+from .backends import normalize_location
 from .scan import is_under
 
 DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
@@ -74,7 +75,7 @@ class Config:
     def hint_for(self, path: str) -> dict[str, Any]:
         """The language/prompt hint for a file: the first ``[[hints]]`` entry whose path contains it."""
         for hint in self.settings.get("hints") or []:
-            prefix = os.path.abspath(os.path.expanduser(hint.get("path", "")))
+            prefix = normalize_location(hint.get("path", ""))
             if is_under(path, prefix):
                 return {k: v for k, v in hint.items() if k != "path"}
         return {}

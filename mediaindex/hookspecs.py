@@ -27,7 +27,8 @@ hookimpl = HookimplMarker("mediaindex")
 
 @hookspec
 def register_storage_backends(register: Callable[["StorageBackend"], None], config: "Config") -> None:
-    """Register storage backends (one per URI scheme: file, s3, oss)."""
+    """Register storage backends (one per URI scheme: file, s3, oss). A media location is a URI;
+    ``Pipeline.storage_for(uri)`` lists, stats, reads and copies it locally through its backend."""
 
 
 # ---- transcription -------------------------------------------------------------------------

@@ -12,13 +12,14 @@ import sqlite3
 import sys
 import threading
 import traceback
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, PermanentError, StorageBackend, Transcriber,
-                       TranscribeRequest)
+from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectInfo, PermanentError, StorageBackend,
+                       Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
 from .models import Media, ProbeResult, Segment, Transcript
@@ -107,12 +108,21 @@ class Pipeline:
         self._media_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._reserved = 0.0  # estimated cost of paid transcriptions in progress
+        self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
 
     @staticmethod
     def _registrar(registry: dict, attr: str) -> Callable:
         def register(obj) -> None:
             registry[getattr(obj, attr)] = obj
         return register
+
+    def storage_for(self, uri: str) -> StorageBackend:
+        """The storage backend that reads this location (``file`` for plain paths)."""
+        scheme = uri_scheme(uri)
+        if scheme not in self.storages:
+            raise UsageError(f"no storage plugin for {scheme}:// locations ({uri}); available: "
+                             f"{', '.join(sorted(self.storages)) or 'none'} (see `mediaindex plugins`)")
+        return self.storages[scheme]
 
     # ---- routing ---------------------------------------------------------------------------
 
@@ -129,7 +139,7 @@ class Pipeline:
                              " (see `mediaindex plugins`)")
         return family
 
-    def transcriber_for(self, probe_result: ProbeResult) -> Transcriber:
+    def transcriber_for(self, probe_result: ProbeResult, language: str | None = None) -> Transcriber:
         """Pick the engine: the one named, or the first member of the named family that accepts
         the file, shortest ``max_duration`` first (a fast engine for short files, a file engine
         for long ones). Paid engines are only used when the user names them; nothing is chosen
@@ -139,7 +149,7 @@ class Pipeline:
         candidates = self.check_transcriber()
         reasons = []
         for t in candidates:
-            why = t.accepts(probe_result)
+            why = t.accepts(probe_result, language=language)
             if why is None:
                 return t
             reasons.append(why)
@@ -178,25 +188,37 @@ class Pipeline:
     def process_path(self, path: str, reporter: Reporter | None = None) -> Outcome:
         """Index one file. Raises MediaError (transient or permanent) on failure."""
         reporter = reporter or NullReporter()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        storage = self.storage_for(path)
+        st = storage.stat(path)
+        if st is None:
             return self.remove_path(path)
         try:
-            info = probe(path)
-        except PermanentError:
-            self._forget_replaced(path)  # new, unusable content: the old one leaves this path
+            with storage.local_copy(path) as local:
+                return self._process_local(path, str(local), st, reporter)
+        except FileNotFoundError:  # deleted (or moved away) while being read: not a failure
+            if storage.stat(path) is None:
+                return self.remove_path(path)
+            raise
+
+    def _process_local(self, path: str, local: str, st: ObjectInfo, reporter: Reporter) -> Outcome:
+        """process_path with ``local``, a file ffmpeg can read, holding the bytes of ``path``."""
+        try:
+            info = probe(local)
+        except PermanentError as e:
+            self._forget_replaced(path, local)  # new, unusable content: the old one leaves this path
             if not is_likely_media(path):  # an unknown type that is not media: skip quietly
-                self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="ignored")
+                self.state.set_file(path, size=st.size, mtime=st.mtime, status="ignored")
                 return Outcome(path, "ignored")
+            if local != path:  # name the media, not the temporary copy
+                raise PermanentError(str(e).replace(local, path)) from None
             raise
         try:
-            media_id = content_id(path)
+            media_id = content_id(local)
         except FileNotFoundError:  # deleted (or moved away) since the probe: that is not a failure
             return self.remove_path(path)
         previous = self.state.get_file(path)
         try:
-            return self._process(path, st, info, media_id, previous, reporter)
+            return self._process(path, st, info, media_id, previous, reporter, local)
         except BaseException:
             # the path already points at its new content: the old content must not stay
             # searchable under it while the new one fails (or waits for a retry)
@@ -209,27 +231,28 @@ class Pipeline:
                     pass  # the original error matters more; a rescan repairs the rest
             raise
 
-    def _forget_replaced(self, path: str) -> None:
+    def _forget_replaced(self, path: str, local: str | None = None) -> None:
         """The file at path failed to probe: if it held other content before, unlink that."""
         rec = self.state.get_file(path)
         if rec is None or not rec.media_id:
             return
         try:
-            if content_id(path) == rec.media_id:
+            if content_id(local or path) == rec.media_id:
                 return
         except OSError:
             return
         self.state.set_file(path, size=rec.size, mtime=rec.mtime, status=rec.status, error=rec.error)
         self._detach(rec.media_id, path)
 
-    def _process(self, path: str, st: os.stat_result, info: ProbeResult, media_id: str,
-                 previous, reporter: Reporter) -> Outcome:
+    def _process(self, path: str, st: ObjectInfo, info: ProbeResult, media_id: str,
+                 previous, reporter: Reporter, local: str | None = None) -> Outcome:
+        local = local or path
         with self._media_lock(media_id):
-            self.state.upsert_media(media_id, size=st.st_size, mtime=st.st_mtime, probe=info)
-            self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="running", media_id=media_id)
+            self.state.upsert_media(media_id, size=st.size, mtime=st.mtime, probe=info)
+            self.state.set_file(path, size=st.size, mtime=st.mtime, status="running", media_id=media_id)
             media = self.state.get_media(media_id)
             assert media is not None
-            transcriber = self.transcriber_for(info)
+            transcriber = self.transcriber_for(info, self._language_hint(path, None))
             key = transcriber.cache_key
             transcribed = False
             segments = None
@@ -239,36 +262,43 @@ class Pipeline:
                 transcript = self.state.get_transcript(media_id, key)
                 if transcript is None:
                     reporter.started(path, info.duration)
-                    transcript = self._transcribe(transcriber, path, info, media, reporter)
+                    transcript = self._transcribe(transcriber, path, info, media, reporter, local)
                     self.state.save_transcript(media_id, key, transcript, info.duration)
                     transcribed = True
-                segments = self._enrich(media, transcript, info, Path(path))
+                segments = self._enrich(media, transcript, info, Path(local))
                 self.index.upsert(media, segments)
                 self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
-            self.state.set_file(path, size=st.st_size, mtime=st.st_mtime, status="indexed", media_id=media_id)
+            self.state.set_file(path, size=st.size, mtime=st.mtime, status="indexed", media_id=media_id)
         if segments is not None:  # outside the lock: a slow listener must not hold up other workers
             self.pm.hook.media_indexed(media=media, segments=segments)
         if previous and previous.media_id and previous.media_id != media_id:
             self._detach(previous.media_id, path)  # the file at this path changed content
         return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
 
+    def _language_hint(self, path: str, transcriber: Transcriber | None) -> str | None:
+        """The language the user says this file is in (a path hint, else the engine's section)."""
+        hint = self.config.hint_for(path).get("language")
+        if hint or transcriber is None:
+            return hint
+        return self.config.section(transcriber.family or transcriber.name).get("language")
+
     def _transcribe(self, transcriber: Transcriber, path: str, info: ProbeResult, media: Media,
-                    reporter: Reporter) -> Transcript:
+                    reporter: Reporter, local: str | None = None) -> Transcript:
         key = transcriber.cache_key
+        local = local or path
 
         def charge(seconds: float, cost: float, details: dict | None = None) -> None:
             self.state.charge(media.id, key, seconds, cost, details)
 
         reserved = self._reserve_budget(transcriber, info)
+        published: list[tuple[StorageBackend, str]] = []
         try:
             hint = self.config.hint_for(path)
-            url = None
-            if transcriber.limits.needs_url:
-                url = self._stage(path, media.id)
             request = TranscribeRequest(
-                path=Path(path), probe=info, url=url,
-                language=hint.get("language") or self.config.section(transcriber.family or transcriber.name).get("language"),
+                path=Path(local), probe=info, uri=path,
+                publish=lambda file: self._publish(Path(file), path, Path(local), media.id, published),
+                language=self._language_hint(path, transcriber),
                 prompt=hint.get("prompt"),
                 progress=lambda done, total: reporter.progress(path, done, total),
                 charge=charge,
@@ -278,16 +308,50 @@ class Pipeline:
             return transcriber.transcribe(request)
         finally:
             self._release_budget(reserved)
+            for storage, staged_key in published:
+                self._unstage(storage, staged_key)
 
-    def _stage(self, path: str, media_id: str) -> str:
-        """Make the file readable by a cloud engine: upload to the configured bucket, presign."""
+    def _publish(self, file: Path, uri: str, local: Path, media_id: str,
+                 published: list[tuple[StorageBackend, str]]) -> str:
+        """A URL a cloud engine can fetch ``file`` from: the source presigned when ``file`` is
+        the source and its storage can sign, else an upload to ``stage_storage`` (recorded in the
+        state first, so a crash leaves a row for ``clean_staging``; deleted after the call)."""
+        if file == local:
+            url = self.storage_for(uri).public_url(uri, expires=6 * 3600)
+            if url:
+                return url
         scheme = self.config.get("stage_storage")
         if not scheme or scheme not in self.storages:
             raise PermanentError("this transcriber needs a public URL: set stage_storage (e.g. \"s3\") in "
                                  "config.toml and configure that storage plugin")
         storage = self.storages[scheme]
-        uri = storage.stage(Path(path), f"mediaindex-staging/{media_id}{Path(path).suffix.lower()}")
-        return storage.public_url(uri, expires=6 * 3600)
+        staged_key = f"mediaindex-staging/{media_id}-{uuid.uuid4().hex[:12]}{file.suffix.lower()}"
+        self.state.add_staged(scheme, staged_key, self._owner)
+        published.append((storage, staged_key))
+        staged = storage.stage(file, staged_key)
+        url = storage.public_url(staged, expires=6 * 3600)
+        if not url:
+            raise PermanentError(f"stage_storage {scheme!r} cannot give a public URL")
+        return url
+
+    def _unstage(self, storage: StorageBackend, staged_key: str) -> bool:
+        """Delete one staging upload and its record; False (the record stays) when that failed."""
+        try:
+            storage.unstage(staged_key)
+        except Exception as e:  # a later run retries: the record stays
+            print(terminal_safe(self.config.redact(f"mediaindex: could not delete staging upload {staged_key}: {e}")),
+                  file=sys.stderr)
+            return False
+        self.state.remove_staged(storage.scheme, staged_key)
+        return True
+
+    def clean_staging(self) -> int:
+        """Delete staging uploads left behind by an earlier run (a crash during a call)."""
+        removed = 0
+        for scheme, staged_key in self.state.staged(exclude_owner=self._owner):
+            if scheme in self.storages and self._unstage(self.storages[scheme], staged_key):
+                removed += 1
+        return removed
 
     def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult, path: Path | None) -> list[Segment]:
         self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, path=path, config=self.config)
@@ -319,7 +383,7 @@ class Pipeline:
         info = self.state.get_probe(media_id)
         if media is None or transcript is None or info is None:
             raise PermanentError(f"{media_id}: no cached transcript to re-index")
-        local = next((p for p in media.paths if os.path.isfile(p)), None)
+        local = next((p for p in media.paths if is_local(p) and os.path.isfile(p)), None)
         self.index.upsert(media, self._enrich(media, transcript, info, Path(local) if local else None))
 
     def repair_index(self) -> str | None:
@@ -352,8 +416,11 @@ class Pipeline:
     def plan(self, roots: list[str]) -> ScanPlan:
         """Find new, changed and deleted files under roots; offline roots are reported, not purged;
         the data dir is never scanned."""
-        roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
-        plan = plan_scan(roots, self.state.file_signatures(), exclude=[str(self.config.data_dir)])
+        roots = [normalize_location(r) for r in roots]
+        for root in roots:
+            self.storage_for(root)  # an unknown scheme is a usage error, before any work
+        plan = plan_scan(roots, self.state.file_signatures(), exclude=[str(self.config.data_dir)],
+                         storage_for=self.storage_for)
         for root in plan.roots:
             self.state.set_root(root, "offline" if root in plan.offline else "online")
         return plan
@@ -370,7 +437,7 @@ class Pipeline:
         """Run one claimed job; record its outcome in the queue and the files table."""
         reporter = reporter or NullReporter()
         try:
-            if job.action == "remove" and not os.path.exists(job.path):
+            if job.action == "remove" and self.storage_for(job.path).stat(job.path) is None:
                 outcome = self.remove_path(job.path)
             else:
                 outcome = self.process_path(job.path, reporter)
@@ -408,6 +475,7 @@ class Pipeline:
         """
         stop = stop or threading.Event()
         outcomes: list[Outcome] = []
+        self.clean_staging()
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mediaindex-worker") as pool:
             running = set()
             while not stop.is_set():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .backends import ObjectInfo, is_local
 from .probe import MEDIA_EXTENSIONS
 
 # Partial downloads and editor/copy temporaries: never processed, whatever their inner extension.
@@ -115,11 +116,7 @@ def _not_indexed_why(path: str, st: os.stat_result) -> str | None:
     return None
 
 
-@dataclass
-class FileStat:
-    path: str
-    size: int
-    mtime: float
+FileStat = ObjectInfo  # the scanner's name for a stat result (``.path`` is the location)
 
 
 def _storable(path: str) -> bool:
@@ -211,29 +208,33 @@ class ScanPlan:
 
 
 def plan_scan(roots: list[str], known: dict[str, tuple[int, float, str]],
-              exclude: Iterable[str] = ()) -> ScanPlan:
+              exclude: Iterable[str] = (), storage_for: Callable | None = None) -> ScanPlan:
     """Compare the disk with the known files (path → size, mtime, status).
 
     Unchanged files (same size and mtime, finished) are skipped, so a rescan over 100k files
     costs one stat each. A root is scanned once even when named twice or inside another. An
     offline root (see ``offline_reason``) keeps its files. Folders in ``exclude`` (the data
-    dir) are never scanned, and their known files are left as they are.
+    dir) are never scanned, and their known files are left as they are. A root that is a URI
+    (``mem://lib``) is listed through ``storage_for(root)``, its storage backend.
     """
     roots = distinct_roots(roots)
     plan = ScanPlan(roots=roots)
     for root in roots:
-        why = offline_reason(root, lambda: any(is_under(p, root) for p in known))
+        storage = None if is_local(root) or storage_for is None else storage_for(root)
+        has_known = lambda: any(is_under(p, root) for p in known)  # noqa: E731
+        why = storage.offline_reason(root, has_known) if storage else offline_reason(root, has_known)
         if why:
             plan.offline.append(root)
             plan.offline_why[root] = why
             continue
-        skipped = excluded_in(root, exclude)
+        skipped = excluded_in(root, exclude) if storage is None else []
         plan.excluded.extend(p for p in skipped if p not in plan.excluded)
         if skipped == [root]:
             continue
         seen: set[str] = set()
         problems: list[tuple[str, str]] = []
-        for f in walk(root, problems, skipped):
+        listing = walk(root, problems, skipped) if storage is None else storage.list(root, problems)
+        for f in listing:
             seen.add(f.path)
             old = known.get(f.path)
             if old and old[0] == f.size and old[1] == f.mtime and old[2] in DONE_STATUSES:

@@ -83,6 +83,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated REAL NOT NULL,
     PRIMARY KEY (media_id, engine_key)
 );
+CREATE TABLE IF NOT EXISTS staged (
+    scheme TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (scheme, key)
+);
 CREATE TABLE IF NOT EXISTS roots (
     path TEXT PRIMARY KEY,
     status TEXT NOT NULL,       -- online | offline
@@ -335,6 +342,23 @@ class State:
         with self.tx() as c:
             c.execute("INSERT OR REPLACE INTO checkpoints (media_id, engine_key, data, updated) VALUES (?, ?, ?, ?)",
                       (media_id, engine_key, json.dumps(data), time.time()))
+
+    # ---- staging uploads (a cloud engine's copy of a file; deleted after the call) ----------
+
+    def add_staged(self, scheme: str, key: str, owner: str) -> None:
+        """Record an upload before it starts: a crash mid-call leaves a row to clean up."""
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO staged (scheme, key, owner, created) VALUES (?, ?, ?, ?)",
+                      (scheme, key, owner, time.time()))
+
+    def remove_staged(self, scheme: str, key: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM staged WHERE scheme = ? AND key = ?", (scheme, key))
+
+    def staged(self, exclude_owner: str | None = None) -> list[tuple[str, str]]:
+        """Recorded uploads (scheme, key), but those of ``exclude_owner`` (a live process)."""
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT scheme, key FROM staged WHERE owner != ? ORDER BY created", (exclude_owner or "",))]
 
     def transcription_count(self, media_id: str | None = None) -> int:
         """How many times an engine produced a transcript (ledger entries): caching tests read this."""

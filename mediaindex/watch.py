@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 
+from .backends import is_local, normalize_location
 from .dberrors import database_error
 from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
 from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
@@ -88,11 +89,17 @@ class Watcher:
                  root_check: float = 2.0, max_attempts: int | None = None):
         self.pipeline = pipeline
         self.state = pipeline.state
-        roots = [os.path.abspath(os.path.expanduser(str(r))).rstrip(os.sep) or os.sep for r in roots]
+        roots = [normalize_location(str(r)).rstrip(os.sep) or os.sep if is_local(str(r)) else normalize_location(str(r))
+                 for r in roots]
         self.roots: list[str] = sorted(distinct_roots(roots))
         # the data dir is never watched: its own writes would be queued forever
-        self.excluded: list[str] = sorted({p for r in self.roots
+        self.excluded: list[str] = sorted({p for r in self.roots if is_local(r)
                                            for p in excluded_in(r, [str(pipeline.config.data_dir)])})
+        # roots in a storage other than local disk have no events: their listing is polled
+        self.remote_roots = [r for r in self.roots if not is_local(r)]
+        for root in self.remote_roots:
+            pipeline.storage_for(root)  # an unknown scheme is a usage error, before any work
+        self.remote_poll = float(poll or 30.0)
         self.stable = max(0.0, float(stable))
         self.poll = poll
         self.rescan_interval = rescan or None
@@ -147,6 +154,7 @@ class Watcher:
             if repaired:
                 self.log(f"{repaired}; rebuilding it from the cached transcripts")
             rebuilt, dropped = self.pipeline.reconcile()
+            self.pipeline.clean_staging()  # uploads a crash left behind
         except sqlite3.Error as e:  # a full disk, a damaged state database: a clear FatalError
             fatal = self._database_error(e)
             if fatal is None:
@@ -257,7 +265,7 @@ class Watcher:
         self._observer.start()
 
     def _schedule(self, root: str) -> None:
-        if root in self._watches or self._observer is None:
+        if root in self._watches or self._observer is None or not is_local(root):
             return
         from watchdog.events import FileSystemEventHandler
 
@@ -315,6 +323,9 @@ class Watcher:
         """Not offline by ``offline_reason`` (the rule ``index`` uses too): missing, a mount point
         seen here that is no longer mounted, or (when scanning) an empty root where files are
         known, as an unmounted drive leaves its empty mount point behind."""
+        if not is_local(root):
+            storage = self.pipeline.storage_for(root)
+            return storage.offline_reason(root, lambda: self._has_known_files(root)) is None
         if os.path.ismount(root):
             self._mounts.add(root)
         return offline_reason(root, lambda: self._has_known_files(root), was_mount=root in self._mounts,
@@ -357,6 +368,7 @@ class Watcher:
                 self.scan_done.set()
             next_rescan = time.monotonic() + self.rescan_interval if self.rescan_interval else None
             next_root_check = time.monotonic() + self.root_check
+            next_poll = time.monotonic() + self.remote_poll
             while not self._stopping.is_set():
                 timeout = 0.5
                 with self._pending_lock:
@@ -375,6 +387,9 @@ class Watcher:
                     if now >= next_root_check:
                         self._check_roots()
                         next_root_check = now + self.root_check
+                    if self.remote_roots and now >= next_poll:
+                        self._rescan_requested.update(self.remote_roots)
+                        next_poll = now + self.remote_poll
                     if next_rescan is not None and now >= next_rescan:
                         self._rescan_requested.update(self.roots)
                         next_rescan = now + self.rescan_interval
@@ -419,13 +434,25 @@ class Watcher:
     def _touch(self, path: str, sig: tuple[int, float] | None = None, *, stat: bool = True) -> None:
         """A path changed (or may have): handle it once it has been stable for ``stable`` s."""
         if stat:
-            sig = _sig(_stat_file(path))
+            sig = _sig(self._stat_file(path))
         due = time.monotonic() + self.stable
         with self._pending_lock:
             self._pending[path] = _Pending(sig, due)
             self._seq += 1
             heapq.heappush(self._heap, (due, self._seq, path))
         self._last_activity = time.monotonic()
+
+    def _stat_file(self, path: str) -> os.stat_result | OSError | None:
+        """Like ``_stat_file``, through the path's storage backend for a URI."""
+        if is_local(path):
+            return _stat_file(path)
+        try:
+            info = self.pipeline.storage_for(path).stat(path)
+        except OSError as e:
+            return e
+        if info is None:
+            return None
+        return os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, info.size, info.mtime, info.mtime, info.mtime))
 
     def _excluded(self, path: str) -> bool:
         return any(is_under(path, x) for x in self.excluded)
@@ -498,7 +525,7 @@ class Watcher:
 
     def _settle(self, ready, changed: list[FileStat], deleted: list[str]) -> None:
         for path, _ in ready:
-            st = _stat_file(path)
+            st = self._stat_file(path)
             sig = _sig(st)
             with self._pending_lock:
                 entry = self._pending.get(path)

@@ -212,7 +212,8 @@ def _check_bind(host, token):
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDIAINDEX_DATA_DIR",
               help="Where state and the index live (default ~/.local/share/mediaindex; env MEDIAINDEX_DATA_DIR).")
 @click.option("--poll", type=click.FloatRange(0.1), default=None, metavar="SECONDS",
-              help="Poll for changes every SECONDS instead of kernel events (network shares, NFS/SMB).")
+              help="Poll for changes every SECONDS instead of kernel events (network shares, NFS/SMB); "
+                   "roots in a storage plugin (s3://...) are always polled (every 30 s by default).")
 @click.option("--stable", type=click.FloatRange(0), default=3.0, show_default=True, metavar="SECONDS",
               help="A file is processed once its size and mtime have not changed for this long.")
 @click.option("--rescan", type=click.FloatRange(0), default=600.0, show_default=True, metavar="SECONDS",

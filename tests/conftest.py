@@ -127,3 +127,21 @@ def installed_manifest_plugin(corpus_src):
     env["MEDIAINDEX_LOAD_PLUGINS"] = "mediaindex-manifest-transcriber"
     env["MEDIAINDEX_MANIFEST"] = str(corpus_src / "manifest.json")
     return env
+
+
+@pytest.fixture
+def mem_storage(tmp_path):
+    """The ``mem://`` storage (tests/memstorage.py) registered while the test runs; yields it.
+    ``mem://lib/x`` is the file ``<storage.folder>/lib/x``."""
+    from memstorage import Plugin
+
+    from mediaindex.plugins import load_plugins
+
+    plugin = Plugin(tmp_path / "mem")
+    plugin.storage.folder.mkdir()
+    pm = load_plugins()
+    pm.register(plugin, name="mem-storage")
+    try:
+        yield plugin.storage
+    finally:
+        pm.unregister(name="mem-storage")

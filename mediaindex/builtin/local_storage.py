@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from ..backends import ObjectInfo, StorageBackend
 from ..hookspecs import hookimpl
-from ..scan import walk
+from ..scan import offline_reason, walk
 
 
 def _path(uri: str) -> Path:
@@ -22,13 +22,22 @@ class LocalStorage(StorageBackend):
     def open(self, uri: str) -> BinaryIO:
         return open(_path(uri), "rb")
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        for f in walk(str(_path(prefix))):
-            yield ObjectInfo(uri=f.path, size=f.size, mtime=f.mtime)
+    def list(self, prefix: str, problems: list[tuple[str, str]] | None = None,
+             exclude=()) -> Iterator[ObjectInfo]:
+        return walk(str(_path(prefix)), problems, exclude)
+
+    def stat(self, uri: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(_path(uri))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(uri, st.st_size, st.st_mtime)
+
+    def offline_reason(self, root: str, has_known_files: Callable[[], bool]) -> str | None:
+        return offline_reason(str(_path(root)), has_known_files)
 
     def local_path(self, uri: str) -> Path | None:
-        p = _path(uri)
-        return p if os.path.exists(p) else None
+        return _path(uri)
 
 
 @hookimpl
