@@ -23,9 +23,11 @@ prefix, ``-word``, ``OR``; never passed on as FTS5 syntax), ANDed and ranked wit
 when some query word has alternatives (:func:`mediaindex.forgive.query.expand`: numbers,
 spellings, compounds, typos and sound-alikes of a word the index lacks), one more query with
 them ORed in adds the matches found only that way, after the exact ones. Media whose metadata
-has every word come first (their best segment, else their start). Matches are fetched newest first, at most :data:`RANK_CAP` of them; when the words
-are frequent, only the newest :data:`PY_RANK` are scored (same bm25 formula, in Python), so a
-query for a word in half the index costs a few ms instead of ranking 300k rows. With more
+has every word come first (their best segment, else their start).
+
+Matches are fetched newest first, at most :data:`RANK_CAP` of them; when the words are
+frequent, only the newest :data:`PY_RANK` are scored (same bm25 formula, in Python), so a query
+for a word in half the index costs a few ms instead of ranking 300k rows. With more
 matches than RANK_CAP, the ranking is bm25 among the newest matches and ``total`` is
 estimated from the density of the matches seen (exact, from ``fts5vocab``, when the query is one
 plain word without filters). When no document has every word, a Meilisearch-like fallback runs cheap
