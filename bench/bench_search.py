@@ -9,8 +9,11 @@ dir, then measures
 - search latency (``search()``, limit 20, the hits fully built: snippet, jump time) for a query
   mix: rare / mid-frequency / frequent words, 2-3 word phrases, prefixes (search as you type),
   2-3 word AND queries, partial queries (3 words of a real segment + 1 word that is in no
-  segment, which needs the partial-match fallback), and long queries (440 characters of the 100
-  most frequent words, as if a paragraph were pasted: no segment has them all);
+  segment, which needs the partial-match fallback), long queries (440 characters of the 100
+  most frequent words, as if a paragraph were pasted: no segment has them all), and misspelled
+  words (1 edit of a real word of 5-8 letters, 2 edits from 9 letters, and "sounds like"
+  variants: 3 vowels changed, the Double Metaphone key kept), which need the forgiving
+  expansion (mediaindex.forgive);
 - the same mix while ``--long-clients`` clients send long queries nonstop, all through 4 search
   threads as in a web server process (how much heavy clients slow the others);
 - facets latency for a few queries.
@@ -42,6 +45,7 @@ from mediaindex.builtin.sqlite_index import SqliteIndex  # noqa: E402
 from mediaindex.models import Media, SearchQuery, Segment, Word  # noqa: E402
 
 SEG_SECONDS = 5.0
+clock = time.perf_counter  # or time.process_time (--cpu-time)
 WORDS_PER_SECOND = 2.6
 
 
@@ -108,7 +112,12 @@ def main() -> None:
     ap.add_argument("--search-only", action="store_true", help="reuse the index kept in --keep")
     ap.add_argument("--long-clients", type=int, default=8, help="threads sending long queries during the"
                     " contention run (0: skip it)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with this process's CPU time, not the wall clock (on a busy machine: what it "
+                         "would take on a quiet one, roughly)")
     args = ap.parse_args()
+    global clock
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     rng = random.Random(args.seed)
     vocab = make_vocab(args.vocab, rng)
@@ -138,9 +147,9 @@ def build(args, ix, vocab, cum, rng, tmp) -> None:
     for i in range(n_media):
         secs = min(args.media_hours * 3600, total_seconds - i * args.media_hours * 3600)
         m, segs = gen_media(i, secs, vocab, cum, rng)
-        t0 = time.perf_counter()
+        t0 = clock()
         ix.upsert(m, segs)
-        t_index += time.perf_counter() - t0
+        t_index += clock() - t0
         nseg += len(segs)
         nwords += sum(len(s.words) for s in segs)
         if (i + 1) % 100 == 0:
@@ -235,6 +244,10 @@ def search_bench(args, ix, vocab) -> None:
     mix.update({"phrase 2-3 words": phr, "prefix (as you type)": prefix, "AND 2-3 words": andq,
                 "partial (1 word absent)": part})
     longs = [long_query(vocab, qr) for _ in range(min(q, 30))]
+    try:
+        misspelled, meant = misspellings(sorted({w for s in sample_segments for w in s}), vocab, q, qr)
+    except ImportError:  # a version without mediaindex.forgive
+        misspelled, meant = [], []
 
     # warm up the page cache and jieba-free paths
     for qs in mix.values():
@@ -245,20 +258,34 @@ def search_bench(args, ix, vocab) -> None:
     print(f"|{'-' * 28}|{'-' * 8}|{'-' * 8}|{'-' * 8}|{'-' * 17}|")
     allt: list[float] = []
     partial_ok = 0
-    for name, qs in mix.items():
+    misspelled_found = 0
+    for name, qs in [*mix.items(), ("misspelled (not in overall)", misspelled)]:
+        if not qs:
+            continue
         ts, totals = [], []
-        for s in qs:
-            t0 = time.perf_counter()
+        found = 0
+        for i, s in enumerate(qs):
+            t0 = clock()
             r = ix.search(SearchQuery(s, limit=20))
-            ts.append((time.perf_counter() - t0) * 1000)
+            ts.append((clock() - t0) * 1000)
             totals.append(r.total)
             if name.startswith("partial") and r.partial and r.hits and r.hits[0].matched_words >= 3:
                 partial_ok += 1
-        allt += ts
+            if name.startswith("misspelled") and any(meant[i] in h.text.lower().rstrip(".").split()
+                                                     for h in r.hits[:3]):
+                found += 1
+        if name.startswith("misspelled"):
+            misspelled_found = found
+        else:
+            allt += ts
         print(f"| {name:<26} | {pct(ts, 50):6.2f} | {pct(ts, 95):6.2f} | {pct(ts, 99):6.2f} | "
               f"{statistics.mean(totals):15,.0f} |")
-    print(f"| {'overall':<26} | {pct(allt, 50):6.2f} | {pct(allt, 95):6.2f} | {pct(allt, 99):6.2f} | {'':>15} |")
+        if name.startswith("partial"):
+            print(f"| {'overall':<26} | {pct(allt, 50):6.2f} | {pct(allt, 95):6.2f} | {pct(allt, 99):6.2f} | "
+                  f"{'':>15} |")
     print(f"partial queries whose best hit has the 3 present words: {partial_ok}/{q}")
+    if misspelled:
+        print(f"misspelled queries with the meant word in a top-3 hit: {misspelled_found}/{len(misspelled)}")
     ts, stopped = [], 0
     for s in longs:
         t0 = time.perf_counter()
@@ -272,10 +299,53 @@ def search_bench(args, ix, vocab) -> None:
 
     ft = []
     for s in ["", vocab[5], vocab[2000], vocab[40000]]:
-        t0 = time.perf_counter()
+        t0 = clock()
         ix.facets(SearchQuery(s))
-        ft.append((time.perf_counter() - t0) * 1000)
+        ft.append((clock() - t0) * 1000)
     print("facets ms (empty query, frequent, mid, rare word): " + ", ".join(f"{x:.1f}" for x in ft))
+
+
+def misspellings(words: list[str], vocab: list[str], n: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    """n misspelled queries (two thirds typos, one third sound-alikes) of words of 5+ letters in
+    ``words`` (words of indexed segments) that are not words of ``vocab``, and the words meant."""
+    from mediaindex.forgive.vocab import max_typos, sound_key
+
+    known = set(vocab)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    queries: list[str] = []
+    meant: list[str] = []
+    while len(queries) < n:
+        w = words[rng.randrange(len(words))]
+        if len(w) < 5:
+            continue
+        if len(queries) % 3 == 2:  # sounds like: three vowels changed, same Double Metaphone key
+            spots = [i for i in range(1, len(w)) if w[i] in "aeiou"]
+            if len(w) < 7 or len(spots) < 3:
+                continue
+            chars = list(w)
+            for i in rng.sample(spots, 3):
+                chars[i] = rng.choice([v for v in "aeiou" if v != w[i]])
+            bad = "".join(chars)
+            if sound_key(bad) != sound_key(w):
+                continue
+        else:  # typos: 1 edit from 5 letters, 2 from 9
+            bad = w
+            for _ in range(max_typos(w)):
+                i = rng.randrange(len(bad))
+                op = rng.randrange(4)
+                if op == 0:
+                    bad = bad[:i] + rng.choice(letters) + bad[i + 1:]
+                elif op == 1:
+                    bad = bad[:i] + bad[i + 1:]
+                elif op == 2:
+                    bad = bad[:i] + rng.choice(letters) + bad[i:]
+                elif i + 1 < len(bad):
+                    bad = bad[:i] + bad[i + 1] + bad[i] + bad[i + 2:]
+        if bad == w or bad in known:
+            continue
+        queries.append(bad + " ")
+        meant.append(w)
+    return queries, meant
 
 
 if __name__ == "__main__":

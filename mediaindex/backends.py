@@ -289,7 +289,8 @@ class IndexBackend(abc.ABC):
 
     @abc.abstractmethod
     def search(self, query: SearchQuery) -> SearchResult:
-        """Ranked hits; each hit's ``time`` is the start of its first matched word."""
+        """Ranked hits; each hit's ``time`` is the start of the query's words where they stand
+        closest together. Query syntax: :func:`mediaindex.forgive.query.parse_search`."""
 
     @abc.abstractmethod
     def facets(self, query: SearchQuery) -> FacetCounts:

@@ -221,9 +221,10 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     if as_json:
         hits = [{"media_id": h.media_id, "path": h.path, "time": round(h.time, 3), "start": h.start, "end": h.end,
                  "text": h.text, "snippet": h.snippet, "language": h.language, "emotion": h.emotion,
-                 "kind": h.kind} for h in result.hits]
+                 "kind": h.kind, "title": h.title, "match": h.match, "forgiven": h.forgiven} for h in result.hits]
         click.echo(json.dumps({"query": result.query, "total": result.total, "total_exact": result.total_exact,
                                "partial": result.partial, "stopped_early": result.stopped_early,
+                               "did_you_mean": result.did_you_mean, "forgiven": result.forgiven,
                                "hits": hits}, ensure_ascii=False))
         return
     if not result.hits:
@@ -234,8 +235,15 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
         click.echo("(no segment has every word: showing the closest matches)", err=True)
     if result.stopped_early:
         click.echo("(a long query: only its rarest words were weighed and the search stopped early)", err=True)
+    if result.did_you_mean:
+        click.echo(f"no exact match: showing results for {result.did_you_mean!r}", err=True)
+    elif result.forgiven:
+        click.echo("also matched: " + "; ".join(f"{f['word']} -> {', '.join(f['matched'])}" for f in result.forgiven),
+                   err=True)
     for h in result.hits:
-        click.echo(f"{clock(h.time)}  {printable(h.path)}  {_terminal_snippet(h.snippet, color)}")
+        stem = os.path.splitext(os.path.basename(h.path))[0]
+        name = printable(h.path) if not h.title or h.title == stem else f"{printable(h.title)} ({printable(h.path)})"
+        click.echo(f"{clock(h.time)}  {name}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)
     if result.total > shown:
         more = f"{result.total - shown}" if result.total_exact else f"about {result.total - shown}"

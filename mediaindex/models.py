@@ -147,6 +147,9 @@ class SearchHit:
     title: str | None = None
     score: float = 0.0
     matched_words: int = 0  # how many query words this hit contains
+    match: str = "text"  # "text": the words were said here; "title": the media's title, artist,
+    # album, file name or folder has them (the hit is its best segment, or its start)
+    forgiven: bool = False  # found only through a forgiven form (typo, sound-alike, number...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,8 +165,14 @@ class SearchResult:
     # True when the partial-match fallback stopped at its work limit (a long query): segments
     # matching more of the words may exist
     stopped_early: bool = False
+    # the query with the words that matched instead, when nothing matched the words as typed
+    did_you_mean: str | None = None
+    # [{"word": as typed, "matched": [index words found instead], "why": typo|sound|number|
+    # spelling|compound}] for the hits shown
+    forgiven: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"query": self.query, "total": self.total, "total_exact": self.total_exact,
                 "partial": self.partial, "stopped_early": self.stopped_early,
+                "did_you_mean": self.did_you_mean, "forgiven": self.forgiven,
                 "hits": [h.to_dict() for h in self.hits]}

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from mediaindex.builtin.sqlite_index import SqliteIndex
 from mediaindex.cli import cli
 from mediaindex.models import Media, SearchQuery, Segment, Word
-from mediaindex.textsearch import fold, parse_query
+from mediaindex.forgive.query import AnyOf, parse_search
+from mediaindex.textsearch import fold
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -74,15 +75,21 @@ def contains(text: str, term) -> bool:
     return False
 
 
-def check_hits(query: str, total: int, partial: bool, hits: list[tuple[str, int]]) -> None:
-    """Hits ([(text, words matched)]) hold every word of the query, or for partial answers at
-    least the number of words they claim: operators and quotes are never obeyed as syntax."""
-    terms = parse_query(query).terms
+def check_hits(query: str, total: int, partial: bool, hits: list[tuple[str, int, bool]]) -> None:
+    """Hits ([(text, words matched, forgiven)]) hold every word of the query (``a OR b``: either),
+    none of a ``-word``, or for partial answers at least the number of words they claim: only
+    our own syntax (phrases, prefix, -word, OR) is obeyed, never FTS5's or SQL's. A hit found
+    through a forgiven form (typo, number...) is checked by tests/test_search_forgive.py."""
+    terms, excluded = parse_search(query)
     assert len(hits) <= total
     if not terms:
         assert total == 0 and not hits, query[:80]
-    for text, matched in hits:
-        have = sum(contains(text, t) for t in terms)
+    for text, matched, forgiven in hits:
+        if forgiven:
+            continue
+        have = sum(any(contains(text, a.term) for a in t.alts) if isinstance(t, AnyOf) else contains(text, t)
+                   for t in terms)
+        assert not any(contains(text, t) for t in excluded), (query[:80], text)
         if partial:
             assert have >= max(1, matched), (query[:80], text)
         else:
@@ -111,7 +118,7 @@ def intact(ix: SqliteIndex) -> None:
 def test_injection_query_through_the_index(library, query):
     _, ix = library
     r = ix.search(SearchQuery(query, limit=50))
-    check_hits(query, r.total, r.partial, [(h.text, h.matched_words) for h in r.hits])
+    check_hits(query, r.total, r.partial, [(h.text, h.matched_words, h.forgiven) for h in r.hits])
     assert all(n > 0 for n in ix.facets(SearchQuery(query)).kind.values())
     intact(ix)
 
@@ -125,7 +132,7 @@ def test_injection_queries_through_the_cli(library):
         r = CliRunner().invoke(cli, ["search", "--data-dir", str(data), "--json", "--limit", "50", "--", query])
         assert r.exit_code == 0 and r.exception is None, (query[:80], r.output[-500:])
         out = json.loads(r.output)
-        check_hits(query, out["total"], out["partial"], [(h["text"], 1) for h in out["hits"]])
+        check_hits(query, out["total"], out["partial"], [(h["text"], 1, h["forgiven"]) for h in out["hits"]])
         answered += bool(out["hits"])
     assert answered > len(INJECTION) // 3  # the words in the queries did find things
     # the installed command, with bytes that are not UTF-8 in its arguments, writing to a strict
@@ -136,7 +143,7 @@ def test_injection_queries_through_the_cli(library):
                             os.fsencode(data), b"--json"], capture_output=True, env=env)
         assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
         out = json.loads(p.stdout)
-        check_hits(os.fsdecode(arg), out["total"], out["partial"], [(h["text"], 1) for h in out["hits"]])
+        check_hits(os.fsdecode(arg), out["total"], out["partial"], [(h["text"], 1, h["forgiven"]) for h in out["hits"]])
     intact(ix)
 
 

@@ -12,11 +12,22 @@ Layout (``index.sqlite3``):
   diacritics folded) over ``body`` and ``extra``, rowid = ``docs.id``. Deleting a document
   hands FTS5 the exact values it indexed (kept in ``docs``).
 - ``fts_vocab``: ``fts5vocab`` row view, for document frequencies (partial-match strategy).
+- ``vocab``: every word ever indexed (segment text and media metadata) with its phonetic keys;
+  read into memory (:class:`mediaindex.forgive.vocab.Vocabulary`) for typo and sound-alike
+  candidates. It never shrinks; a candidate is used only while its document frequency is > 0.
+- ``media_fts``: one FTS5 row per media (rowid = ``media.rowid``): title, artist/album artist/
+  composer, album, file name, folder.
 
-Search: the query is parsed into plain terms (never passed on as FTS5 syntax), ANDed and ranked
-with bm25. Matches are fetched newest first, at most :data:`RANK_CAP` of them; when the words
-are frequent, only the newest :data:`PY_RANK` are scored (same bm25 formula, in Python), so a
-query for a word in half the index costs a few ms instead of ranking 300k rows. With more
+Search: the query is parsed (:func:`mediaindex.forgive.query.parse_search`: words, phrases,
+prefix, ``-word``, ``OR``; never passed on as FTS5 syntax), ANDed and ranked with bm25. Then,
+when some query word has alternatives (:func:`mediaindex.forgive.query.expand`: numbers,
+spellings, compounds, typos and sound-alikes of a word the index lacks), one more query with
+them ORed in adds the matches found only that way, after the exact ones. Media whose metadata
+has every word come first (their best segment, else their start).
+
+Matches are fetched newest first, at most :data:`RANK_CAP` of them; when the words are
+frequent, only the newest :data:`PY_RANK` are scored (same bm25 formula, in Python), so a query
+for a word in half the index costs a few ms instead of ranking 300k rows. With more
 matches than RANK_CAP, the ranking is bm25 among the newest matches and ``total`` is
 estimated from the density of the matches seen (exact, from ``fts5vocab``, when the query is one
 plain word without filters). When no document has every word, a Meilisearch-like fallback runs cheap
@@ -26,7 +37,8 @@ work is bounded whatever the query's length (the :data:`PARTIAL_WORDS` rarest wo
 :data:`PARTIAL_QUERIES` sub-queries, none after :data:`PARTIAL_SECONDS`); ``stopped_early=True``
 says a bound cut it short.
 
-The hit's ``time`` is the start of the engine word under the first match in the original text.
+The hit's ``time`` is the start of the engine word under the first match of the shortest stretch
+of the original text that has the most query words (not an earlier stop word).
 
 Concurrency: one connection per thread, WAL mode, ``busy_timeout``; writes are serialised in
 process by a lock and each media's write is one ``BEGIN IMMEDIATE`` transaction, so readers
@@ -50,14 +62,16 @@ from array import array
 from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 from mediaindex.backends import FacetCounts, IndexBackend
 from mediaindex.dberrors import IndexDamaged, database_error, is_damaged
+from mediaindex.forgive.query import EXACT, AnyOf, Excluded, best_start, expand, flatten, match_cost, parse_search
+from mediaindex.forgive.vocab import Vocabulary, sound_key
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Media, SearchHit, SearchQuery, SearchResult, Segment
 from mediaindex.textsearch import (Term, find_matches, fold, fts5_quote, fts5_term, index_text,
-                                   in_dictionary, matched_term_count, parse_query, snippet,
+                                   in_dictionary, snippet,
                                    time_at, word_spans)
 
 SCHEMA_VERSION = 1
@@ -71,6 +85,8 @@ DF_PROBE_CAP = 20000  # prefixes: matches counted up to this
 BM25_WEIGHTS = (1.0, 0.5)  # body, extra (CJK sub-words)
 BM25_DF_BUDGET = 60000  # FTS5 bm25() when the query words are in at most this many documents
 PY_RANK = 300  # otherwise rank the newest this many matches here
+FORGIVE_FETCH = 50  # matches found only through forgiving alternatives ranked per query
+TITLE_HITS = 5  # media matched by title/artist/album/file name/folder, at most
 
 _DOC_COLS = ("media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
              "t_start, t_end, text, body, extra, wspans, wtimes")
@@ -90,11 +106,15 @@ CREATE INDEX IF NOT EXISTS docs_media ON docs(media_id, seg);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     body, extra, content='', prefix='2 3', tokenize='unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
+CREATE TABLE IF NOT EXISTS vocab(id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE, sound TEXT);
+CREATE VIRTUAL TABLE IF NOT EXISTS media_fts USING fts5(
+    title, people, album, file, folder, tokenize='unicode61 remove_diacritics 2');
 """
 
 
 _SIMPLE_TOKEN_RE = re.compile(r"[^\W_]+")
 _ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9]+")  # the same tokens as _SIMPLE_TOKEN_RE in ASCII text
+_ASCII_SEPARATORS = str.maketrans({chr(i): " " for i in range(128) if not chr(i).isalnum()})
 
 
 def _guarded(method):
@@ -144,6 +164,8 @@ class SqliteIndex(IndexBackend):
         self._generation = 0  # bumped when the file is found damaged: every thread reopens it
         self._df_cache: dict[str, tuple[float, int]] = {}
         self._marker = self.path.with_name(self.path.name + ".damaged")
+        self._vocab = Vocabulary()  # every word indexed (typo and sounds-like candidates)
+        self._vocab_key: tuple | None = None  # (generation, inode) of the file it was read from
 
     # ---- connections -----------------------------------------------------------------------
 
@@ -186,6 +208,7 @@ class SqliteIndex(IndexBackend):
                 row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+                _backfill(c)
                 self._ready = True
             self._conns.append(c)
 
@@ -287,8 +310,11 @@ class SqliteIndex(IndexBackend):
     @_guarded
     def upsert(self, media: Media, segments: list[Segment]) -> None:
         rows = self._rows(media, segments)  # the CPU work, outside the write lock
+        meta = _media_meta(media)
+        new_words = self._new_words([*(r[13] or r[12] for r in rows), *(r[14] for r in rows if r[14]), *meta])
         with self._write() as c:
             self._delete_docs(c, media.id)
+            _delete_meta(c, media.id)
             c.execute("INSERT OR REPLACE INTO media(id, path, folder, title, language, duration, mtime, segments)"
                       " VALUES(?,?,?,?,?,?,?,?)",
                       (media.id, media.path, media.folder, media.title, media.language, media.duration,
@@ -299,6 +325,26 @@ class SqliteIndex(IndexBackend):
                           [(first + i, *r) for i, r in enumerate(rows)])
             c.execute("INSERT INTO fts(rowid, body, extra) SELECT id, coalesce(body, text), extra FROM docs"
                       " WHERE id >= ?", (first,))
+            _insert_meta(c, media.id, meta)
+            c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)", new_words)
+
+    def _sync_vocab(self) -> Vocabulary:
+        """The vocabulary, with the words other connections (or processes) added since; read
+        anew from a file that was rebuilt (repaired, here or by another process)."""
+        c = self._conn()
+        key = (self._local.generation, self._local.inode)
+        if key != self._vocab_key:
+            self._vocab, self._vocab_key = Vocabulary(), key
+        v = self._vocab
+        rows = c.execute("SELECT id, term, sound FROM vocab WHERE id > ?", (v.last_id,)).fetchall()
+        if rows:
+            v.add(rows)
+        return v
+
+    def _new_words(self, texts: list[str]) -> list[tuple[str, str | None]]:
+        """(word, sound key) of the tokens of ``texts`` that the vocabulary lacks."""
+        vocab = self._sync_vocab()
+        return [(w, sound_key(w)) for w in _tokens(texts) - vocab.words]
 
     @staticmethod
     def _delete_docs(c: sqlite3.Connection, media_id: str) -> None:
@@ -308,18 +354,24 @@ class SqliteIndex(IndexBackend):
 
     @_guarded
     def update_media(self, media: Media) -> None:
+        meta = _media_meta(media)
+        new_words = self._new_words(list(meta))
         with self._write() as c:
+            _delete_meta(c, media.id)
             c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=? WHERE media_id=?",
                       (media.path, media.folder, media.title, media.duration, media.mtime, media.id))
             c.execute("UPDATE media SET path=?, folder=?, title=?, language=coalesce(?, language), duration=?,"
                       " mtime=? WHERE id=?",
                       (media.path, media.folder, media.title, media.language, media.duration, media.mtime,
                        media.id))
+            _insert_meta(c, media.id, meta)
+            c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)", new_words)
 
     @_guarded
     def delete(self, media_id: str) -> None:
         with self._write() as c:
             self._delete_docs(c, media_id)
+            _delete_meta(c, media_id)
             c.execute("DELETE FROM media WHERE id = ?", (media_id,))
 
     @_guarded
@@ -380,8 +432,11 @@ class SqliteIndex(IndexBackend):
         """Documents containing the term (an upper bound for phrases); cached for DF_TTL.
 
         Plain words: ``fts5vocab``. Prefixes and CJK words outside jieba's dictionary: matches
-        counted up to DF_PROBE_CAP. Phrases: the smallest of their words' counts.
+        counted up to DF_PROBE_CAP. Phrases: the smallest of their words' counts. Alternatives
+        (``OR``, forgiving): the sum of theirs.
         """
+        if isinstance(term, AnyOf):
+            return sum(self._df(a.term) for a in term.alts)
         if term.prefix or (term.cjk and len(term.raw) > 1 and not in_dictionary(term.raw)):
             expr = self._expr(term)
             return self._cached("p:" + expr, lambda: self._probe(expr, DF_PROBE_CAP))
@@ -390,6 +445,8 @@ class SqliteIndex(IndexBackend):
     def _cost(self, term: Term, df: int) -> int:
         """Roughly how many postings FTS5's bm25() reads to weigh this term (it evaluates the
         whole term over the index): the sum of a phrase's word frequencies."""
+        if isinstance(term, AnyOf):
+            return sum(self._cost(a.term, self._df(a.term)) for a in term.alts)
         if term.prefix:
             return df if df < DF_PROBE_CAP else 1 << 40
         if len(term.tokens) > 1:
@@ -397,6 +454,8 @@ class SqliteIndex(IndexBackend):
         return df
 
     def _expr(self, term: Term) -> str:
+        if isinstance(term, AnyOf):
+            return "(" + " OR ".join(self._expr(a.term) for a in term.alts) + ")"
         if term.cjk and len(term.raw) > 1 and not in_dictionary(term.raw):
             # a word jieba invented for this query (HMM): the text may be cut differently;
             # also accept the dictionary pieces of it in a row
@@ -417,7 +476,8 @@ class SqliteIndex(IndexBackend):
         return cached[1]
 
     def _candidates(self, terms: list[Term], q: SearchQuery, fetch: int,
-                    need_total: bool = True, py_rank: int = PY_RANK) -> tuple[list[tuple[int, float]], int]:
+                    need_total: bool = True, py_rank: int = PY_RANK,
+                    exclude: Sequence[Term] = ()) -> tuple[list[tuple[int, float]], int]:
         """(ranked [(doc id, bm25)], total) for the AND of the terms under the query's filters.
 
         Matches are listed newest first without ranking (cheap: FTS5 walks its doclists by
@@ -426,13 +486,13 @@ class SqliteIndex(IndexBackend):
         used only when the words are rare enough (sum of document frequencies <= BM25_DF_BUDGET)
         and every match is known; otherwise the newest PY_RANK matches get the same bm25
         formula computed here from their text with cached document frequencies, and the rest
-        follow newest first.
+        follow newest first. Documents with an ``exclude`` term are left out.
         """
         c = self._conn()
         dfs = [self._df(t) for t in terms]
         if min(dfs) == 0:
             return [], 0
-        match = " AND ".join(self._expr(t) for t in terms)
+        match = self._match(terms, exclude)
         fsql, fparams = self._filters(q)
         join = " JOIN docs d ON d.id = fts.rowid" if fsql else ""
         bm25_ok = sum(self._cost(t, df) for t, df in zip(terms, dfs)) <= BM25_DF_BUDGET
@@ -467,6 +527,13 @@ class SqliteIndex(IndexBackend):
         scored.sort(key=lambda r: (r[1], -r[0]))
         return scored[:fetch] + [(rid, 0.0) for rid in tail], total
 
+    def _match(self, terms: Sequence[Term], exclude: Sequence[Term] = ()) -> str:
+        """The FTS5 expression: every term, none of the excluded ones."""
+        match = " AND ".join(self._expr(t) for t in terms)
+        if exclude:
+            match = f"({match}) NOT ({' OR '.join(self._expr(t) for t in exclude)})"
+        return match
+
     def _py_bm25(self, ids: list[int], terms: list[Term], dfs: list[int]) -> list[tuple[int, float]]:
         """bm25 (FTS5's formula and sign: lower is better) of documents, computed from their text."""
         c = self._conn()
@@ -489,20 +556,7 @@ class SqliteIndex(IndexBackend):
                 toks = _ASCII_TOKEN_RE.findall(low)
             else:
                 toks = [fold(t) for t in _SIMPLE_TOKEN_RE.findall(low)]
-            tfs = []
-            for term in terms:
-                tf = 0
-                last = len(term.tokens) - 1
-                for j, want in enumerate(term.tokens):
-                    if term.prefix and j == last:
-                        if ascii_doc and want.isascii():
-                            cnt = len(_ascii_prefix_re(want).findall(low))
-                        else:
-                            cnt = sum(1 for t in toks if t.startswith(want))
-                    else:
-                        cnt = toks.count(want)
-                    tf = cnt if j == 0 else min(tf, cnt)
-                tfs.append(max(tf, 1))
+            tfs = [max(_tf(term, low, toks, ascii_doc), 1) for term in terms]
             stats.append((rid, len(toks), tfs))
             total_len += len(toks)
         avgdl = max(total_len / len(stats), 1e-9) if stats else 1.0
@@ -583,81 +637,223 @@ class SqliteIndex(IndexBackend):
 
     @_guarded
     def search(self, query: SearchQuery) -> SearchResult:
-        pq = parse_query(query.q)
+        terms, excluded = parse_search(query.q)
         limit = max(0, int(query.limit or 0))
         offset = max(0, int(query.offset or 0))
         want = offset + limit
-        if pq.empty:
+        if not terms:
             return SearchResult(query=query.q, total=0, hits=[])
-        terms = pq.terms
         if len(terms) > PARTIAL_WORDS and not self._any_match(self._rarest(terms, PARTIAL_WORDS), query):
             rows, total = [], 0  # not even the rarest words meet: skip the AND of them all (costly)
         else:
-            rows, total = self._candidates(terms, query, want)
+            rows, total = self._candidates(terms, query, want, exclude=excluded)
+        exact_total = total
+        # a long query (a pasted paragraph) is not forgiven: the expansion would cost more than it finds
+        plan = self._forgive(terms) if len(terms) <= PARTIAL_WORDS else None
+        if plan is not None:
+            rows, total = self._with_forgiven(rows, total, plan, query, want, excluded)
+        shown = plan or terms
+        entries, added = [("doc", rid, score, False) for rid, score in rows], 0
+        if len(terms) <= PARTIAL_WORDS:  # a pasted paragraph is nobody's title
+            entries, added = self._with_titles(entries, shown, excluded, query)
+        total += added
         partial = stopped = False
         levels: dict[int, int] = {}
         if total == 0 and len(terms) > 1:
             prow, total, stopped = self._partial(terms, query, want)
             partial = total > 0
-            rows = [(rid, score) for rid, score, _ in prow]
+            entries = [("doc", rid, score, False) for rid, score, _ in prow]
             levels = {rid: level for rid, _, level in prow}
-        page = rows[offset:want]
         # (a word in no document marks nothing: a long query's unknown words cost no matching)
-        hits = self._hits(page, [t for t in terms if self._df(t)] if partial else terms, levels)
+        if partial:
+            shown = [t for t in terms if self._df(t)]
+        hits, picks = self._hits(entries[offset:want], shown, levels, excluded)
         # beyond RANK_CAP matches, _candidates estimates the total unless it has the exact count
         # (one plain word, no filters: its document frequency); partial totals count what was found
-        one_word = len(terms) == 1 and not terms[0].prefix and len(terms[0].tokens) == 1
+        one_word = len(terms) == 1 and not terms[0].prefix and len(terms[0].tokens) == 1 and plan is None
         exact = not partial and (total <= RANK_CAP or (one_word and not self._filters(query)[0]))
+        did_you_mean, forgiven = _forgiven_summary(hits, picks, shown, exact_total)
         return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=exact,
-                            stopped_early=stopped)
+                            stopped_early=stopped, did_you_mean=did_you_mean, forgiven=forgiven)
 
-    def _hits(self, page: list[tuple[int, float]], terms: list[Term], levels: dict[int, int]) -> list[SearchHit]:
-        if not page:
-            return []
+    def _forgive(self, terms: list[Term]) -> list[Term] | None:
+        """The query with forgiving alternatives (see :mod:`mediaindex.forgive`), or None."""
+        return expand(terms, self._sync_vocab(), self._df, self._token_df)
+
+    def _with_forgiven(self, rows: list[tuple[int, float]], total: int, plan: list[Term], q: SearchQuery,
+                       want: int, excluded: list[Excluded]) -> tuple[list[tuple[int, float]], int]:
+        """The exact matches, then those found only through alternatives: fewest forgiven
+        words first, then fewest edits, then bm25."""
+        frows, ftotal = self._candidates(plan, q, max(want, FORGIVE_FETCH), exclude=excluded)
+        seen = {rid for rid, _ in rows}
+        extra = [(rid, score) for rid, score in frows if rid not in seen]
+        if not extra:
+            return rows, total
+        flat, pos, alts = flatten(plan)
         c = self._conn()
-        ids = [rid for rid, _ in page]
+        ids = [rid for rid, _ in extra]
+        texts = dict(c.execute(f"SELECT id, text FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids))
+        cost = {rid: match_cost(find_matches(texts.get(rid, ""), flat), pos, alts, len(plan)) for rid in ids}
+        extra.sort(key=lambda r: (cost[r[0]], r[1], -r[0]))
+        return rows + extra, max(total, ftotal)
+
+    def _title_matches(self, terms: list[Term], excluded: list[Excluded],
+                       q: SearchQuery) -> list[tuple[str, float, bool]]:
+        """Media whose title, artist, album, file name or folder has every term:
+        [(media id, bm25, not only in the folder)], best first."""
+        if q.emotion or q.kind:
+            return []  # segment properties: only spoken matches can have them
+        sql, params = [], []
+        for col, v in (("language", q.language), ("id", q.media_id)):
+            if v:
+                sql.append(f"m.{col} = ?")
+                params.append(v)
+        if q.path_prefix:
+            sql.append("m.path >= ? AND m.path < ?")
+            params += [q.path_prefix, q.path_prefix + "\U0010ffff"]
+        where = "".join(" AND " + s for s in sql)
+        match = self._match(terms, excluded)
+        c = self._conn()
+        base = "SELECT m.id, bm25(media_fts, 10, 6, 4, 4, 1) FROM media_fts JOIN media m ON m.rowid = media_fts.rowid"
+        try:
+            rows = c.execute(f"{base} WHERE media_fts MATCH ?{where} ORDER BY 2 LIMIT ?",
+                             [match, *params, TITLE_HITS]).fetchall()
+            if not rows:
+                return []
+            strong = {r[0] for r in c.execute(f"{base} WHERE media_fts MATCH ?{where}",
+                                              [f"{{title people album file}} : ({match})", *params])}
+        except sqlite3.OperationalError:  # a query FTS5 cannot run on this table: no title hits
+            return []
+        return [(mid, score, mid in strong) for mid, score in rows]
+
+    def _with_titles(self, entries: list[tuple], terms: list[Term], excluded: list[Excluded],
+                     q: SearchQuery) -> tuple[list[tuple], int]:
+        """Title hits first: a media whose title (artist, album, file name) matches shows its best
+        segment when the words are also said in it, else its start; folder-only matches come
+        after the spoken ones. Returns (entries, hits added)."""
+        titles = self._title_matches(terms, excluded, q)
+        if not titles:
+            return entries, 0
+        front, back, moved = [], [], set()
+        added = 0
+        for mid, score, strong in titles:
+            best = self._best_in_media(mid, terms, excluded, q)
+            if best:
+                moved.add(best[0])
+                entry = ("doc", best[0], best[1], True)
+            else:
+                entry = ("media", mid, score, True)
+                added += 1
+            (front if strong else back).append(entry)
+        rest = [e for e in entries if e[1] not in moved]
+        return front + rest + back, added
+
+    def _best_in_media(self, media_id: str, terms: list[Term], excluded: list[Excluded],
+                       q: SearchQuery) -> tuple[int, float] | None:
+        """(doc id, bm25) of a media's best segment with every term, or None. A media's
+        segments have consecutive ids: FTS5 reads only that rowid range, however frequent the
+        words (a media_id filter would join every match)."""
+        c = self._conn()
+        lo, hi = c.execute("SELECT min(id), max(id) FROM docs WHERE media_id = ?", (media_id,)).fetchone()
+        if lo is None:
+            return None
+        fsql, fparams = self._filters(q)
+        join = " JOIN docs d ON d.id = fts.rowid" if fsql else ""
+        ids = [r[0] for r in c.execute(f"SELECT fts.rowid FROM fts{join} WHERE fts MATCH ? AND fts.rowid BETWEEN ? AND ?"
+                                       f"{fsql} LIMIT ?", [self._match(terms, excluded), lo, hi, *fparams, PY_RANK])]
+        if not ids:
+            return None
+        scored = self._py_bm25(ids, terms, [self._df(t) for t in terms])
+        return min(scored, key=lambda r: (r[1], -r[0]))
+
+    def _hits(self, page: list[tuple], terms: list[Term], levels: dict[int, int],
+              excluded: list[Excluded] = ()) -> tuple[list[SearchHit], list[dict[int, Any]]]:
+        """Hits for ("doc", id, bm25, title match) and ("media", id, bm25, _) entries, and for
+        each the alternative that matched at each query position."""
+        if not page:
+            return [], []
+        c = self._conn()
+        flat, pos, alts = flatten(terms)
+        ids = [e[1] for e in page if e[0] == "doc"]
         docs = {r[0]: r for r in c.execute(
             "SELECT id, media_id, seg, path, title, language, emotion, kind, t_start, t_end, text, wspans, wtimes"
-            f" FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids)}
-        hits = []
-        for rid, score in page:
+            f" FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
+        hits, picks = [], []
+        for kind, rid, score, title_match in page:
+            if kind == "media":
+                hit = self._media_hit(rid, score, flat, len(terms))
+                if hit is not None:
+                    hits.append(hit)
+                    picks.append({})
+                continue
             d = docs.get(rid)
             if d is None:  # deleted between the two queries
                 continue
-            _, media_id, seg, path, title, language, emotion, kind, start, end, text, wspans, wtimes = d
-            matches = find_matches(text, terms)
+            _, media_id, seg, path, title, language, emotion, kind_, start, end, text, wspans, wtimes = d
+            if levels and excluded and find_matches(text, excluded):
+                continue  # the partial-match fallback does not know about -word
+            matches = find_matches(text, flat)
             t = start
-            if matches:
+            first = best_start(matches, pos)
+            if first is not None:
                 spans = array("i")
                 spans.frombytes(wspans or b"")
                 times = array("d")
                 times.frombytes(wtimes or b"")
-                t = time_at(matches[0][0], spans, times, start)
-            matched = max(matched_term_count(matches), levels.get(rid, len(terms))) if levels else len(terms)
+                t = time_at(first, spans, times, start)
+            seen = len({pos[ti] for _, _, ti in matches})
+            matched = max(seen, levels.get(rid, len(terms))) if levels else len(terms)
+            pick: dict[int, Any] = {}
+            for _, _, ti in matches:
+                a = alts[ti]
+                p = pos[ti]
+                if p not in pick or (a.why in ("exact", "or"), -a.cost) > (pick[p].why in ("exact", "or"), -pick[p].cost):
+                    pick[p] = a
+            forgiven = any(a.why not in ("exact", "or") for a in pick.values())
             hits.append(SearchHit(media_id=media_id, path=path, time=t, start=start, end=end, text=text,
                                   snippet=snippet(text, matches), segment_index=seg, language=language,
-                                  emotion=emotion, kind=kind or "speech", title=title, score=-score,
-                                  matched_words=matched))
-        return hits
+                                  emotion=emotion, kind=kind_ or "speech", title=title, score=-score,
+                                  matched_words=matched, match="title" if title_match else "text",
+                                  forgiven=forgiven))
+            picks.append(pick)
+        return hits, picks
+
+    def _media_hit(self, media_id: str, score: float, flat: list[Term], n_terms: int) -> SearchHit | None:
+        """A hit at the start of a media whose metadata matched (no segment has the words)."""
+        c = self._conn()
+        r = c.execute("SELECT m.path, m.title, m.language, f.title, f.people, f.album, f.file, f.folder"
+                      " FROM media m JOIN media_fts f ON f.rowid = m.rowid WHERE m.id = ?", (media_id,)).fetchone()
+        if r is None:
+            return None
+        path, title, language, *meta = r
+        text = " \u00b7 ".join(dict.fromkeys(x for x in meta[:4] if x))
+        matches = find_matches(text, flat)
+        if not matches and meta[4]:
+            text = f"{text} \u00b7 {meta[4]}" if text else meta[4]
+            matches = find_matches(text, flat)
+        first = c.execute("SELECT t_end FROM docs WHERE media_id = ? ORDER BY seg LIMIT 1", (media_id,)).fetchone()
+        return SearchHit(media_id=media_id, path=path, time=0.0, start=0.0, end=first[0] if first else 0.0,
+                         text=text, snippet=snippet(text, matches), segment_index=0, language=language,
+                         title=title, score=-score, matched_words=n_terms, match="title")
 
     # ---- facets ----------------------------------------------------------------------------
 
     @_guarded
     def facets(self, query: SearchQuery) -> FacetCounts:
         c = self._conn()
-        pq = parse_query(query.q)
+        terms, excluded = parse_search(query.q)
         fsql, fparams = self._filters(query)
         out = FacetCounts()
-        if pq.empty:
+        if not terms:
             rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, count(*) FROM docs d"
                              f" WHERE 1{fsql} GROUP BY 1, 2, 3, 4", fparams).fetchall()
         else:
-            match = " AND ".join(self._expr(t) for t in pq.terms)
+            match = self._match(self._forgive(terms) or terms, excluded)  # what search shows
             rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, count(*) FROM fts"
                              f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql} GROUP BY 1, 2, 3, 4",
                              [match, *fparams]).fetchall()
-            if not rows and len(pq.terms) > 1:  # partial matches: facets of what search shows
-                prow, _, _ = self._partial(pq.terms, query, PARTIAL_FETCH)
+            if not rows and len(terms) > 1:  # partial matches: facets of what search shows
+                prow, _, _ = self._partial(terms, query, PARTIAL_FETCH)
                 ids = [rid for rid, _, _ in prow]
                 rows = []
                 for i in range(0, len(ids), 500):
@@ -670,6 +866,101 @@ class SqliteIndex(IndexBackend):
                 if v is not None:
                     facet[v] = facet.get(v, 0) + n
         return out
+
+
+def _forgiven_summary(hits: list[SearchHit], picks: list[dict[int, Any]], terms: list[Term],
+                      exact_total: int) -> tuple[str | None, list[dict[str, Any]]]:
+    """(did you mean, [{word, matched, why}]) for the hits shown: which index words matched
+    instead of the words as typed. ``did_you_mean`` only when nothing matched as typed."""
+    def typed(p: int) -> str:
+        t = terms[p]
+        return t.alts[0].term.raw if isinstance(t, AnyOf) else t.raw
+
+    found: dict[tuple[str, str], list[str]] = {}
+    for pick in picks:
+        for p, a in sorted(pick.items()):
+            if a.why not in EXACT:
+                words = found.setdefault((typed(p), a.why), [])
+                if a.term.raw not in words:
+                    words.append(a.term.raw)
+    forgiven = [{"word": w, "matched": m, "why": why} for (w, why), m in found.items()]
+    did_you_mean = None
+    if exact_total == 0 and hits and hits[0].forgiven:
+        top = picks[0]
+        did_you_mean = " ".join(top[p].term.raw if p in top and top[p].why not in EXACT else typed(p)
+                                for p in range(len(terms)))
+    return did_you_mean, forgiven
+
+
+def _tf(term: Term, low: str, toks: list[str], ascii_doc: bool) -> int:
+    """Occurrences of a term in a document (lower-cased text and its folded tokens); for a
+    phrase, its rarest word's count."""
+    if isinstance(term, AnyOf):
+        return sum(_tf(a.term, low, toks, ascii_doc) for a in term.alts)
+    tf = 0
+    last = len(term.tokens) - 1
+    for j, want in enumerate(term.tokens):
+        if term.prefix and j == last:
+            if ascii_doc and want.isascii():
+                cnt = len(_ascii_prefix_re(want).findall(low))
+            else:
+                cnt = sum(1 for t in toks if t.startswith(want))
+        else:
+            cnt = toks.count(want)
+        tf = cnt if j == 0 else min(tf, cnt)
+    return tf
+
+
+def _tokens(texts: Iterable[str]) -> set[str]:
+    """The folded tokens FTS5 (unicode61) makes of these texts."""
+    low = "\n".join(t for t in texts if t).lower()
+    if low.isascii():  # the same tokens as _ASCII_TOKEN_RE, faster
+        return set(low.translate(_ASCII_SEPARATORS).split())
+    return {fold(t) for t in set(_SIMPLE_TOKEN_RE.findall(low))}
+
+
+def _media_meta(media: Media) -> tuple[str, str, str, str, str]:
+    """(title, people, album, file name, folder) of a media: what ``media_fts`` holds."""
+    tags = media.tags or {}
+    people = " ".join(dict.fromkeys(v for k in ("artist", "album_artist", "composer") if (v := tags.get(k))))
+    stem = os.path.splitext(os.path.basename(media.path))[0]
+    return media.title or "", people, tags.get("album") or "", stem, media.folder or ""
+
+
+def _delete_meta(c: sqlite3.Connection, media_id: str) -> None:
+    c.execute("DELETE FROM media_fts WHERE rowid = (SELECT rowid FROM media WHERE id = ?)", (media_id,))
+
+
+def _insert_meta(c: sqlite3.Connection, media_id: str, meta: tuple[str, ...]) -> None:
+    c.execute("INSERT INTO media_fts(rowid, title, people, album, file, folder)"
+              " SELECT rowid, ?, ?, ?, ?, ? FROM media WHERE id = ?", (*meta, media_id))
+
+
+def _backfill(c: sqlite3.Connection) -> None:
+    """Fill ``vocab`` and ``media_fts`` (added after schema 1) once, for an index made before
+    them: every FTS word, and each media's title, file name and folder (artist and album come
+    with the next re-index)."""
+    if c.execute("SELECT 1 FROM meta WHERE key = 'vocab'").fetchone():
+        return
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if not c.execute("SELECT 1 FROM meta WHERE key = 'vocab'").fetchone():
+            if c.execute("SELECT 1 FROM docs LIMIT 1").fetchone():
+                terms = [r[0] for r in c.execute("SELECT term FROM fts_vocab")]
+                c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)",
+                              [(t, sound_key(t)) for t in terms])
+                media = c.execute("SELECT id, path, title FROM media").fetchall()
+                for mid, path, title in media:
+                    m = Media(id=mid, path=path or "", paths=[], size=0, mtime=0.0, tags={"title": title or ""})
+                    words = _tokens(_media_meta(m))
+                    c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)",
+                                  [(w, sound_key(w)) for w in words])
+                    _insert_meta(c, mid, _media_meta(m))
+            c.execute("INSERT OR REPLACE INTO meta VALUES('vocab', '1')")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 class _WriteTxn:

@@ -396,11 +396,12 @@ class WebApp:
                 "folder": os.path.dirname(h.path), "time": t, "jump": jump, "clock": clock(t),
                 "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
                 "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
-                "kind": h.kind, "score": h.score, "matched_words": h.matched_words,
-                "link": f"/m/{h.media_id}?t={jump}",
+                "kind": h.kind, "score": h.score, "matched_words": h.matched_words, "match": h.match,
+                "forgiven": h.forgiven, "link": f"/m/{h.media_id}?t={jump}",
             })
         return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
-                             "stopped_early": result.stopped_early, "limit": query.limit, "offset": query.offset, "hits": hits})
+                             "stopped_early": result.stopped_early, "did_you_mean": result.did_you_mean,
+                             "forgiven": result.forgiven, "limit": query.limit, "offset": query.offset, "hits": hits})
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)

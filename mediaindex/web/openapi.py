@@ -19,7 +19,14 @@ def _q(name: str, description: str, schema: dict[str, Any], required: bool = Fal
 
 
 _FILTERS = [
-    _q("q", "Words to find (plain words; \"quoted phrases\" and prefix* are supported by the built-in index).",
+    _q("q", "Words to find, all of them (AND). `\"quoted words\"`: a phrase; the last word is a prefix unless "
+            "the query ends with a space (search as you type); `-word` or `-\"a phrase\"`: leave out segments "
+            "with it; `a OR b`: either word. Forgiven (built-in index): typos in a word the index does not "
+            "have (1 edit from 5 letters, 2 from 9), words that sound the same (Double Metaphone; pinyin for "
+            "Chinese), numbers in digits or words (17 / seventeen, 1953 / nineteen fifty three, 50,000 / fifty "
+            "thousand, 3rd / third), British/American spellings, hyphens, apostrophes, split or joined "
+            "compounds. Matches of the words as typed always rank first. Titles, artists, albums, file names "
+            "and folder words are searched too.",
        {"type": "string", "maxLength": 500}),
     _q("lang", "Only segments in this language (e.g. en, zh).", {"type": "string"}),
     _q("emotion", "Only segments with this emotion.", {"type": "string"}),
@@ -78,12 +85,24 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "snippet": {"type": "string", "description": "HTML: the text escaped, matches in <mark>."},
                     "language": {"type": ["string", "null"]}, "emotion": {"type": ["string", "null"]},
                     "kind": {"type": "string"}, "score": {"type": "number"}, "matched_words": {"type": "integer"},
+                    "match": {"type": "string", "enum": ["text", "title"], "description":
+                              "`title`: the media's title, artist, album, file name or folder matched (the hit "
+                              "is its best segment, or its start when the words are not said)."},
+                    "forgiven": {"type": "boolean", "description": "Found only through a forgiven form."},
                     "link": {"type": "string", "description": "Deep link to the moment in the web UI."}}},
                 "SearchResult": {"type": "object", "properties": {
                     "query": {"type": "string"}, "total": {"type": "integer"},
                     "partial": {"type": "boolean", "description": "True when no segment has every word."},
                     "stopped_early": {"type": "boolean", "description": "True when the search for partial matches "
                                       "stopped at its work limit (a long query): closer matches may exist."},
+                    "did_you_mean": {"type": ["string", "null"], "description":
+                                     "When nothing matched the words as typed: the query with the words that "
+                                     "matched instead (e.g. `lighthouse` for `lighthose`)."},
+                    "forgiven": {"type": "array", "description": "Query words that matched other index words in "
+                                 "these hits (typo, sound, number, spelling, compound).",
+                                 "items": {"type": "object", "properties": {
+                                     "word": {"type": "string"}, "why": {"type": "string"},
+                                     "matched": {"type": "array", "items": {"type": "string"}}}}},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
                 "Facets": {"type": "object", "properties": {

@@ -203,7 +203,10 @@
       $("summary").textContent = `No match for “${result.query}”.`;
     } else {
       const partial = result.partial ? " No recording has every word; these have the most." : "";
-      $("summary").textContent = `${result.total} moment${result.total === 1 ? "" : "s"} found.${partial}`;
+      const forgiven = (result.forgiven || []).map((f) => `${f.word} → ${f.matched.join(", ")}`).join("; ");
+      const note = result.did_you_mean ? ` No exact match; showing results for “${result.did_you_mean}”.`
+        : forgiven ? ` Also matched: ${forgiven}.` : "";
+      $("summary").textContent = `${result.total} moment${result.total === 1 ? "" : "s"} found.${partial}${note}`;
     }
     result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
     $("more").hidden = shown >= result.total;
@@ -221,7 +224,8 @@
     chip.setAttribute("aria-label", `at ${clock(hit.time)}`);
     head.append(chip, el("span", "hit-title", hit.title || hit.path));
     const kind = hit.kind && hit.kind !== "speech" ? hit.kind : null;
-    for (const tag of [hit.language, kind, hit.emotion]) if (tag) head.append(el("span", "tag", tag));
+    const where = hit.match === "title" ? "title" : null;
+    for (const tag of [where, hit.language, kind, hit.emotion]) if (tag) head.append(el("span", "tag", tag));
     const snip = el("p", "snippet");
     appendSnippet(snip, hit.snippet);
     a.append(head, snip, el("p", "hit-folder", folderLabel(hit.folder || "")));
