@@ -6,9 +6,10 @@ Layout (``index.sqlite3``):
   the index"). ``library`` (on ``media`` and ``docs``) is the id of the data dir that wrote the
   row: several data dirs may share one index file (``[sqlite] path``); each writes, lists and
   reconciles only its own rows, and searches all of them (``SearchQuery.library`` narrows).
-- ``facet_counts``: documents per (library, language, emotion, kind, folder), kept by every
-  write: facets of the empty query read it (a few ms at any size); facets of a word count the
-  newest :data:`FACET_SAMPLE` matches and scale them up when there are more (``estimated``).
+- ``facet_totals``: documents per (library, facet, value), and ``facet_counts``: per (library,
+  language, emotion, kind, folder), both kept by every write: facets of the empty query read the
+  first (a few rows), or the second under a filter; facets of a word count the newest
+  :data:`FACET_SAMPLE` matches and scale them up when there are more (``estimated``).
 - ``docs``: one row per segment, with the media facets copied in (path, folder, title,
   language, emotion, kind, duration, mtime) so filters need no join; the original text; and the
   word-time map: ``wspans`` (int32 pairs: each engine word's character span in ``text``) and
@@ -115,6 +116,9 @@ CREATE INDEX IF NOT EXISTS docs_media ON docs(media_id, seg);
 CREATE TABLE IF NOT EXISTS facet_counts(
     library TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL, kind TEXT NOT NULL,
     folder TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(library, language, emotion, kind, folder));
+CREATE TABLE IF NOT EXISTS facet_totals(
+    library TEXT NOT NULL, facet TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY(library, facet, value));
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     body, extra, content='', prefix='2 3', tokenize='unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
@@ -911,6 +915,15 @@ class SqliteIndex(IndexBackend):
         (one media, a path prefix that is not a folder)."""
         if q.media_id or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
             return None
+        c = self._conn()
+        if not (q.language or q.emotion or q.kind or q.path_prefix):
+            out = FacetCounts()
+            rows = c.execute("SELECT facet, value, n FROM facet_totals WHERE library = ?", (q.library,)) if q.library \
+                else c.execute("SELECT facet, value, n FROM facet_totals")
+            for facet, value, n in rows:
+                counts = out.setdefault(facet, {})
+                counts[value] = counts.get(value, 0) + n
+            return out
         sql, params = [], []
         for col in ("language", "emotion", "kind", "library"):
             v = getattr(q, col)
@@ -922,10 +935,8 @@ class SqliteIndex(IndexBackend):
             sep = q.path_prefix[-1]
             params += [sep, q.path_prefix, sep, q.path_prefix + "\U0010ffff"]
         where = " WHERE " + " AND ".join(sql) if sql else ""
-        rows = self._conn().execute("SELECT nullif(language, ''), nullif(emotion, ''), nullif(kind, ''),"
-                                    f" nullif(folder, ''), sum(n) FROM facet_counts{where} GROUP BY 1, 2, 3, 4",
-                                    params).fetchall()
-        return _facet_counts(rows, False)
+        rows = c.execute(f"SELECT language, emotion, kind, folder, n FROM facet_counts{where}", params)
+        return _facet_counts([(*(v or None for v in r[:4]), r[4]) for r in rows])
 
     def _estimate_total(self, terms: list[Term], fsql: str, seen: int, lowest: int) -> int:
         """Matches of a frequent query: exact for one plain word without filters (``fts5vocab``),
@@ -937,7 +948,7 @@ class SqliteIndex(IndexBackend):
         return max(seen, int(seen * top / max(1, top - lowest + 1)))
 
 
-def _facet_counts(rows: Iterable[tuple], estimated: bool) -> FacetCounts:
+def _facet_counts(rows: Iterable[tuple], estimated: bool = False) -> FacetCounts:
     """FacetCounts from (language, emotion, kind, folder, n) rows."""
     out = FacetCounts(estimated=estimated)
     for lang, emo, kind, folder, n in rows:
@@ -1019,6 +1030,9 @@ def _insert_meta(c: sqlite3.Connection, library: str, media_id: str, meta: tuple
 _FACET_ROWS = ("SELECT library, coalesce(language, ''), coalesce(emotion, ''), coalesce(kind, ''),"
                " coalesce(folder, ''), {sign} * count(*) FROM docs WHERE {where} GROUP BY 1, 2, 3, 4, 5")
 
+_TOTAL_ROWS = ("SELECT library, '{facet}', {facet}, {sign} * count(*) FROM docs"
+               " WHERE {where} AND {facet} IS NOT NULL GROUP BY 1, 2, 3")
+
 
 def _count_facets(c: sqlite3.Connection, library: str, media_id: str, sign: int) -> None:
     """Add (sign=1) or take away (sign=-1) a media's documents from ``facet_counts``."""
@@ -1026,14 +1040,23 @@ def _count_facets(c: sqlite3.Connection, library: str, media_id: str, sign: int)
               + _FACET_ROWS.format(sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
               + " ON CONFLICT(library, language, emotion, kind, folder) DO UPDATE SET n = n + excluded.n",
               (library, media_id))
+    for facet in FacetCounts.FACETS:
+        c.execute("INSERT INTO facet_totals(library, facet, value, n) "
+                  + _TOTAL_ROWS.format(facet=facet, sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
+                  + " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n", (library, media_id))
     if sign < 0:
         c.execute("DELETE FROM facet_counts WHERE n <= 0")
+        c.execute("DELETE FROM facet_totals WHERE n <= 0")
 
 
 def _recount_facets(c: sqlite3.Connection) -> None:
     c.execute("DELETE FROM facet_counts")
+    c.execute("DELETE FROM facet_totals")
     c.execute("INSERT INTO facet_counts(library, language, emotion, kind, folder, n) "
               + _FACET_ROWS.format(sign=1, where="1"))
+    for facet in FacetCounts.FACETS:
+        c.execute("INSERT INTO facet_totals(library, facet, value, n) "
+                  + _TOTAL_ROWS.format(facet=facet, sign=1, where="1"))
 
 
 def _migrate(c: sqlite3.Connection) -> None:
