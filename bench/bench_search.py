@@ -16,7 +16,8 @@ dir, then measures
   expansion (mediaindex.forgive);
 - the same mix while ``--long-clients`` clients send long queries nonstop, all through 4 search
   threads as in a web server process (how much heavy clients slow the others);
-- facets latency for a few queries.
+- facets latency (no cache): the empty query, with and without filters; frequent, mid and rare
+  words (``--facets-only``: only this).
 
 Usage::
 
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build the index here and keep it")
     ap.add_argument("--optimize", action="store_true", help="merge the FTS index before searching")
     ap.add_argument("--search-only", action="store_true", help="reuse the index kept in --keep")
+    ap.add_argument("--facets-only", action="store_true", help="measure only the facets")
     ap.add_argument("--long-clients", type=int, default=8, help="threads sending long queries during the"
                     " contention run (0: skip it)")
     ap.add_argument("--cpu-time", action="store_true",
@@ -131,7 +133,9 @@ def main() -> None:
     ix = SqliteIndex(db)
     if not args.search_only:
         build(args, ix, vocab, cum, rng, tmp)
-    search_bench(args, ix, vocab)
+    if not args.facets_only:
+        search_bench(args, ix, vocab)
+    facets_bench(ix, vocab)
     ix.close()
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,12 +301,26 @@ def search_bench(args, ix, vocab) -> None:
     if args.long_clients:
         contention(ix, mix, longs, args.long_clients)
 
-    ft = []
-    for s in ["", vocab[5], vocab[2000], vocab[40000]]:
-        t0 = clock()
-        ix.facets(SearchQuery(s))
-        ft.append((clock() - t0) * 1000)
-    print("facets ms (empty query, frequent, mid, rare word): " + ", ".join(f"{x:.1f}" for x in ft))
+
+def facets_bench(ix, vocab, repeat: int = 7) -> None:
+    """Facet latency, no cache in front (the median of ``repeat`` calls): the empty query with
+    and without a filter (kept counts), frequent words (a sampled estimate), a mid and a rare word."""
+    cases = [("empty query", SearchQuery("")), ("empty, lang=fr", SearchQuery("", language="fr")),
+             ("empty, folder", SearchQuery("", path_prefix="/data/show07/")),
+             ("frequent word #1", SearchQuery(vocab[0])), ("frequent word #6", SearchQuery(vocab[5])),
+             ("2 frequent words", SearchQuery(f"{vocab[1]} {vocab[3]}")),
+             ("frequent, lang=fr", SearchQuery(vocab[5], language="fr")),
+             ("mid word #2000", SearchQuery(vocab[2000])), ("rare word #40000", SearchQuery(vocab[40000]))]
+    print("facets (ms, median of %d; est = counts estimated from a sample):" % repeat)
+    for label, q in cases:
+        ts = []
+        for _ in range(repeat):
+            t0 = clock()
+            counts = ix.facets(q)
+            ts.append((clock() - t0) * 1000)
+        docs = sum(counts["kind"].values())
+        print(f"  {label:<20} {statistics.median(ts):8.1f}  max {max(ts):8.1f}  {docs:>9,} docs"
+              f"{'  est' if counts.estimated else ''}")
 
 
 def misspellings(words: list[str], vocab: list[str], n: int, rng: random.Random) -> tuple[list[str], list[str]]:

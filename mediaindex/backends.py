@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -262,22 +262,59 @@ class Transcriber(abc.ABC):
 # ---- index ---------------------------------------------------------------------------------
 
 
-@dataclass
-class FacetCounts:
-    language: dict[str, int] = field(default_factory=dict)
-    emotion: dict[str, int] = field(default_factory=dict)
-    kind: dict[str, int] = field(default_factory=dict)
-    folder: dict[str, int] = field(default_factory=dict)
+class FacetCounts(dict):
+    """Facet name → {value: documents}: ``language``, ``emotion``, ``kind``, ``folder`` today; a
+    backend or an enricher may add more (e.g. ``sound``) without changing the interface.
+
+    ``estimated`` is True when the counts were scaled from a sample of the matches (a frequent
+    word): good for ordering and for "about N", not exact.
+    """
+
+    FACETS = ("language", "emotion", "kind", "folder")
+
+    def __init__(self, *args, estimated: bool = False, **facets: dict[str, int]):
+        super().__init__(*args, **facets)
+        for name in self.FACETS:
+            self.setdefault(name, {})
+        self.estimated = estimated
+
+    def __getattr__(self, name: str) -> dict[str, int]:  # counts.language, as before
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class IndexBackend(abc.ABC):
-    """A search index of segment documents (one document per segment, media facets copied in)."""
+    """A search index of segment documents (one document per segment, media facets copied in).
+
+    The contract every backend keeps (tested on the built-in ``sqlite`` one, see docs/plugins.md):
+
+    - **Outages**: a backend that cannot be reached (server down, database locked past its
+      timeout) raises :class:`TransientError`; the job waits and is retried, with one line in
+      the log, not a traceback. A damaged or full store raises :class:`FatalError`.
+    - **Durability**: ``upsert``, ``update_media`` and ``delete`` return only once the change is
+      durable (committed and synced; for a server: acknowledged as persisted, not only queued).
+    - **Libraries**: ``library`` (set by the pipeline before the first call, from the state
+      database: one id per data dir) is stored on every document. Several data dirs may share
+      one index: writes, ``media_ids()`` and therefore ``reconcile`` touch only the own
+      library's documents; the same media may be in two libraries. ``search`` and ``facets``
+      cover every library unless ``SearchQuery.library`` names one.
+    - **Query syntax** (``SearchQuery.q``), the same for every backend: words are ANDed,
+      case- and diacritic-insensitive; ``"a phrase"`` matches the words in a row; ``word*``
+      is a prefix; ``-word`` excludes; ``a OR b`` is either. Filters are fields of
+      :class:`SearchQuery` (language, emotion, kind, path_prefix, media_id, library), never
+      query text. An empty ``q`` matches nothing in ``search`` and everything in ``facets``.
+    - **Facets**: a :class:`FacetCounts` mapping; counts of big matches may be estimated
+      (``estimated=True``).
+    """
 
     name: str = ""
+    library: str | None = None  # the library this process writes (see above); None: no scoping
 
     @abc.abstractmethod
     def upsert(self, media: Media, segments: list[Segment]) -> None:
-        """Replace every document of this media with these segments."""
+        """Replace every document of this media (in ``library``) with these segments; durable on return."""
 
     @abc.abstractmethod
     def update_media(self, media: Media) -> None:
@@ -285,20 +322,20 @@ class IndexBackend(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, media_id: str) -> None:
-        """Remove every document of this media."""
+        """Remove every document of this media (in ``library``)."""
 
     @abc.abstractmethod
     def search(self, query: SearchQuery) -> SearchResult:
-        """Ranked hits; each hit's ``time`` is the start of the query's words where they stand
-        closest together. Query syntax: :func:`mediaindex.forgive.query.parse_search`."""
+        """Ranked hits; each hit's ``time`` is the start of its first matched word."""
 
     @abc.abstractmethod
     def facets(self, query: SearchQuery) -> FacetCounts:
-        """Counts of documents per language/emotion/kind/folder for the query ("" = all)."""
+        """Documents per facet value (language/emotion/kind/folder, and any a plugin adds) for the
+        query ("" = all). Fast at any size: counts kept at write time, or estimated."""
 
     @abc.abstractmethod
     def media_ids(self) -> set[str]:
-        """Ids of every media in the index (to reconcile with the state database)."""
+        """Ids of every media of ``library`` in the index (to reconcile with the state database)."""
 
     def repair(self) -> str | None:
         """Check the index; when it is damaged, set it aside and start empty (``reconcile`` then

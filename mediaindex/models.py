@@ -129,6 +129,7 @@ class SearchQuery:
     kind: str | None = None
     path_prefix: str | None = None
     media_id: str | None = None
+    library: str | None = None  # only this library's documents (a shared index); None = all
 
 
 @dataclass

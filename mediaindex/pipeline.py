@@ -105,6 +105,7 @@ class Pipeline:
                 raise UsageError(f"cannot open the state database {config.state_path}: {e} "
                                  "(is the data dir writable? choose another with --data-dir)") from None
         self.state = state
+        self.index.library = state.library_id()  # documents carry it: an index may be shared
         self._media_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._reserved = 0.0  # estimated cost of paid transcriptions in progress
@@ -265,7 +266,7 @@ class Pipeline:
                     transcript = self._transcribe(transcriber, path, info, media, reporter, local)
                     self.state.save_transcript(media_id, key, transcript, info.duration)
                     transcribed = True
-                segments = self._enrich(media, transcript, info, Path(local))
+                segments = self._enrich(media, transcript, info, Path(local), key)
                 self.index.upsert(media, segments)
                 self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
@@ -353,11 +354,31 @@ class Pipeline:
                 removed += 1
         return removed
 
-    def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult, path: Path | None) -> list[Segment]:
+    def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult, path: Path | None,
+                key: str | None = None) -> list[Segment]:
+        """Run the enrichers on an engine's transcript and store the result (under ``key``); a
+        stored result made by the same enrichers is used instead (no audio decoded again)."""
+        enrichers = self._enrichers()
+        stored = self.state.get_enriched(media.id, key, enrichers) if key else None
+        if stored is not None:
+            transcript.language = transcript.language or stored.language
+            media.language = media.language or stored.language
+            return stored.segments
         self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, path=path, config=self.config)
         for seg in transcript.segments:
             seg.language = seg.language or transcript.language
+        if key:
+            self.state.save_enriched(media.id, key, enrichers, transcript)
         return transcript.segments
+
+    def _enrichers(self) -> str:
+        """"name@version,..." of the enrich_segments plugins (version: ``ENRICH_VERSION`` or
+        ``__version__`` of the plugin): stored with each enriched transcript."""
+        names = []
+        for impl in self.pm.hook.enrich_segments.get_hookimpls():
+            version = getattr(impl.plugin, "ENRICH_VERSION", None) or getattr(impl.plugin, "__version__", "")
+            names.append(f"{impl.plugin_name}@{version}")
+        return ",".join(sorted(names))
 
     def remove_path(self, path: str) -> Outcome:
         """A path is gone: forget it; the media leaves the index when no other path has it."""
@@ -379,12 +400,13 @@ class Pipeline:
     def reindex(self, media_id: str) -> None:
         """Rebuild a media's documents from its cached transcript (never re-transcribes)."""
         media = self.state.get_media(media_id)
-        transcript = self.state.get_transcript(media_id)
+        key = media.engine if media is not None else None
+        transcript = self.state.get_transcript(media_id, key) if key else self.state.get_transcript(media_id)
         info = self.state.get_probe(media_id)
         if media is None or transcript is None or info is None:
             raise PermanentError(f"{media_id}: no cached transcript to re-index")
         local = next((p for p in media.paths if is_local(p) and os.path.isfile(p)), None)
-        self.index.upsert(media, self._enrich(media, transcript, info, Path(local) if local else None))
+        self.index.upsert(media, self._enrich(media, transcript, info, Path(local) if local else None, key))
 
     def repair_index(self) -> str | None:
         """Set a damaged index aside, to be rebuilt by ``reconcile``; says what was done (None: sound)."""

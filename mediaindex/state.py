@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from .models import Media, ProbeResult, Transcript
 from .safety import redact
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);  -- library: this data dir's id
 CREATE TABLE IF NOT EXISTS media (
     id TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -49,6 +51,14 @@ CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
     engine_key TEXT NOT NULL,
     data TEXT NOT NULL,         -- Transcript as JSON, raw engine response included
+    created REAL NOT NULL,
+    PRIMARY KEY (media_id, engine_key)
+);
+CREATE TABLE IF NOT EXISTS enriched (  -- a transcript after enrich_segments: what the index,
+    media_id TEXT NOT NULL,             -- captions and exports show; rebuilt from the raw one
+    engine_key TEXT NOT NULL,           -- only when the enrichers change
+    enrichers TEXT NOT NULL,            -- "name@version,..." of the enrich_segments plugins
+    data TEXT NOT NULL,                 -- Transcript as JSON (without the engine's raw response)
     created REAL NOT NULL,
     PRIMARY KEY (media_id, engine_key)
 );
@@ -173,6 +183,16 @@ class State:
                 pass
         self._local = threading.local()
 
+    def library_id(self) -> str:
+        """This data dir's library id (made once): index documents carry it, so data dirs that
+        share an index keep apart what each wrote."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'library'").fetchone()
+        if row is None:
+            with self.tx() as c:
+                c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('library', ?)", (uuid.uuid4().hex,))
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'library'").fetchone()
+        return row[0]
+
     # ---- files -----------------------------------------------------------------------------
 
     def get_file(self, path: str) -> FileRecord | None:
@@ -290,9 +310,14 @@ class State:
     # ---- transcripts -----------------------------------------------------------------------
 
     def get_transcript(self, media_id: str, engine_key: str | None = None) -> Transcript | None:
-        """The cached transcript for this engine, or (engine_key=None) the one the index uses."""
+        """The cached transcript for this engine (as the engine returned it), or (engine_key=None)
+        the one the index uses, enriched when it was (what captions, exports and the API show)."""
         if engine_key is None:
             row = self.conn.execute(
+                "SELECT e.data FROM enriched e JOIN media m ON m.id = e.media_id "
+                "WHERE e.media_id = ? AND e.engine_key = m.engine", (media_id,)).fetchone()
+            if row is None:
+                row = self.conn.execute(
                 "SELECT t.data FROM transcripts t JOIN media m ON m.id = t.media_id "
                 "WHERE t.media_id = ? AND t.engine_key = m.engine", (media_id,)).fetchone()
             if row is None:
@@ -322,6 +347,21 @@ class State:
                       (media_id, engine_key, seconds, rest, now))
             c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (rest, media_id))
             c.execute("DELETE FROM checkpoints WHERE media_id = ? AND engine_key = ?", (media_id, engine_key))
+            c.execute("DELETE FROM enriched WHERE media_id = ? AND engine_key = ?", (media_id, engine_key))
+
+    def get_enriched(self, media_id: str, engine_key: str, enrichers: str) -> Transcript | None:
+        """The stored enrichment of this engine's transcript, when these enrichers made it."""
+        row = self.conn.execute("SELECT data FROM enriched WHERE media_id = ? AND engine_key = ? AND enrichers = ?",
+                                (media_id, engine_key, enrichers)).fetchone()
+        return Transcript.from_dict(json.loads(row[0])) if row else None
+
+    def save_enriched(self, media_id: str, engine_key: str, enrichers: str, transcript: Transcript) -> None:
+        """Keep an enriched transcript (its raw engine response stays with the original only)."""
+        data = {**transcript.to_dict(), "raw": None}
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO enriched (media_id, engine_key, enrichers, data, created) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      (media_id, engine_key, enrichers, json.dumps(data, ensure_ascii=False), time.time()))
 
     def charge(self, media_id: str, engine_key: str, seconds: float, cost: float,
                details: dict[str, Any] | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 
+ENRICH_VERSION = "1"  # bump when the output changes: stored enrichments are then redone
 _MIN_CHARS = 12  # below this, text language ID is a coin toss: use the media's language
 
 

@@ -2,7 +2,14 @@
 
 Layout (``index.sqlite3``):
 
-- ``media``: one row per indexed media (so a media without speech is still "in the index").
+- ``media``: one row per indexed media and library (so a media without speech is still "in
+  the index"). ``library`` (on ``media`` and ``docs``) is the id of the data dir that wrote the
+  row: several data dirs may share one index file (``[sqlite] path``); each writes, lists and
+  reconciles only its own rows, and searches all of them (``SearchQuery.library`` narrows).
+- ``facet_totals``: documents per (library, facet, value), and ``facet_counts``: per (library,
+  language, emotion, kind, folder), both kept by every write: facets of the empty query read the
+  first (a few rows), or the second under a filter; facets of a word count the newest
+  :data:`FACET_SAMPLE` matches and scale them up when there are more (``estimated``).
 - ``docs``: one row per segment, with the media facets copied in (path, folder, title,
   language, emotion, kind, duration, mtime) so filters need no join; the original text; and the
   word-time map: ``wspans`` (int32 pairs: each engine word's character span in ``text``) and
@@ -64,7 +71,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from mediaindex.backends import FacetCounts, IndexBackend
+from mediaindex.backends import FacetCounts, IndexBackend, TransientError
 from mediaindex.dberrors import IndexDamaged, database_error, is_damaged
 from mediaindex.forgive.query import EXACT, AnyOf, Excluded, best_start, expand, flatten, match_cost, parse_search
 from mediaindex.forgive.vocab import Vocabulary, sound_key
@@ -84,25 +91,34 @@ DF_TTL = 60.0  # seconds a document frequency stays cached (it only steers ranki
 DF_PROBE_CAP = 20000  # prefixes: matches counted up to this
 BM25_WEIGHTS = (1.0, 0.5)  # body, extra (CJK sub-words)
 BM25_DF_BUDGET = 60000  # FTS5 bm25() when the query words are in at most this many documents
+FACET_SAMPLE = 2000  # facets of a query count at most this many matches (newest), then scale
 PY_RANK = 300  # otherwise rank the newest this many matches here
 FORGIVE_FETCH = 50  # matches found only through forgiving alternatives ranked per query
 TITLE_HITS = 5  # media matched by title/artist/album/file name/folder, at most
 
-_DOC_COLS = ("media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
+_DOC_COLS = ("library, media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
              "t_start, t_end, text, body, extra, wspans, wtimes")
+
+_MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media(
+    library TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, path TEXT, folder TEXT, title TEXT, language TEXT,
+    duration REAL, mtime REAL, segments INTEGER, PRIMARY KEY(library, id))"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS media(
-    id TEXT PRIMARY KEY, path TEXT, folder TEXT, title TEXT, language TEXT,
-    duration REAL, mtime REAL, segments INTEGER);
+""" + _MEDIA_TABLE + """;
 CREATE TABLE IF NOT EXISTS docs(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY, library TEXT NOT NULL DEFAULT '',
     media_id TEXT NOT NULL, seg INTEGER, path TEXT, folder TEXT, title TEXT,
     language TEXT, emotion TEXT, kind TEXT, duration REAL, mtime REAL,
     t_start REAL, t_end REAL, text TEXT NOT NULL, body TEXT, extra TEXT,
     wspans BLOB, wtimes BLOB);
 CREATE INDEX IF NOT EXISTS docs_media ON docs(media_id, seg);
+CREATE TABLE IF NOT EXISTS facet_counts(
+    library TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL, kind TEXT NOT NULL,
+    folder TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY(library, language, emotion, kind, folder));
+CREATE TABLE IF NOT EXISTS facet_totals(
+    library TEXT NOT NULL, facet TEXT NOT NULL, value TEXT NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY(library, facet, value));
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
     body, extra, content='', prefix='2 3', tokenize='unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
@@ -118,7 +134,8 @@ _ASCII_SEPARATORS = str.maketrans({chr(i): " " for i in range(128) if not chr(i)
 
 
 def _guarded(method):
-    """A damaged file or a full disk becomes a clear FatalError (see dberrors); damage is also
+    """An index locked past the busy timeout is a TransientError (the job waits: the contract for an
+    outage). A damaged file or a full disk becomes a clear FatalError (see dberrors); damage is also
     marked on disk, so the next ``index`` or ``watch`` rebuilds the index even when its quick
     check finds nothing (a broken FTS5 page is only seen by a query)."""
     @functools.wraps(method)
@@ -126,6 +143,9 @@ def _guarded(method):
         try:
             return method(self, *args, **kw)
         except sqlite3.Error as e:
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+                raise TransientError(f"the search index {self.path} is busy (locked by another process"
+                                     f" for {self.BUSY_TIMEOUT:.0f} s): will retry") from e
             fatal = database_error(e, self.path, index=True)
             if fatal is None:
                 raise
@@ -153,6 +173,7 @@ class SqliteIndex(IndexBackend):
 
     name = "sqlite"
     REOPEN_CHECK = 1.0  # seconds: how often a thread checks that its file was not replaced
+    BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's lock, then TransientError
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -177,7 +198,7 @@ class SqliteIndex(IndexBackend):
             self._drop(c)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         generation = self._generation
-        c = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        c = sqlite3.connect(str(self.path), timeout=self.BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             self._setup(c)
         except BaseException:
@@ -196,9 +217,8 @@ class SqliteIndex(IndexBackend):
         return _inode(self.path) != self._local.inode
 
     def _setup(self, c: sqlite3.Connection) -> None:
-        c.execute("PRAGMA busy_timeout=30000")
-        c.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode: no corruption, only the
-        # last commits may be lost on power failure (and re-indexed from the state database)
+        c.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT * 1000)}")
+        c.execute("PRAGMA synchronous=FULL")  # the contract: a write is durable when it returns
         c.execute("PRAGMA temp_store=MEMORY")
         c.execute("PRAGMA cache_size=-32000")
         with self._lock:
@@ -208,7 +228,10 @@ class SqliteIndex(IndexBackend):
                 row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+                _migrate(c)
                 _backfill(c)
+                if self.library:
+                    _adopt(c, self.library)
                 self._ready = True
             self._conns.append(c)
 
@@ -294,14 +317,14 @@ class SqliteIndex(IndexBackend):
     # ---- writes ----------------------------------------------------------------------------
 
     @staticmethod
-    def _rows(media: Media, segments: list[Segment]) -> list[tuple]:
+    def _rows(library: str, media: Media, segments: list[Segment]) -> list[tuple]:
         path, folder, title = media.path, media.folder, media.title
         rows = []
         for seg in segments:
             text = seg.text or ""
             body, extra = index_text(text)
             spans, times = word_spans(text, seg.words)
-            rows.append((media.id, seg.index, path, folder, title, seg.language or media.language,
+            rows.append((library, media.id, seg.index, path, folder, title, seg.language or media.language,
                          seg.emotion, seg.kind or "speech", media.duration, media.mtime,
                          float(seg.start), float(seg.end), text, None if body == text else body,
                          extra, array("i", spans).tobytes(), array("d", times).tobytes()))
@@ -309,23 +332,25 @@ class SqliteIndex(IndexBackend):
 
     @_guarded
     def upsert(self, media: Media, segments: list[Segment]) -> None:
-        rows = self._rows(media, segments)  # the CPU work, outside the write lock
+        lib = self.library or ""
+        rows = self._rows(lib, media, segments)  # the CPU work, outside the write lock
         meta = _media_meta(media)
-        new_words = self._new_words([*(r[13] or r[12] for r in rows), *(r[14] for r in rows if r[14]), *meta])
+        new_words = self._new_words([*(r[14] or r[13] for r in rows), *(r[15] for r in rows if r[15]), *meta])
         with self._write() as c:
-            self._delete_docs(c, media.id)
-            _delete_meta(c, media.id)
-            c.execute("INSERT OR REPLACE INTO media(id, path, folder, title, language, duration, mtime, segments)"
-                      " VALUES(?,?,?,?,?,?,?,?)",
-                      (media.id, media.path, media.folder, media.title, media.language, media.duration,
+            self._delete_docs(c, lib, media.id)
+            _delete_meta(c, lib, media.id)
+            c.execute("INSERT OR REPLACE INTO media(library, id, path, folder, title, language, duration, mtime,"
+                      " segments) VALUES(?,?,?,?,?,?,?,?,?)",
+                      (lib, media.id, media.path, media.folder, media.title, media.language, media.duration,
                        media.mtime, len(rows)))
             cur = c.execute("SELECT coalesce(max(id), 0) FROM docs")
             first = cur.fetchone()[0] + 1
-            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 18)})",
+            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 19)})",
                           [(first + i, *r) for i, r in enumerate(rows)])
             c.execute("INSERT INTO fts(rowid, body, extra) SELECT id, coalesce(body, text), extra FROM docs"
                       " WHERE id >= ?", (first,))
-            _insert_meta(c, media.id, meta)
+            _add_facets(c, lib, rows)
+            _insert_meta(c, lib, media.id, meta)
             c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)", new_words)
 
     def _sync_vocab(self) -> Vocabulary:
@@ -347,36 +372,42 @@ class SqliteIndex(IndexBackend):
         return [(w, sound_key(w)) for w in _tokens(texts) - vocab.words]
 
     @staticmethod
-    def _delete_docs(c: sqlite3.Connection, media_id: str) -> None:
+    def _delete_docs(c: sqlite3.Connection, library: str, media_id: str) -> None:
+        _count_facets(c, library, media_id, -1)
         c.execute("INSERT INTO fts(fts, rowid, body, extra) SELECT 'delete', id, coalesce(body, text), extra"
-                  " FROM docs WHERE media_id = ?", (media_id,))
-        c.execute("DELETE FROM docs WHERE media_id = ?", (media_id,))
+                  " FROM docs WHERE media_id = ? AND library = ?", (media_id, library))
+        c.execute("DELETE FROM docs WHERE media_id = ? AND library = ?", (media_id, library))
 
     @_guarded
     def update_media(self, media: Media) -> None:
         meta = _media_meta(media)
         new_words = self._new_words(list(meta))
+        lib = self.library or ""
         with self._write() as c:
-            _delete_meta(c, media.id)
-            c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=? WHERE media_id=?",
-                      (media.path, media.folder, media.title, media.duration, media.mtime, media.id))
+            _delete_meta(c, lib, media.id)
+            _count_facets(c, lib, media.id, -1)  # the folder may change
+            c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=? WHERE media_id=? AND library=?",
+                      (media.path, media.folder, media.title, media.duration, media.mtime, media.id, lib))
             c.execute("UPDATE media SET path=?, folder=?, title=?, language=coalesce(?, language), duration=?,"
-                      " mtime=? WHERE id=?",
+                      " mtime=? WHERE id=? AND library=?",
                       (media.path, media.folder, media.title, media.language, media.duration, media.mtime,
-                       media.id))
-            _insert_meta(c, media.id, meta)
+                       media.id, lib))
+            _count_facets(c, lib, media.id, +1)
+            _insert_meta(c, lib, media.id, meta)
             c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)", new_words)
 
     @_guarded
     def delete(self, media_id: str) -> None:
+        lib = self.library or ""
         with self._write() as c:
-            self._delete_docs(c, media_id)
-            _delete_meta(c, media_id)
-            c.execute("DELETE FROM media WHERE id = ?", (media_id,))
+            self._delete_docs(c, lib, media_id)
+            _delete_meta(c, lib, media_id)
+            c.execute("DELETE FROM media WHERE id = ? AND library = ?", (media_id, lib))
 
     @_guarded
     def media_ids(self) -> set[str]:
-        return {r[0] for r in self._conn().execute("SELECT id FROM media")}
+        """This library's media (an index shared with other data dirs holds theirs too)."""
+        return {r[0] for r in self._conn().execute("SELECT id FROM media WHERE library = ?", (self.library or "",))}
 
     @_guarded
     def optimize(self) -> None:
@@ -389,7 +420,7 @@ class SqliteIndex(IndexBackend):
     @staticmethod
     def _filters(q: SearchQuery) -> tuple[str, list[Any]]:
         sql, params = [], []
-        for col in ("language", "emotion", "kind", "media_id"):
+        for col in ("language", "emotion", "kind", "media_id", "library"):
             v = getattr(q, col)
             if v:
                 sql.append(f"d.{col} = ?")
@@ -704,7 +735,7 @@ class SqliteIndex(IndexBackend):
         if q.emotion or q.kind:
             return []  # segment properties: only spoken matches can have them
         sql, params = [], []
-        for col, v in (("language", q.language), ("id", q.media_id)):
+        for col, v in (("language", q.language), ("id", q.media_id), ("library", q.library)):
             if v:
                 sql.append(f"m.{col} = ?")
                 params.append(v)
@@ -840,18 +871,34 @@ class SqliteIndex(IndexBackend):
 
     @_guarded
     def facets(self, query: SearchQuery) -> FacetCounts:
+        """Documents per language, emotion, kind and folder. The empty query reads the counts
+        kept at write time; a query counts its newest FACET_SAMPLE matches, scaled to the
+        (estimated) total when there are more (``estimated=True``)."""
         c = self._conn()
         terms, excluded = parse_search(query.q)
+        if not terms:
+            kept = self._kept_facets(query)
+            if kept is not None:
+                return kept
         fsql, fparams = self._filters(query)
-        out = FacetCounts()
+        estimated = False
         if not terms:
             rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, count(*) FROM docs d"
                              f" WHERE 1{fsql} GROUP BY 1, 2, 3, 4", fparams).fetchall()
         else:
             match = self._match(self._forgive(terms) or terms, excluded)  # what search shows
-            rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, count(*) FROM fts"
-                             f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql} GROUP BY 1, 2, 3, 4",
-                             [match, *fparams]).fetchall()
+            sample = c.execute("SELECT d.id, d.language, d.emotion, d.kind, d.folder FROM fts"
+                               f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql}"
+                               " ORDER BY fts.rowid DESC LIMIT ?", [match, *fparams, FACET_SAMPLE + 1]).fetchall()
+            counts: dict[tuple, int] = {}
+            for _, *key in sample[:FACET_SAMPLE]:
+                counts[tuple(key)] = counts.get(tuple(key), 0) + 1
+            if len(sample) > FACET_SAMPLE:  # a frequent word: scale the newest matches up
+                estimated = True
+                total = self._estimate_total(terms, fsql, FACET_SAMPLE, sample[FACET_SAMPLE - 1][0])
+                scale = total / FACET_SAMPLE
+                counts = {k: max(1, round(n * scale)) for k, n in counts.items()}
+            rows = [(*k, n) for k, n in counts.items()]
             if not rows and len(terms) > 1:  # partial matches: facets of what search shows
                 prow, _, _ = self._partial(terms, query, PARTIAL_FETCH)
                 ids = [rid for rid, _, _ in prow]
@@ -861,11 +908,54 @@ class SqliteIndex(IndexBackend):
                     rows += c.execute("SELECT language, emotion, kind, folder, count(*) FROM docs"
                                       f" WHERE id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2, 3, 4",
                                       chunk).fetchall()
-        for lang, emo, kind, folder, n in rows:
-            for facet, v in ((out.language, lang), (out.emotion, emo), (out.kind, kind), (out.folder, folder)):
-                if v is not None:
-                    facet[v] = facet.get(v, 0) + n
-        return out
+        return _facet_counts(rows, estimated)
+
+    def _kept_facets(self, q: SearchQuery) -> FacetCounts | None:
+        """Facets of the empty query from ``facet_counts``; None when a filter needs the documents
+        (one media, a path prefix that is not a folder)."""
+        if q.media_id or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
+            return None
+        c = self._conn()
+        if not (q.language or q.emotion or q.kind or q.path_prefix):
+            out = FacetCounts()
+            rows = c.execute("SELECT facet, value, n FROM facet_totals WHERE library = ?", (q.library,)) if q.library \
+                else c.execute("SELECT facet, value, n FROM facet_totals")
+            for facet, value, n in rows:
+                counts = out.setdefault(facet, {})
+                counts[value] = counts.get(value, 0) + n
+            return out
+        sql, params = [], []
+        for col in ("language", "emotion", "kind", "library"):
+            v = getattr(q, col)
+            if v:
+                sql.append(f"{col} = ?")
+                params.append(v)
+        if q.path_prefix:
+            sql.append("folder || ? >= ? AND folder || ? < ?")
+            sep = q.path_prefix[-1]
+            params += [sep, q.path_prefix, sep, q.path_prefix + "\U0010ffff"]
+        where = " WHERE " + " AND ".join(sql) if sql else ""
+        rows = c.execute(f"SELECT language, emotion, kind, folder, n FROM facet_counts{where}", params)
+        return _facet_counts([(*(v or None for v in r[:4]), r[4]) for r in rows])
+
+    def _estimate_total(self, terms: list[Term], fsql: str, seen: int, lowest: int) -> int:
+        """Matches of a frequent query: exact for one plain word without filters (``fts5vocab``),
+        else from the density of the newest ``seen`` matches (ids down to ``lowest``)."""
+        if not fsql and len(terms) == 1 and not isinstance(terms[0], AnyOf) and not terms[0].prefix \
+                and len(terms[0].tokens) == 1:
+            return max(seen, self._df(terms[0]))
+        top = self._conn().execute("SELECT max(id) FROM docs").fetchone()[0] or 0
+        return max(seen, int(seen * top / max(1, top - lowest + 1)))
+
+
+def _facet_counts(rows: Iterable[tuple], estimated: bool = False) -> FacetCounts:
+    """FacetCounts from (language, emotion, kind, folder, n) rows."""
+    out = FacetCounts(estimated=estimated)
+    for lang, emo, kind, folder, n in rows:
+        for facet, v in ((out["language"], lang), (out["emotion"], emo), (out["kind"], kind), (out["folder"], folder)):
+            if v is not None:
+                facet[v] = facet.get(v, 0) + n
+    return out
 
 
 def _forgiven_summary(hits: list[SearchHit], picks: list[dict[int, Any]], terms: list[Term],
@@ -927,13 +1017,112 @@ def _media_meta(media: Media) -> tuple[str, str, str, str, str]:
     return media.title or "", people, tags.get("album") or "", stem, media.folder or ""
 
 
-def _delete_meta(c: sqlite3.Connection, media_id: str) -> None:
-    c.execute("DELETE FROM media_fts WHERE rowid = (SELECT rowid FROM media WHERE id = ?)", (media_id,))
+def _delete_meta(c: sqlite3.Connection, library: str, media_id: str) -> None:
+    c.execute("DELETE FROM media_fts WHERE rowid = (SELECT rowid FROM media WHERE library = ? AND id = ?)",
+              (library, media_id))
 
 
-def _insert_meta(c: sqlite3.Connection, media_id: str, meta: tuple[str, ...]) -> None:
+def _insert_meta(c: sqlite3.Connection, library: str, media_id: str, meta: tuple[str, ...]) -> None:
     c.execute("INSERT INTO media_fts(rowid, title, people, album, file, folder)"
-              " SELECT rowid, ?, ?, ?, ?, ? FROM media WHERE id = ?", (*meta, media_id))
+              " SELECT rowid, ?, ?, ?, ?, ? FROM media WHERE library = ? AND id = ?", (*meta, library, media_id))
+
+
+_FACET_ROWS = ("SELECT library, coalesce(language, ''), coalesce(emotion, ''), coalesce(kind, ''),"
+               " coalesce(folder, ''), {sign} * count(*) FROM docs WHERE {where} GROUP BY 1, 2, 3, 4, 5")
+
+_TOTAL_ROWS = ("SELECT library, '{facet}', {facet}, {sign} * count(*) FROM docs"
+               " WHERE {where} AND {facet} IS NOT NULL GROUP BY 1, 2, 3")
+
+
+def _count_facets(c: sqlite3.Connection, library: str, media_id: str, sign: int) -> None:
+    """Add (sign=1) or take away (sign=-1) a media's documents from ``facet_counts``."""
+    c.execute("INSERT INTO facet_counts(library, language, emotion, kind, folder, n) "
+              + _FACET_ROWS.format(sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
+              + " ON CONFLICT(library, language, emotion, kind, folder) DO UPDATE SET n = n + excluded.n",
+              (library, media_id))
+    for facet in FacetCounts.FACETS:
+        c.execute("INSERT INTO facet_totals(library, facet, value, n) "
+                  + _TOTAL_ROWS.format(facet=facet, sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
+                  + " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n", (library, media_id))
+    if sign < 0:
+        c.execute("DELETE FROM facet_counts WHERE n <= 0")
+        c.execute("DELETE FROM facet_totals WHERE n <= 0")
+
+
+def _add_facets(c: sqlite3.Connection, library: str, rows: list[tuple]) -> None:
+    """Add new documents (``_rows``: folder, language, emotion, kind at 4, 6, 7, 8) to the facet
+    counts, counted here (cheaper than asking SQLite to group what was just inserted)."""
+    combos: dict[tuple, int] = {}
+    for r in rows:
+        key = (r[6] or "", r[7] or "", r[8] or "", r[4] or "")
+        combos[key] = combos.get(key, 0) + 1
+    c.executemany("INSERT INTO facet_counts(library, language, emotion, kind, folder, n) VALUES(?,?,?,?,?,?)"
+                  " ON CONFLICT(library, language, emotion, kind, folder) DO UPDATE SET n = n + excluded.n",
+                  [(library, *k, n) for k, n in combos.items()])
+    totals: dict[tuple, int] = {}
+    for r in rows:
+        for facet, v in (("language", r[6]), ("emotion", r[7]), ("kind", r[8]), ("folder", r[4])):
+            if v is not None:
+                totals[(facet, v)] = totals.get((facet, v), 0) + 1
+    c.executemany("INSERT INTO facet_totals(library, facet, value, n) VALUES(?,?,?,?)"
+                  " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n",
+                  [(library, *k, n) for k, n in totals.items()])
+
+
+def _recount_facets(c: sqlite3.Connection) -> None:
+    c.execute("DELETE FROM facet_counts")
+    c.execute("DELETE FROM facet_totals")
+    c.execute("INSERT INTO facet_counts(library, language, emotion, kind, folder, n) "
+              + _FACET_ROWS.format(sign=1, where="1"))
+    for facet in FacetCounts.FACETS:
+        c.execute("INSERT INTO facet_totals(library, facet, value, n) "
+                  + _TOTAL_ROWS.format(facet=facet, sign=1, where="1"))
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    """Bring an index made before libraries and kept facet counts up to date, once: ``library``
+    on ``media`` (part of its key, rowids kept for ``media_fts``) and ``docs``, ``facet_counts``
+    filled from the documents. Rows made before libraries belong to no library ('') until a
+    library opens the file (:func:`_adopt`)."""
+    if c.execute("SELECT 1 FROM meta WHERE key = 'facets'").fetchone():
+        return
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if not c.execute("SELECT 1 FROM meta WHERE key = 'facets'").fetchone():
+            if "library" not in {r[1] for r in c.execute("PRAGMA table_info(media)")}:
+                c.execute("ALTER TABLE docs ADD COLUMN library TEXT NOT NULL DEFAULT ''")
+                c.execute("ALTER TABLE media RENAME TO media_v1")
+                c.execute(_MEDIA_TABLE)
+                c.execute("INSERT INTO media(rowid, library, id, path, folder, title, language, duration, mtime,"
+                          " segments) SELECT rowid, '', id, path, folder, title, language, duration, mtime,"
+                          " segments FROM media_v1")
+                c.execute("DROP TABLE media_v1")
+                if c.execute("SELECT 1 FROM media LIMIT 1").fetchone():
+                    c.execute("INSERT OR REPLACE INTO meta VALUES('unowned', '1')")
+            _recount_facets(c)
+            c.execute("INSERT OR REPLACE INTO meta VALUES('facets', '1')")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
+def _adopt(c: sqlite3.Connection, library: str) -> None:
+    """The first library to open an index made before libraries owns its rows (that index had
+    one writer: the data dir it lived in)."""
+    if not c.execute("SELECT 1 FROM meta WHERE key = 'unowned'").fetchone():
+        return
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if c.execute("SELECT 1 FROM meta WHERE key = 'unowned'").fetchone():
+            c.execute("UPDATE OR IGNORE media SET library = ? WHERE library = ''", (library,))
+            c.execute("UPDATE docs SET library = ? WHERE library = ''", (library,))
+            _recount_facets(c)
+            c.execute("DELETE FROM meta WHERE key = 'unowned'")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 def _backfill(c: sqlite3.Connection) -> None:
@@ -949,13 +1138,13 @@ def _backfill(c: sqlite3.Connection) -> None:
                 terms = [r[0] for r in c.execute("SELECT term FROM fts_vocab")]
                 c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)",
                               [(t, sound_key(t)) for t in terms])
-                media = c.execute("SELECT id, path, title FROM media").fetchall()
-                for mid, path, title in media:
+                media = c.execute("SELECT library, id, path, title FROM media").fetchall()
+                for lib, mid, path, title in media:
                     m = Media(id=mid, path=path or "", paths=[], size=0, mtime=0.0, tags={"title": title or ""})
                     words = _tokens(_media_meta(m))
                     c.executemany("INSERT OR IGNORE INTO vocab(term, sound) VALUES(?, ?)",
                                   [(w, sound_key(w)) for w in words])
-                    _insert_meta(c, mid, _media_meta(m))
+                    _insert_meta(c, lib, mid, _media_meta(m))
             c.execute("INSERT OR REPLACE INTO meta VALUES('vocab', '1')")
         c.execute("COMMIT")
     except BaseException:
@@ -1002,4 +1191,7 @@ class _WriteTxn:
 
 @hookimpl
 def register_index_backends(register, config) -> None:
-    register(SqliteIndex(config.data_dir / "index.sqlite3"))
+    """``[sqlite] path`` puts the index file elsewhere (e.g. one file shared by several data
+    dirs); the default is ``index.sqlite3`` in the data dir."""
+    path = config.section("sqlite").get("path")
+    register(SqliteIndex(config.data_dir / Path(str(path)).expanduser() if path else config.data_dir / "index.sqlite3"))

@@ -414,8 +414,7 @@ class WebApp:
             body = cached[1]
         else:
             counts = await self.run(self.index.facets, query)
-            body = {"query": query.q, "language": counts.language, "emotion": counts.emotion,
-                    "kind": counts.kind, "folder": counts.folder}
+            body = {"query": query.q, **counts, "estimated": bool(getattr(counts, "estimated", False))}
             if len(self._facet_cache) >= FACET_CACHE_SIZE:
                 self._facet_cache.clear()
             self._facet_cache[key] = (now, body)

@@ -105,10 +105,15 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                      "matched": {"type": "array", "items": {"type": "string"}}}}},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
-                "Facets": {"type": "object", "properties": {
+                "Facets": {"type": "object", "description": "Documents per value of each facet; an index "
+                           "or plugin may add facets (e.g. `sound`) beside these four.",
+                           "properties": {
                     "query": {"type": "string"},
+                    "estimated": {"type": "boolean", "description": "Counts scaled from the newest matches "
+                                  "of a frequent query: approximate."},
                     **{k: {"type": "object", "additionalProperties": {"type": "integer"}}
-                       for k in ("language", "emotion", "kind", "folder")}}},
+                       for k in ("language", "emotion", "kind", "folder")}},
+                           "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
                 "Word": {"type": "object", "properties": {
                     "text": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
                     "interpolated": {"type": "boolean"}}},
@@ -156,7 +161,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "OK", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/SearchResult"}}}}, "400": _ERROR}}},
             "/api/facets": {"get": {
-                "summary": "Facet counts", "description": "Segments per language, emotion, kind and folder for the query.",
+                "summary": "Facet counts", "description": "Segments per language, emotion, kind and folder (and any facet a plugin adds) for the query; counts of a frequent query may be estimated.",
                 "parameters": _FILTERS,
                 "responses": {"200": {"description": "OK", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Facets"}}}}, "400": _ERROR}}},

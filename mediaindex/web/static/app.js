@@ -281,7 +281,7 @@
         b.setAttribute("aria-pressed", on ? "true" : "false");
         b.title = key === "folder" ? value : `${label}: ${text}`;
         b.append(el("span", "facet-val", text));
-        if (n) b.append(el("span", "count", n));
+        if (n) b.append(el("span", "count", f.estimated ? `~${n}` : n));
         b.addEventListener("click", () => {
           state.filters[param] = on ? null : value;
           runSearch(true);
