@@ -880,6 +880,7 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
     assert codes.count(200) >= 2 and set(codes) <= {200, 503}, codes
 
 
+@pytest.mark.hook("register_routes")
 def test_plugin_routes_are_served_behind_the_token(indexed):
     """register_routes: a plugin adds an endpoint; the token guard covers it like the rest."""
     from starlette.responses import JSONResponse

@@ -53,7 +53,7 @@ from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..models import Media, SearchQuery
 from ..plugins import load_plugins
 from ..safety import add_secret
-from ..scan import is_under
+from ..paths import is_under
 from ..textsearch import parse_query
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
