@@ -597,8 +597,8 @@ def test_empty_index_status_and_search(tmp_path):
             s = c.get("/api/status").json()
             assert s["media"] == 0 and s["files"]["total"] == 0 and s["roots"] == []
             assert c.get("/api/search", params={"q": "anything"}).json() == {
-                "query": "anything", "total": 0, "partial": False, "stopped_early": False, "did_you_mean": None,
-                "forgiven": [], "limit": 20, "offset": 0, "hits": []}
+                "query": "anything", "total": 0, "total_exact": True, "partial": False, "stopped_early": False,
+                "did_you_mean": None, "forgiven": [], "limit": 20, "offset": 0, "hits": []}
             assert c.get("/api/facets").status_code == 200
     finally:
         p.close()

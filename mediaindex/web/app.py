@@ -19,7 +19,6 @@ Rules this module keeps (see DESIGN.md, "Search"):
 from __future__ import annotations
 
 import hmac
-import html
 import ipaddress
 import json
 import math
@@ -47,9 +46,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..backends import FatalError
+from ..backends import FatalError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
+from ..hits import path_prefix, safe_snippet, search_json  # noqa: F401 (safe_snippet re-exported)
 from ..models import Media, SearchQuery
 from ..plugins import load_plugins
 from ..safety import add_secret
@@ -170,11 +170,9 @@ def search_query(request: Request) -> SearchQuery:
         raise ApiError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     path = request.query_params.get("path") or None
     if path is not None:
-        if "\x00" in path or len(path) > 4096 or not os.path.isabs(path):
-            raise ApiError(400, "path must be an absolute folder path (a prefix of the media paths)")
-        path = os.path.normpath(path)
-        if not os.path.isfile(path):  # a folder means "under it", not "any name starting with it"
-            path = path.rstrip(os.sep) + os.sep
+        if "\x00" in path or len(path) > 4096 or not (os.path.isabs(path) or not is_local(path)):
+            raise ApiError(400, "path must be an absolute folder path or a storage URI (a prefix of the media paths)")
+        path = path_prefix(path)
     return SearchQuery(
         q=q,
         limit=_int_param(request, "limit", 20, 0, MAX_LIMIT),
@@ -190,23 +188,6 @@ def valid_media_id(media_id: str) -> str:
     if not MEDIA_ID.fullmatch(media_id):
         raise ApiError(404, "no such media (a media id is a hex string)")
     return media_id
-
-
-_MARK = re.compile(r"(</?mark>)")
-
-
-_MARKUP = re.compile(r"[<>&]")
-
-
-def safe_snippet(snippet: str) -> str:
-    """Keep only text and <mark>: whatever an index backend returned, nothing else survives."""
-    out = []
-    for part in _MARK.split(snippet or ""):
-        if part in ("<mark>", "</mark>") or not _MARKUP.search(part):
-            out.append(part)
-        else:
-            out.append(html.escape(html.unescape(part), quote=False))
-    return "".join(out)
 
 
 def _under(path: str, roots: list[str]) -> bool:
@@ -387,21 +368,7 @@ class WebApp:
     async def search(self, request: Request) -> Response:
         query = search_query(request)
         result = await self.run(self.index.search, query)
-        hits = []
-        for h in result.hits:
-            t = round(float(h.time), 3)
-            jump = round(max(0.0, t - 1.0), 3)
-            hits.append({
-                "media_id": h.media_id, "path": h.path, "title": h.title or os.path.splitext(os.path.basename(h.path))[0],
-                "folder": os.path.dirname(h.path), "time": t, "jump": jump, "clock": clock(t),
-                "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
-                "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
-                "kind": h.kind, "score": h.score, "matched_words": h.matched_words, "match": h.match,
-                "forgiven": h.forgiven, "link": f"/m/{h.media_id}?t={jump}",
-            })
-        return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
-                             "stopped_early": result.stopped_early, "did_you_mean": result.did_you_mean,
-                             "forgiven": result.forgiven, "limit": query.limit, "offset": query.offset, "hits": hits})
+        return JSONResponse(search_json(result, query))
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)
