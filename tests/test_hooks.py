@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mediaindex import hookimpl
-from mediaindex.backends import StorageBackend
 from mediaindex.models import SearchQuery, Segment
 from mediaindex.paths import open_beside
 from mediaindex.plugins import load_plugins
@@ -51,28 +50,11 @@ def _run(folder: Path, dists: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-class MemStorage(StorageBackend):
-    scheme = "mem"
-
-    def open(self, uri):
-        raise FileNotFoundError(uri)
-
-    def list(self, prefix):
-        return iter(())
-
-
 @pytest.mark.hook("register_storage_backends")
-def test_hook_register_storage_backends(make_pipeline, manifest_transcriber, plugin):
-    storage = MemStorage()
-
-    class Plugin:
-        @hookimpl
-        def register_storage_backends(self, register):
-            register(storage)
-
-    plugin(Plugin(), "mem-storage")
+def test_hook_register_storage_backends(make_pipeline, manifest_transcriber, mem_storage):
+    """mem_storage (conftest) registers tests/memstorage.py through the hook."""
     p = make_pipeline()
-    assert p.storages["mem"] is storage
+    assert p.storages["mem"] is mem_storage and p.storage_for("mem://lib/x.mp3") is mem_storage
     assert "file" in p.storages  # the built-in is still there
 
 
