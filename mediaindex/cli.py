@@ -18,6 +18,7 @@ from .config import Config
 from .datalock import DataDirBusy, lock_data_dir
 from .dberrors import database_error
 from .export import FORMATS, clock, render
+from .hits import path_prefix as under, search_json
 from .models import SearchQuery
 from .pipeline import FatalError, Pipeline, UsageError
 from .plugins import get_plugins, load_plugins
@@ -205,27 +206,16 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
-        prefix = None
-        if path_prefix:  # a folder means "under it", not "any name starting with it"
-            prefix = normalize_location(path_prefix)
-            if not is_local(prefix):
-                prefix = prefix.rstrip("/") + "/"
-            elif not os.path.isfile(prefix):
-                prefix = prefix.rstrip(os.sep) + os.sep
-        result = pipeline.index.search(SearchQuery(q=query, limit=limit, offset=offset, language=lang,
-                                                   emotion=emotion, kind=kind, path_prefix=prefix))
+        prefix = under(path_prefix) if path_prefix else None
+        search_query = SearchQuery(q=query, limit=limit, offset=offset, language=lang, emotion=emotion, kind=kind,
+                                   path_prefix=prefix)
+        result = pipeline.index.search(search_query)
     except FatalError as e:  # a damaged index (the next `index` or `watch` rebuilds it), a full disk
         raise click.ClickException(printable(e)) from None
     finally:
         pipeline.close()
     if as_json:
-        hits = [{"media_id": h.media_id, "path": h.path, "time": round(h.time, 3), "start": h.start, "end": h.end,
-                 "text": h.text, "snippet": h.snippet, "language": h.language, "emotion": h.emotion,
-                 "kind": h.kind, "title": h.title, "match": h.match, "forgiven": h.forgiven} for h in result.hits]
-        click.echo(json.dumps({"query": result.query, "total": result.total, "total_exact": result.total_exact,
-                               "partial": result.partial, "stopped_early": result.stopped_early,
-                               "did_you_mean": result.did_you_mean, "forgiven": result.forgiven,
-                               "hits": hits}, ensure_ascii=False))
+        click.echo(json.dumps(search_json(result, search_query), ensure_ascii=False))
         return
     if not result.hits:
         click.echo(f"no match for {query!r}", err=True)

@@ -24,7 +24,7 @@ from typing import Any
 from . import safety
 from .safety import SECRET_NAME
 from .backends import normalize_location
-from .scan import is_under
+from .paths import is_under
 
 DATA_DIR_ENV = "MEDIAINDEX_DATA_DIR"
 

@@ -1,11 +1,36 @@
 """Every hook a mediaindex plugin can implement, grouped by pipeline stage.
 
 Implementations may accept any subset of a spec's arguments (pluggy passes them by name).
-Register hooks receive a ``register`` callback: call it once per thing you provide.
+Register hooks receive a ``register`` callback: call it once per thing you provide; two plugins
+registering the same storage scheme, transcriber or index name is an error naming both.
+
+Where each stage runs (stages without a hook are core code; a plugin cannot replace them):
+
+======================  =====================  ==============================================
+stage                   hook                   code that runs it
+======================  =====================  ==============================================
+discover                (none)                 ``scan.plan_scan`` over ``StorageBackend.list``
+                                               (``Pipeline.plan``), ``watch.Watcher`` (watch)
+probe                   (none)                 ``probe.probe`` (ffprobe) on the local copy,
+                                               from ``Pipeline._process_local``
+fingerprint             (none)                 ``pipeline.content_id`` (the media id)
+storage                 register_storage_      ``Pipeline.__init__`` fills ``storages``;
+                        backends               ``Pipeline.storage_for(uri)`` reads locations,
+                                               ``Pipeline._publish`` uploads for URL engines
+transcribe              register_transcribers  ``Pipeline.transcriber_for`` routes,
+                                               ``Pipeline._transcribe`` calls the engine
+enrich                  enrich_segments        ``Pipeline._enrich`` (index and reindex)
+index                   register_index_        ``Pipeline.__init__`` picks ``index``;
+                        backends               ``Pipeline._process`` / ``reindex`` upsert
+events                  media_indexed,         ``Pipeline._process``,
+                        media_removed          ``Pipeline.remove_path``
+commands                register_commands      the end of ``cli.py`` (import time)
+web                     register_routes        ``web.app.create_app``
+======================  =====================  ==============================================
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from pluggy import HookimplMarker, HookspecMarker
 
@@ -44,11 +69,18 @@ def register_transcribers(register: Callable[["Transcriber"], None], config: "Co
 
 @hookspec
 def enrich_segments(media: "Media", transcript: "Transcript", probe: "ProbeResult", path: "Path | None",
-                    config: "Config") -> None:
+                    config: "Config", open_beside: Callable[[str], BinaryIO]) -> None:
     """Fill fields the engine left empty (language, emotion, kind) on segments, in place.
 
-    ``path`` is a local file to read audio or tags from, or None when re-indexing media whose
-    file is not at hand (then only the transcript is available).
+    An enricher may also add segments (lyrics, subtitles): append them to
+    ``transcript.segments`` with ``source`` set ("lyrics", "subtitle") and an ``index`` after
+    the last one; it never removes or rewrites the engine's text. ``path`` is a local file to
+    read audio or tags from, or None when re-indexing media whose file is not at hand (then
+    only the transcript is available). ``open_beside(name)`` opens a file next to the media
+    (``talk.srt`` beside ``talk.mp4``, read through the media's storage) for reading in binary;
+    it raises ``FileNotFoundError``
+    when there is none or the media is not at hand, and ``ValueError`` for a name that is not
+    a plain file name.
     """
 
 

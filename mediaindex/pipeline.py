@@ -16,14 +16,15 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectInfo, PermanentError, StorageBackend,
                        Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
 from .models import Media, ProbeResult, Segment, Transcript
-from .plugins import load_plugins
+from .paths import open_beside
+from .plugins import load_plugins, register_each
 from .probe import probe
 from .safety import terminal_safe
 from .scan import ScanPlan, is_likely_media, plan_scan
@@ -87,9 +88,9 @@ class Pipeline:
         self.storages: dict[str, StorageBackend] = {}
         self.transcribers: dict[str, Transcriber] = {}
         self.indexes: dict[str, IndexBackend] = {}
-        self.pm.hook.register_storage_backends(register=self._registrar(self.storages, "scheme"), config=config)
-        self.pm.hook.register_transcribers(register=self._registrar(self.transcribers, "name"), config=config)
-        self.pm.hook.register_index_backends(register=self._registrar(self.indexes, "name"), config=config)
+        register_each(self.pm, "register_storage_backends", self.storages, "scheme", "storage", config)
+        register_each(self.pm, "register_transcribers", self.transcribers, "name", "transcriber", config)
+        register_each(self.pm, "register_index_backends", self.indexes, "name", "index", config)
         self.transcriber_name = transcriber or config.get("transcriber") or DEFAULT_TRANSCRIBER
         index_name = index or config.get("index") or DEFAULT_INDEX
         if index_name not in self.indexes:
@@ -110,12 +111,6 @@ class Pipeline:
         self._locks_guard = threading.Lock()
         self._reserved = 0.0  # estimated cost of paid transcriptions in progress
         self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
-
-    @staticmethod
-    def _registrar(registry: dict, attr: str) -> Callable:
-        def register(obj) -> None:
-            registry[getattr(obj, attr)] = obj
-        return register
 
     def storage_for(self, uri: str) -> StorageBackend:
         """The storage backend that reads this location (``file`` for plain paths)."""
@@ -266,7 +261,7 @@ class Pipeline:
                     transcript = self._transcribe(transcriber, path, info, media, reporter, local)
                     self.state.save_transcript(media_id, key, transcript, info.duration)
                     transcribed = True
-                segments = self._enrich(media, transcript, info, Path(local), key)
+                segments = self._enrich(media, transcript, info, Path(local), key, location=path)
                 self.index.upsert(media, segments)
                 self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
@@ -355,7 +350,7 @@ class Pipeline:
         return removed
 
     def _enrich(self, media: Media, transcript: Transcript, info: ProbeResult, path: Path | None,
-                key: str | None = None) -> list[Segment]:
+                key: str | None = None, location: str | None = None) -> list[Segment]:
         """Run the enrichers on an engine's transcript and store the result (under ``key``); a
         stored result made by the same enrichers is used instead (no audio decoded again)."""
         enrichers = self._enrichers()
@@ -364,7 +359,10 @@ class Pipeline:
             transcript.language = transcript.language or stored.language
             media.language = media.language or stored.language
             return stored.segments
-        self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, path=path, config=self.config)
+        location = location or (str(path) if path else None)  # where the media lives: files beside it are read there
+        beside = open_beside(location, self.storage_for(location).open if location else None)
+        self.pm.hook.enrich_segments(media=media, transcript=transcript, probe=info, path=path, config=self.config,
+                                     open_beside=beside)
         for seg in transcript.segments:
             seg.language = seg.language or transcript.language
         if key:

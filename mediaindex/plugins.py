@@ -75,3 +75,30 @@ def get_plugins() -> list[dict[str, Any]]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         out.append({"name": name, "distribution": dist, "version": version, "hooks": hooks})
     return sorted(out, key=lambda p: p["name"])
+
+
+def plugin_label(name: str) -> str:
+    """A plugin as a user can find it: its distribution, or that a program registered it."""
+    dist, _ = pm._mediaindex_dists.get(name, (None, None))  # type: ignore[attr-defined]
+    return f"{name!r} (distribution {dist})" if dist else f"{name!r} (registered in-process)"
+
+
+def register_each(manager: pluggy.PluginManager, hook: str, registry: dict, attr: str, what: str,
+                  config: Any) -> None:
+    """Call a ``register_*`` hook plugin by plugin, filling ``registry`` keyed by ``attr``; a name
+    two plugins (or one plugin twice) register is a ValueError that names both plugins."""
+    owner: dict[str, str] = {}
+    for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):  # pluggy's call order, one plugin at a time
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        def register(obj, plugin=impl.plugin_name) -> None:
+            key = getattr(obj, attr)
+            if key in registry and owner[key] == plugin:
+                raise ValueError(f"the plugin {plugin_label(plugin)} registers the {what} {key!r} twice")
+            if key in registry:
+                raise ValueError(f"two plugins register the {what} {key!r}: {plugin_label(owner[key])} and "
+                                 f"{plugin_label(plugin)}; uninstall one, or leave it out of "
+                                 f"{LOAD_PLUGINS_ENV}")
+            registry[key], owner[key] = obj, plugin
+        others = [p for p in manager.get_plugins() if p is not impl.plugin]
+        manager.subset_hook_caller(hook, remove_plugins=others)(register=register, config=config)

@@ -12,13 +12,8 @@ import ffmpeg
 
 from .backends import PermanentError, TransientError
 from .models import ProbeResult
+from .paths import MEDIA_EXTENSIONS  # noqa: F401 (re-exported)
 
-# Extensions we try first; anything else is still probed when asked explicitly (watch mode
-# probes unknown files too, so a .dat that is really audio is not missed).
-MEDIA_EXTENSIONS = frozenset(
-    ".mp3 .m4a .m4b .aac .ogg .oga .opus .flac .wav .wma .aiff .aif .amr .ac3 .mka .mp2 .spx .weba "
-    ".mp4 .m4v .mkv .webm .mov .avi .wmv .flv .mpg .mpeg .ts .mts .m2ts .3gp .ogv".split()
-)
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "comment", "language")
 TAIL_WINDOW = 3.0  # seconds decoded at the end of each file
 # Below this many bits per second of file, a duration is checked by decoding: Opus's lowest

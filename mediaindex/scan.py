@@ -8,43 +8,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .backends import ObjectInfo, is_local
-from .probe import MEDIA_EXTENSIONS
-
-# Partial downloads and editor/copy temporaries: never processed, whatever their inner extension.
-TEMP_SUFFIXES = (".part", ".crdownload", ".tmp", ".temp", ".download", ".partial", "~", ".swp")
-# Files that are certainly not media: not even probed.
-NON_MEDIA_EXTENSIONS = frozenset(
-    ".txt .md .json .xml .html .htm .csv .pdf .doc .docx .odt .rtf .srt .vtt .lrc .ass .ssa .nfo .cue .log "
-    ".jpg .jpeg .png .gif .webp .bmp .tif .tiff .heic .svg .ico .zip .gz .tar .7z .rar .db .sqlite .sqlite3 "
-    ".py .js .css .sh .ini .cfg .toml .yaml .yml .exe .dll .so .iso .torrent .m3u .m3u8 .pls .ds_store".split()
-)
-
-
-def is_ignored_name(name: str) -> bool:
-    """Hidden files and temporaries of downloads or copies in progress."""
-    lower = name.lower()
-    return name.startswith(".") or lower.endswith(TEMP_SUFFIXES) or name.startswith("~$")
-
+from .paths import (MEDIA_EXTENSIONS, NON_MEDIA_EXTENSIONS, TEMP_SUFFIXES, is_candidate_name,  # noqa: F401 (re-exported)
+                    is_ignored_name, is_likely_media, is_under)
 
 # A file in one of these states needs no work until its size or mtime changes.
 DONE_STATUSES = ("indexed", "failed", "ignored")
-
-
-def is_under(path: str, root: str) -> bool:
-    """path is root itself or lies below it (a plain prefix test would take /pod for /podcasts)."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def is_candidate_name(name: str) -> bool:
-    """Worth probing: not hidden or temporary, not a known non-media type (unknown types are
-    probed). Hidden folders are judged below the root by the caller, so a root under a hidden
-    folder (e.g. ~/.local/media) still works."""
-    return not is_ignored_name(name) and os.path.splitext(name)[1].lower() not in NON_MEDIA_EXTENSIONS
-
-
-def is_likely_media(path: str | os.PathLike) -> bool:
-    """Has a known media extension (a probe failure on it is an error, not a silent skip)."""
-    return Path(path).suffix.lower() in MEDIA_EXTENSIONS
 
 
 def distinct_roots(roots: Iterable[str]) -> list[str]:

@@ -145,3 +145,29 @@ def mem_storage(tmp_path):
         yield plugin.storage
     finally:
         pm.unregister(name="mem-storage")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "hook(*names, subprocess=False): the test of a plugin hook; it fails "
+                                       "unless each named hook is called during it (subprocess=True: called "
+                                       "in a child process, which the test checks itself)")
+
+
+@pytest.fixture(autouse=True)
+def _hook_was_called(request):
+    """A test marked ``@pytest.mark.hook("name")`` must call that hook: the marker cannot lie."""
+    marks = [m for m in request.node.iter_markers("hook") if not m.kwargs.get("subprocess")]
+    if not marks:
+        yield
+        return
+    from mediaindex.plugins import load_plugins
+
+    called: set[str] = set()
+    undo = load_plugins().add_hookcall_monitoring(lambda name, impls, kwargs: called.add(name),
+                                                  lambda outcome, name, impls, kwargs: None)
+    try:
+        yield
+    finally:
+        undo()
+    missing = [n for m in marks for n in m.args if n not in called]
+    assert not missing, f"marked @pytest.mark.hook but never called: {', '.join(missing)}"

@@ -225,3 +225,23 @@ def test_data_dir_inside_the_indexed_folder_is_skipped_with_a_warning(corpus, tm
     assert out["files"]["ignored"] == 0  # its database files were not probed as unknown media
     run("index", str(tmp_path), "--data-dir", str(data), "--transcriber", "manifest", code=1)
     assert json.loads(run("status", "--data-dir", str(data), "--json").output)["files"]["ignored"] == 0
+
+
+def test_search_json_is_the_api_shape(manifest_transcriber, corpus, data_dir):
+    """`search --json` and /api/search give one shape, the same values for the same hit."""
+    from starlette.testclient import TestClient
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.app import create_app
+
+    run("index", str(corpus / "podcasts"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    cli_json = json.loads(run("search", "ferry", "--data-dir", str(data_dir), "--json", "--limit", "5", "--path",
+                              str(corpus / "podcasts"), code=0).output)
+    pipeline = Pipeline(Config.load(data_dir))
+    try:
+        with TestClient(create_app(pipeline), base_url="http://127.0.0.1") as client:
+            api_json = client.get("/api/search", params={"q": "ferry", "limit": 5, "path": str(corpus / "podcasts")}).json()
+    finally:
+        pipeline.close()
+    assert cli_json["hits"] and cli_json == api_json

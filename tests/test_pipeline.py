@@ -422,6 +422,7 @@ def family_engines():
     load_plugins().unregister(name="fake-family")
 
 
+@pytest.mark.hook("register_transcribers", "enrich_segments", "media_indexed")
 def test_family_routes_each_file_by_duration(make_pipeline, corpus, family_engines):
     engines = family_engines()
     p = make_pipeline(transcriber="fake")

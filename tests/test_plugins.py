@@ -57,6 +57,18 @@ def test_documented_hooks_exist():
     assert sorted(documented) == sorted(_hooks())
 
 
+def test_every_hook_has_a_test_of_its_own():
+    """Each hook is named by a @pytest.mark.hook test (conftest fails that test unless the hook
+    is called in it), so dropping a hook call from the core breaks a test."""
+    tests = Path(__file__).parent
+    marked = set()
+    for path in tests.rglob("test_*.py"):
+        for args in re.findall(r"@pytest\.mark\.hook\(([^)]*)\)", path.read_text()):
+            marked.update(re.findall(r"\"(\w+)\"", args.split("subprocess=")[0]))
+    missing = sorted(set(_hooks()) - marked)
+    assert not missing, f"hooks without a @pytest.mark.hook test: {', '.join(missing)}"
+
+
 def test_enrich_fills_language_from_text():
     from mediaindex.builtin.enrich import enrich_segments
     from mediaindex.models import Media, Segment, Transcript

@@ -294,3 +294,24 @@ def test_accepts_says_which_limit_refused(make_pipeline, corpus):
     Engine.limits = TranscriberLimits(languages=["en"])
     assert Engine().accepts(info, language="en-GB") is None
     assert "'zh'" in Engine().accepts(info, language="zh")
+
+
+def test_api_path_filter_takes_a_uri_like_the_cli(bucket, mem_storage, data_dir):
+    """One path-prefix rule for CLI and API: a storage URI names a folder of a bucket."""
+    from starlette.testclient import TestClient
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.app import create_app
+
+    run("index", "mem://lib", "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    cli_json = json.loads(run("search", "ferry", "--data-dir", str(data_dir), "--json", "--path",
+                              "mem://lib/podcasts/", code=0).output)
+    p = Pipeline(Config.load(data_dir))
+    try:
+        with TestClient(create_app(p), base_url="http://127.0.0.1") as client:
+            r = client.get("/api/search", params={"q": "ferry", "limit": 10, "path": "mem://lib/podcasts"})
+    finally:
+        p.close()
+    assert r.status_code == 200 and r.json() == cli_json
+    assert [h["path"] for h in cli_json["hits"]] == ["mem://lib/podcasts/ferry.webm"]

@@ -16,7 +16,9 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from mediaindex.web.app import api_routes, create_app, parse_range, safe_snippet, Unsatisfiable
+from mediaindex.hits import safe_snippet
+from mediaindex.web.app import api_routes, create_app
+from mediaindex.web.files import Unsatisfiable, parse_range
 from mediaindex.web.server import UnsafeBindError, start_server
 
 from conftest import registered_manifest_transcriber
@@ -597,8 +599,8 @@ def test_empty_index_status_and_search(tmp_path):
             s = c.get("/api/status").json()
             assert s["media"] == 0 and s["files"]["total"] == 0 and s["roots"] == []
             assert c.get("/api/search", params={"q": "anything"}).json() == {
-                "query": "anything", "total": 0, "partial": False, "stopped_early": False, "did_you_mean": None,
-                "forgiven": [], "limit": 20, "offset": 0, "hits": []}
+                "query": "anything", "total": 0, "total_exact": True, "partial": False, "stopped_early": False,
+                "did_you_mean": None, "forgiven": [], "limit": 20, "offset": 0, "hits": []}
             assert c.get("/api/facets").status_code == 200
     finally:
         p.close()
@@ -679,7 +681,7 @@ def test_stream_is_never_served_as_a_page(tricky):
     r = c.get(f"/api/media/{m.id}/stream")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/octet-stream"
-    from mediaindex.web.app import _content_type
+    from mediaindex.web.files import content_type as _content_type
     for name in ("a.html", "a.svg", "a.xhtml", "a.js", "a.mjs", "a.xml", "a.css", "a.pdf", "a"):
         assert _content_type(f"/m/{name}", False) == "application/octet-stream", name
     assert _content_type("/m/a.mp3", False) == "audio/mpeg"
@@ -836,6 +838,7 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
     import time
 
     import mediaindex.web.app as webapp
+    import mediaindex.web.files as webfiles
 
     real_run = subprocess.run
     running, peak = [0], [0]
@@ -852,7 +855,7 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(webapp.subprocess, "run", slow_ffmpeg)
+    monkeypatch.setattr(webfiles.subprocess, "run", slow_ffmpeg)
     monkeypatch.setattr(webapp, "CLIP_WAIT", 1.0, raising=False)
     p, _ = indexed
     mid = ids["space"]["media_id"]
@@ -880,6 +883,7 @@ def test_clip_burst_does_not_stall_playback(indexed, ids, monkeypatch):
     assert codes.count(200) >= 2 and set(codes) <= {200, 503}, codes
 
 
+@pytest.mark.hook("register_routes")
 def test_plugin_routes_are_served_behind_the_token(indexed):
     """register_routes: a plugin adds an endpoint; the token guard covers it like the rest."""
     from starlette.responses import JSONResponse

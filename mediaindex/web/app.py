@@ -1,6 +1,9 @@
-"""The JSON API and the single-page UI, as one Starlette app.
+"""The JSON API and the single-page UI, as one Starlette app: the routes.
 
-Rules this module keeps (see DESIGN.md, "Search"):
+The rooms beside it: ``security.py`` (token, login, Host check, headers: the Guard),
+``params.py`` (request parameters and JSON errors), ``files.py`` (which file, types, ranges,
+clips), ``throttle.py`` (wrong tokens), ``connections.py`` (timeouts, cap), ``openapi.py``.
+Rules they keep together (see DESIGN.md, "Search"):
 
 - The UI uses only the API. Pages (``/`` and deep links ``/m/<id>?t=…``) are the same static
   ``index.html``; the JavaScript routes.
@@ -19,30 +22,20 @@ Rules this module keeps (see DESIGN.md, "Search"):
 from __future__ import annotations
 
 import hmac
-import html
-import ipaddress
-import json
-import math
-import mimetypes
 import os
-import re
 import shutil
 import sqlite3
-import stat
-import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import parse_qs, quote, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request, cookie_parser
-from starlette.responses import (FileResponse, JSONResponse, RedirectResponse, Response,
-                                 StreamingResponse)
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -50,250 +43,25 @@ from .. import __version__
 from ..backends import FatalError
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
-from ..models import Media, SearchQuery
+from ..hits import search_json
+from ..models import Media
 from ..plugins import load_plugins
 from ..safety import add_secret
-from ..scan import is_under
 from ..textsearch import parse_query
+from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
+                    playable_path, stream_response)
+from .params import (MAX_FAILED_LIMIT, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param, int_param,
+                     search_query, valid_media_id)
+from .security import LOOPBACK_HOSTS, Guard, client_address, cookie_value, login_cookie, login_token, set_cookie
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
 STATIC_DIR = Path(__file__).parent / "static"
-COOKIE = "mediaindex_token"
-MEDIA_ID = re.compile(r"[0-9a-f]{8,64}")
-KINDS = ("speech", "singing", "music")
-MAX_LIMIT = 100
-MAX_OFFSET = 10_000
-MAX_QUERY = 500
-STATUS_FAILED_DEFAULT = 100  # failed files listed by /api/status unless asked (files.failed counts them all)
-MAX_FAILED_LIMIT = 1000
-CLIP_MAX_SIDE = 60.0  # seconds before / after the hit
-CLIP_DEFAULT_BEFORE = 5.0
-CLIP_DEFAULT_AFTER = 10.0
-CLIP_TIMEOUT = 120.0
 CLIP_CONCURRENCY = 2
 CLIP_WAIT = 30.0  # seconds a clip request waits for a free slot before a 503
-CHUNK = 256 * 1024
 FACET_TTL = 10.0  # seconds a facet answer is reused
 FACET_TTL_ALL = 30.0  # ... for the empty query (the whole index)
 FACET_CACHE_SIZE = 512
 SEARCH_THREADS = int(os.environ.get("MEDIAINDEX_WEB_THREADS", "4"))
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
-
-# Containers Python's mimetypes does not know (or guesses badly for media players).
-_EXTRA_TYPES = {
-    ".m4a": "audio/mp4", ".m4b": "audio/mp4", ".aac": "audio/aac", ".mp3": "audio/mpeg",
-    ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg", ".flac": "audio/flac",
-    ".wav": "audio/wav", ".weba": "audio/webm", ".wma": "audio/x-ms-wma", ".aiff": "audio/aiff",
-    ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
-    ".webm": "video/webm", ".avi": "video/x-msvideo", ".ts": "video/mp2t", ".ogv": "video/ogg",
-}
-
-
-class ApiError(Exception):
-    """A client error: answered as JSON with this status."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
-
-
-# ---- parameters ----------------------------------------------------------------------------
-
-
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"{name} must be a whole number between {lo} and {hi}, not {raw[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}, not {value}")
-    return value
-
-
-def _float_param(request: Request, name: str, default: float | None, lo: float, hi: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise ApiError(400, f"{name} is required (seconds)")
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ApiError(400, f"{name} must be a number of seconds, not {raw[:40]!r}") from None
-    if not math.isfinite(value):
-        raise ApiError(400, f"{name} must be a finite number of seconds")
-    if not lo <= value <= hi:
-        raise ApiError(400, f"{name} must be between {lo:g} and {hi:g} seconds, not {value:g}")
-    return value
-
-
-_FACET_VALUE = re.compile(r"[\w.\-]{1,40}")
-
-
-def _facet_param(request: Request, name: str) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not _FACET_VALUE.fullmatch(raw):
-        raise ApiError(400, f"{name} must be a short code (letters, digits, '-', '_'), not {raw[:40]!r}")
-    return raw
-
-
-def search_query(request: Request) -> SearchQuery:
-    """The SearchQuery for /api/search and /api/facets, validated."""
-    q = request.query_params.get("q", "")
-    if len(q) > MAX_QUERY:
-        raise ApiError(400, f"q is too long ({len(q)} characters; at most {MAX_QUERY})")
-    kind = _facet_param(request, "kind")
-    if kind is not None and kind not in KINDS:
-        raise ApiError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    path = request.query_params.get("path") or None
-    if path is not None:
-        if "\x00" in path or len(path) > 4096 or not os.path.isabs(path):
-            raise ApiError(400, "path must be an absolute folder path (a prefix of the media paths)")
-        path = os.path.normpath(path)
-        if not os.path.isfile(path):  # a folder means "under it", not "any name starting with it"
-            path = path.rstrip(os.sep) + os.sep
-    return SearchQuery(
-        q=q,
-        limit=_int_param(request, "limit", 20, 0, MAX_LIMIT),
-        offset=_int_param(request, "offset", 0, 0, MAX_OFFSET),
-        language=_facet_param(request, "lang"),
-        emotion=_facet_param(request, "emotion"),
-        kind=kind,
-        path_prefix=path,
-    )
-
-
-def valid_media_id(media_id: str) -> str:
-    if not MEDIA_ID.fullmatch(media_id):
-        raise ApiError(404, "no such media (a media id is a hex string)")
-    return media_id
-
-
-_MARK = re.compile(r"(</?mark>)")
-
-
-_MARKUP = re.compile(r"[<>&]")
-
-
-def safe_snippet(snippet: str) -> str:
-    """Keep only text and <mark>: whatever an index backend returned, nothing else survives."""
-    out = []
-    for part in _MARK.split(snippet or ""):
-        if part in ("<mark>", "</mark>") or not _MARKUP.search(part):
-            out.append(part)
-        else:
-            out.append(html.escape(html.unescape(part), quote=False))
-    return "".join(out)
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(is_under(path, r) for r in roots)
-
-
-def _content_type(path: str, has_video: bool) -> str:
-    """An audio/ or video/ type for the player; anything else (a media file named .xhtml or
-    .svg, which the scanner probes too) is sent as opaque bytes, never as a document the
-    browser would run as a page of this origin."""
-    ext = os.path.splitext(path)[1].lower()
-    ctype = _EXTRA_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
-    if not ctype.startswith(("audio/", "video/")):
-        return "application/octet-stream"
-    if not has_video and ctype.startswith("video/") and ext in (".webm", ".mp4", ".ogv", ".mkv"):
-        ctype = {"video/webm": "audio/webm", "video/mp4": "audio/mp4", "video/ogg": "audio/ogg"}.get(ctype, ctype)
-    return ctype
-
-
-def _attachment(filename: str) -> str:
-    """A Content-Disposition value: an ASCII fallback plus the UTF-8 name (RFC 6266)."""
-    ascii_name = re.sub(r'[^A-Za-z0-9._ -]+', "_", filename).strip() or "download"
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def _file_stem(media: Media) -> str:
-    stem = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', "_", media.title).strip(" ._") or media.id
-    return stem[:100]
-
-
-# ---- byte ranges ---------------------------------------------------------------------------
-
-
-class Unsatisfiable(Exception):
-    pass
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """One (first, last) byte range to serve, None to serve the whole file, or Unsatisfiable.
-
-    RFC 9110: a Range header that is not ``bytes=`` or not well formed is ignored (200 with the
-    whole file); one whose ranges all start past the end gets 416. Several ranges are answered
-    with the whole file (allowed, and no player asks for several).
-    """
-    if not header:
-        return None
-    header = header.strip()
-    if not header.lower().startswith("bytes="):
-        return None
-    specs = [s.strip() for s in header[6:].split(",")]
-    ranges: list[tuple[int, int]] = []
-    for spec in specs:
-        m = re.fullmatch(r"(\d*)-(\d*)", spec)
-        if not m or (not m.group(1) and not m.group(2)):
-            return None  # malformed: ignore the header
-        first, last = m.group(1), m.group(2)
-        if first:
-            a = int(first)
-            b = int(last) if last else size - 1
-            if last and b < a:
-                return None  # invalid: ignore the header
-            if a >= size:
-                continue  # unsatisfiable
-            ranges.append((a, min(b, size - 1)))
-        else:
-            n = int(last)
-            if n == 0 or size == 0:
-                continue
-            ranges.append((max(0, size - n), size - 1))
-    if not ranges:
-        raise Unsatisfiable()
-    if len(ranges) > 1:
-        return None
-    return ranges[0]
-
-
-def _read_file(path: str, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = length
-        while left > 0:
-            block = f.read(min(CHUNK, left))
-            if not block:
-                break
-            left -= len(block)
-            yield block
-
 
 # ---- the app -------------------------------------------------------------------------------
 
@@ -338,33 +106,8 @@ class WebApp:
         return [os.path.normpath(r) for r in self.state.roots()]
 
     def playable_path(self, media: Media) -> str | None:
-        """The first live path of the media that lies under an indexed root, is a file and is
-        still the indexed content (same size).
-
-        Under a root means both the recorded path and the file it resolves to: a symbolic link
-        inside a root that points elsewhere (or a file swapped for one after indexing) is not
-        served, so no request can read a file outside the indexed folders. A file whose size
-        changed since indexing is no longer what the id names (its transcript and times are
-        stale): it is not served until it is indexed again.
-        """
-        roots = self._roots()
-        real_roots = [os.path.realpath(r) for r in roots]
-        for p in media.paths:
-            if "://" in p:
-                continue  # remote storage: not served by this UI
-            norm = os.path.normpath(p)
-            if not _under(norm, roots):
-                continue
-            real = os.path.realpath(norm)
-            if not (_under(real, real_roots) or _under(real, roots)):
-                continue
-            try:
-                st = os.stat(real)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and (not media.size or st.st_size == media.size):
-                return real
-        return None
+        """The file to serve for this media, or None (see files.playable_path)."""
+        return playable_path(media, self._roots())
 
     def _transcript(self, media: Media):
         transcript = self.state.get_transcript(media.id)
@@ -387,21 +130,7 @@ class WebApp:
     async def search(self, request: Request) -> Response:
         query = search_query(request)
         result = await self.run(self.index.search, query)
-        hits = []
-        for h in result.hits:
-            t = round(float(h.time), 3)
-            jump = round(max(0.0, t - 1.0), 3)
-            hits.append({
-                "media_id": h.media_id, "path": h.path, "title": h.title or os.path.splitext(os.path.basename(h.path))[0],
-                "folder": os.path.dirname(h.path), "time": t, "jump": jump, "clock": clock(t),
-                "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
-                "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
-                "kind": h.kind, "score": h.score, "matched_words": h.matched_words, "match": h.match,
-                "forgiven": h.forgiven, "link": f"/m/{h.media_id}?t={jump}",
-            })
-        return JSONResponse({"query": result.query, "total": result.total, "partial": result.partial,
-                             "stopped_early": result.stopped_early, "did_you_mean": result.did_you_mean,
-                             "forgiven": result.forgiven, "limit": query.limit, "offset": query.offset, "hits": hits})
+        return JSONResponse(search_json(result, query))
 
     async def facets(self, request: Request) -> Response:
         query = search_query(request)
@@ -459,32 +188,7 @@ class WebApp:
 
     async def stream(self, request: Request) -> Response:
         media, path, st = await self.run(self._stream_target, request.path_params["media_id"])
-        size = st.st_size
-        etag = f'"{media.id}-{size:x}-{int(st.st_mtime):x}"'
-        headers = {
-            "accept-ranges": "bytes", "etag": etag, "cache-control": "private, max-age=3600",
-            "content-type": _content_type(path, media.has_video),
-        }
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "content-type"})
-        rng_header = request.headers.get("range")
-        if_range = request.headers.get("if-range")
-        if if_range is not None and if_range.strip() != etag:
-            rng_header = None  # the client's copy is stale: send the whole file
-        try:
-            rng = parse_range(rng_header, size)
-        except Unsatisfiable:
-            return error_response(416, f"range not satisfiable: the file has {size} bytes",
-                                  {"content-range": f"bytes */{size}", "accept-ranges": "bytes"})
-        if rng is None:
-            status, start, length = 200, 0, size
-        else:
-            status, start, length = 206, rng[0], rng[1] - rng[0] + 1
-            headers["content-range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
-        headers["content-length"] = str(length)
-        if request.method == "HEAD":
-            return Response(b"", status_code=status, headers=headers)
-        return StreamingResponse(_read_file(path, start, length), status_code=status, headers=headers)
+        return stream_response(request, media, path, st)
 
     async def captions(self, request: Request) -> Response:
         def work():
@@ -504,14 +208,14 @@ class WebApp:
         media, body = await self.run(work)
         ctype = MEDIA_TYPES[fmt] + ("; charset=utf-8" if fmt != "json" else "")
         return Response(body, media_type=ctype,
-                        headers={"content-disposition": _attachment(f"{_file_stem(media)}.{fmt}")})
+                        headers={"content-disposition": attachment(f"{file_stem(media)}.{fmt}")})
 
     async def clip(self, request: Request) -> Response:
         media, path, _ = await self.run(self._stream_target, request.path_params["media_id"])
         limit = media.duration if media.duration and media.duration > 0 else 48 * 3600.0
-        t = _float_param(request, "t", None, 0.0, limit)
-        before = _float_param(request, "before", CLIP_DEFAULT_BEFORE, 0.0, CLIP_MAX_SIDE)
-        after = _float_param(request, "after", CLIP_DEFAULT_AFTER, 0.0, CLIP_MAX_SIDE)
+        t = float_param(request, "t", None, 0.0, limit)
+        before = float_param(request, "before", CLIP_DEFAULT_BEFORE, 0.0, CLIP_MAX_SIDE)
+        after = float_param(request, "after", CLIP_DEFAULT_AFTER, 0.0, CLIP_MAX_SIDE)
         start = max(0.0, t - before)
         end = min(limit, t + after)
         if end - start < 0.1:
@@ -530,41 +234,13 @@ class WebApp:
             raise ApiError(503, "too many clips being cut at once; try again in a moment", {"retry-after": "5"})
         try:
             # not self.run: a cut may take seconds and must not hold up searches
-            out_dir, out_file, ext = await anyio.to_thread.run_sync(self._cut, media, path, start, end - start)
+            out_dir, out_file, ext = await anyio.to_thread.run_sync(cut_clip, media, path, start, end - start)
         finally:
             self._clip_slots.release()
-        name = f"{_file_stem(media)} {clock(start).replace(':', '-')}.{ext}"
+        name = f"{file_stem(media)} {clock(start).replace(':', '-')}.{ext}"
         return FileResponse(out_file, media_type="video/mp4" if ext == "mp4" else "audio/mpeg",
-                            headers={"content-disposition": _attachment(name)},
+                            headers={"content-disposition": attachment(name)},
                             background=BackgroundTask(shutil.rmtree, out_dir, True))
-
-    def _cut(self, media: Media, path: str, start: float, duration: float) -> tuple[str, str, str]:
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg is None:
-            raise ApiError(503, "clips need ffmpeg on the server's PATH")
-        out_dir = tempfile.mkdtemp(prefix="mediaindex-clip-")
-        try:
-            ext = "mp4" if media.has_video else "mp3"
-            out = os.path.join(out_dir, f"clip.{ext}")
-            cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start:.3f}", "-i", path,
-                   "-t", f"{duration:.3f}", "-map_metadata", "-1"]
-            if ext == "mp4":
-                cmd += ["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
-                        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", "-f", "mp4"]
-            else:
-                cmd += ["-vn", "-map", "0:a:0", "-c:a", "libmp3lame", "-q:a", "4", "-f", "mp3"]
-            cmd.append(out)
-            try:
-                proc = subprocess.run(cmd, capture_output=True, timeout=CLIP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise ApiError(504, "cutting the clip took too long") from None
-            if proc.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
-                msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-                raise ApiError(500, f"ffmpeg could not cut this media: {msg[0][:300]}")
-            return out_dir, out, ext
-        except BaseException:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            raise
 
     def _status(self, failed_limit: int, failed_offset: int) -> dict[str, Any]:
         summary = self.state.summary(failed_limit=failed_limit, failed_offset=failed_offset)
@@ -576,8 +252,8 @@ class WebApp:
         return summary
 
     async def status(self, request: Request) -> Response:
-        limit = _int_param(request, "failed_limit", STATUS_FAILED_DEFAULT, 0, MAX_FAILED_LIMIT)
-        offset = _int_param(request, "failed_offset", 0, 0, 10**9)
+        limit = int_param(request, "failed_limit", STATUS_FAILED_DEFAULT, 0, MAX_FAILED_LIMIT)
+        offset = int_param(request, "failed_offset", 0, 0, 10**9)
         return JSONResponse(await self.run(self._status, limit, offset), headers={"cache-control": "no-store"})
 
     async def openapi(self, request: Request) -> Response:
@@ -585,15 +261,15 @@ class WebApp:
         return JSONResponse(openapi_spec(__version__))
 
     async def login(self, request: Request) -> Response:
-        token = await _login_token(request)
+        token = await login_token(request)
         if self.token is None:
             return Response(status_code=204)
         if not hmac.compare_digest(token.encode(), self.token.encode()):
-            self.throttle.failed(_client(request.scope))
+            self.throttle.failed(client_address(request.scope))
             raise ApiError(401, "wrong token")
-        self.throttle.succeeded(_client(request.scope))
+        self.throttle.succeeded(client_address(request.scope))
         response = Response(status_code=204)
-        _set_cookie(response, self.token)
+        set_cookie(response, self.token)
         return response
 
     async def page(self, request: Request) -> Response:
@@ -614,9 +290,9 @@ class WebApp:
         url = request.url.path + (f"?{urlencode(params)}" if params else "")
         response = RedirectResponse(url, status_code=303)
         given = request.query_params["token"]
-        logged_in = _login_cookie(dict(request.scope["headers"])) == cookie_value(self.token)
+        logged_in = login_cookie(dict(request.scope["headers"])) == cookie_value(self.token)
         right = hmac.compare_digest(given.encode(), self.token.encode())
-        client = _client(request.scope)
+        client = client_address(request.scope)
         if logged_in:
             given = self.token
         elif right:
@@ -624,185 +300,8 @@ class WebApp:
         else:
             self.throttle.failed(client)
             self.throttle.note_bad_cookie(client, cookie_value(given))  # its cookie is not a second guess
-        _set_cookie(response, given)
+        set_cookie(response, given)
         return response
-
-
-LOGIN_BODY_MAX = 4096
-LOGIN_BODY_TIMEOUT = 10.0  # seconds: anyone may call /api/login; a slow body must not hold a connection
-
-
-async def _login_token(request: Request) -> str:
-    """The token sent to /api/login: JSON ``{"token": ...}`` or a form field ``token=...``."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "application/x-www-form-urlencoded"):
-        raise ApiError(415, "send {\"token\": \"...\"} as JSON or token=... as a form "
-                            "(application/x-www-form-urlencoded)")
-    body = b""
-    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > LOGIN_BODY_MAX:
-                raise ApiError(413, f"the login body is too large (at most {LOGIN_BODY_MAX} bytes)")
-    if scope.cancelled_caught:
-        raise ApiError(408, "the login body did not arrive in time")
-    token = None
-    if ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ApiError(400, "send {\"token\": \"...\"} as JSON") from None
-        token = data.get("token") if isinstance(data, dict) else None
-    else:
-        token = (parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get("token") or [None])[0]
-    if not isinstance(token, str) or not token:
-        raise ApiError(400, "token is required")
-    return token
-
-
-def cookie_value(token: str) -> str:
-    """What the login cookie holds: a key derived from the token (hex), not the token itself, so
-    any token (spaces, quotes, non-ASCII) makes a valid cookie, and the cookie jar never holds
-    the token that the API and media URLs accept."""
-    return hmac.new(token.encode(), b"mediaindex web login cookie", "sha256").hexdigest()
-
-
-def _set_cookie(response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, cookie_value(token), httponly=True, samesite="strict", path="/",
-                        max_age=30 * 24 * 3600)
-
-
-def is_loopback(host: str) -> bool:
-    """localhost, or any loopback address (127.0.0.2 and the like: the server may be bound to
-    any of them). An address, unlike other names, cannot be re-pointed by DNS."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-# A Host header: a name or an IPv4 address, or an IPv6 address in brackets; an optional port.
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*)(?::[0-9]{1,5})?")
-
-
-def host_name(header: str) -> str | None:
-    """The name in a Host header, lower case, or None when it is not a well-formed Host."""
-    m = _HOST.fullmatch(header)
-    return m.group(1).lower() if m else None
-
-
-def _client(scope) -> str:
-    return (scope.get("client") or ("?", 0))[0]
-
-
-def is_public(path: str) -> bool:
-    """Answered without the token: the page (it holds no data, and it is where one logs in),
-    its static files, and the login call itself."""
-    return path == "/" or path == "/api/login" or path.startswith("/static/") or bool(_PAGE.fullmatch(path))
-
-
-_PAGE = re.compile(r"/m/[^/]+")
-
-
-def _login_cookie(headers: dict[bytes, bytes]) -> str | None:
-    cookie = headers.get(b"cookie", b"")
-    if COOKIE.encode() not in cookie:
-        return None
-    # Starlette's lenient parser: cookies that other apps on this host name set (they are
-    # shared across ports) may be malformed; http.cookies stops at the first one.
-    return cookie_parser(cookie.decode("latin-1")).get(COOKIE)
-
-
-class Guard:
-    """Pure ASGI middleware: security headers on every response; the token (on every route but
-    the page, its static files and the login) or, without a token, a loopback Host."""
-
-    def __init__(self, app, token: str | None, allowed_hosts: set[str] | None, throttle: AuthThrottle | None = None):
-        self.app = app
-        self.token = token.encode() if token else None
-        self.cookie = cookie_value(token).encode() if token else None
-        self.allowed_hosts = allowed_hosts
-        self.throttle = throttle or AuthThrottle()
-
-    def _credentials(self, scope) -> tuple[list[bytes], str | None]:
-        """(tokens from the Authorization header and ?token=, the login cookie's value)."""
-        headers = dict(scope.get("headers") or [])
-        candidates = []
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer ":
-            candidates.append(auth[7:].strip())
-        qs = scope.get("query_string", b"")
-        if b"token=" in qs:
-            candidates += [v.encode() for v in parse_qs(qs.decode("latin-1")).get("token", [])]
-        return candidates, _login_cookie(headers)
-
-    def _check(self, scope) -> tuple[int, int | None]:
-        """(200: let it through, 401: no or a wrong credential, 429: blocked; Retry-After)."""
-        candidates, cookie = self._credentials(scope)
-        if not candidates and cookie is None:
-            return 401, None  # nothing presented: not a guess
-        client = _client(scope)
-        level = self.throttle.level(client)
-        wait = self.throttle.retry_after(client, level)
-        if wait is not None:  # before any comparison: a 429 says nothing about the token
-            return 429, wait
-        if any(hmac.compare_digest(c, self.token) for c in candidates) or (
-                cookie is not None and hmac.compare_digest(cookie.encode("latin-1", "replace"), self.cookie)):
-            if level > 0:
-                self.throttle.succeeded(client)
-            return 200, None
-        if candidates:
-            self.throttle.failed(client)
-        else:
-            self.throttle.failed_cookie(client, cookie)
-        return 401, None
-
-    def _host_ok(self, scope) -> bool:
-        if self.allowed_hosts is None:
-            return True
-        host = host_name(dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1"))
-        return host is not None and (host in self.allowed_hosts or is_loopback(host))
-
-    def _blocked(self, scope) -> int | None:
-        """Retry-After for a public route that carries a token (login, a page link), else None."""
-        path = scope.get("path", "")
-        if path == "/api/login" or b"token=" in scope.get("query_string", b""):
-            return self.throttle.retry_after(_client(scope))
-        return None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                names = {k.lower() for k, _ in message.get("headers", [])}
-                message = dict(message)
-                message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in SECURITY_HEADERS if k not in names]
-            await send(message)
-
-        if not self._host_ok(scope):
-            resp = error_response(421, "this server only answers requests to a loopback host name "
-                                       "(127.0.0.1, localhost, ::1); start it with --token to serve other names")
-            return await resp(scope, receive, send_with_headers)
-        if self.token is not None:
-            if is_public(scope.get("path", "")):
-                status, wait = (429, w) if (w := self._blocked(scope)) is not None else (200, None)
-            else:
-                status, wait = self._check(scope)
-            if status == 429:
-                resp = error_response(429, f"too many wrong tokens from this address; try again in {wait} s",
-                                      {"retry-after": str(wait)})
-                return await resp(scope, receive, send_with_headers)
-            if status == 401:
-                resp = error_response(401, "this server needs a token: send 'Authorization: Bearer <token>', "
-                                           "add ?token=<token>, or log in from the web page",
-                                      {"www-authenticate": 'Bearer realm="mediaindex"'})
-                return await resp(scope, receive, send_with_headers)
-        await self.app(scope, receive, send_with_headers)
 
 
 async def _api_error(request: Request, exc: ApiError) -> Response:

@@ -31,7 +31,7 @@ _FILTERS = [
     _q("lang", "Only segments in this language (e.g. en, zh).", {"type": "string"}),
     _q("emotion", "Only segments with this emotion.", {"type": "string"}),
     _q("kind", "Only segments of this kind.", {"type": "string", "enum": ["speech", "singing", "music"]}),
-    _q("path", "Only media under this absolute folder (or this one file).",
+    _q("path", "Only media under this absolute folder or storage URI (or this one file).",
        {"type": "string"}),
 ]
 
@@ -90,8 +90,10 @@ def openapi_spec(version: str) -> dict[str, Any]:
                               "is its best segment, or its start when the words are not said)."},
                     "forgiven": {"type": "boolean", "description": "Found only through a forgiven form."},
                     "link": {"type": "string", "description": "Deep link to the moment in the web UI."}}},
+                # The same shape is printed by `mediaindex search --json` (mediaindex/hits.py).
                 "SearchResult": {"type": "object", "properties": {
                     "query": {"type": "string"}, "total": {"type": "integer"},
+                    "total_exact": {"type": "boolean", "description": "False when `total` is an estimate."},
                     "partial": {"type": "boolean", "description": "True when no segment has every word."},
                     "stopped_early": {"type": "boolean", "description": "True when the search for partial matches "
                                       "stopped at its work limit (a long query): closer matches may exist."},

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
-from .app import create_app, is_loopback
+from .app import create_app
+from .security import is_loopback
 from .connections import KEEP_ALIVE_TIMEOUT, protocol_class
 from .workers import Supervisor
 

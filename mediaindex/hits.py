@@ -1,0 +1,58 @@
+"""Search answers as JSON, and the ``path`` filter: one shape for ``search --json`` and
+``/api/search`` (documented in README.md and web/openapi.py)."""
+from __future__ import annotations
+
+import html
+import os
+import re
+from typing import Any
+
+from .backends import is_local, normalize_location
+from .export import clock
+from .models import SearchHit, SearchQuery, SearchResult
+
+_MARK = re.compile(r"(</?mark>)")
+_MARKUP = re.compile(r"[<>&]")
+
+
+def safe_snippet(snippet: str) -> str:
+    """Keep only text and <mark>: whatever an index backend returned, nothing else survives."""
+    out = []
+    for part in _MARK.split(snippet or ""):
+        if part in ("<mark>", "</mark>") or not _MARKUP.search(part):
+            out.append(part)
+        else:
+            out.append(html.escape(html.unescape(part), quote=False))
+    return "".join(out)
+
+
+def path_prefix(location: str) -> str:
+    """The index's ``path_prefix`` for a path or URI: a folder means "under it" (a trailing
+    separator), not "any name starting with it"; a local file stays itself."""
+    location = normalize_location(location)
+    if not is_local(location):
+        return location.rstrip("/") + "/"
+    return location if os.path.isfile(location) else location.rstrip(os.sep) + os.sep
+
+
+def hit_json(h: SearchHit) -> dict[str, Any]:
+    """One hit: where (path, title, folder), when (the matched words' time, a jump a
+    second before it, start, end), what (text, safe snippet, facets) and a page link."""
+    t = round(float(h.time), 3)
+    jump = round(max(0.0, t - 1.0), 3)
+    return {
+        "media_id": h.media_id, "path": h.path, "title": h.title or os.path.splitext(os.path.basename(h.path))[0],
+        "folder": os.path.dirname(h.path), "time": t, "jump": jump, "clock": clock(t),
+        "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
+        "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
+        "kind": h.kind, "score": h.score, "matched_words": h.matched_words, "match": h.match,
+        "forgiven": h.forgiven, "link": f"/m/{h.media_id}?t={jump}",
+    }
+
+
+def search_json(result: SearchResult, query: SearchQuery) -> dict[str, Any]:
+    """A whole answer: the hits and how many there are (``total_exact`` false: an estimate)."""
+    return {"query": result.query, "total": result.total, "total_exact": result.total_exact,
+            "partial": result.partial, "stopped_early": result.stopped_early, "did_you_mean": result.did_you_mean,
+            "forgiven": result.forgiven, "limit": query.limit, "offset": query.offset,
+            "hits": [hit_json(h) for h in result.hits]}
