@@ -150,10 +150,8 @@ def base_transcriber() -> LocalWhisperTranscriber:
     fresh = key not in whisper_models._MODELS
     t0 = time.monotonic()
     t.load()
-    took = time.monotonic() - t0
-    if fresh:
-        print(f"\nbase model first load: {took:.2f} s")
-        assert took < 6.0, f"loading base took {took:.1f} s (goal < 2 s on an idle machine)"
+    if fresh:  # the load-time goal is measured in bench/bench_local_whisper.py, not asserted here
+        print(f"\nbase model first load: {time.monotonic() - t0:.2f} s")
     return t
 
 
