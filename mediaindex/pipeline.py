@@ -22,6 +22,7 @@ from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectI
                        Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
+from .errors import BudgetExceeded, NotReady, UsageError
 from .models import Media, ProbeResult, Segment, Transcript
 from .plugins import load_plugins
 from .probe import probe
@@ -31,14 +32,6 @@ from .state import Job, State
 
 DEFAULT_TRANSCRIBER = "local"
 DEFAULT_INDEX = "sqlite"
-
-
-class BudgetExceeded(FatalError):
-    """The spending cap would be passed: paid work stops, the files stay queued (not failed)."""
-
-
-class UsageError(Exception):
-    """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
 
 
 def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
