@@ -65,7 +65,7 @@ class NullReporter:
 @dataclass
 class Outcome:
     path: str
-    status: str  # indexed | failed | retry | removed | ignored
+    status: str  # indexed | failed | retry (also NotReady) | removed | ignored
     error: str | None = None
     media_id: str | None = None
     transcribed: bool = False
@@ -438,6 +438,11 @@ class Pipeline:
         except FatalError:
             self.state.jobs.release(job)
             raise
+        except NotReady as e:  # the work goes on elsewhere: back in the queue, no attempt spent
+            self.state.jobs.not_ready(job, e.retry_after if e.retry_after is not None else 60.0,
+                                      self.config.redact(str(e)))
+            self.state.set_file_status(job.path, "queued")
+            outcome = Outcome(job.path, "retry", error=self.config.redact(str(e)))
         except Exception as e:  # one bad file never stops the others
             fatal = database_error(e, self.config.state_path)
             if fatal is not None:  # a full disk, a damaged state: nothing else can succeed either:

@@ -493,6 +493,16 @@ class JobQueue:
             c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return False
 
+    def not_ready(self, job: Job, delay: float, note: str | None = None) -> None:
+        """The work goes on elsewhere (``NotReady``): ask again in ``delay`` s. No attempt is spent
+        and no worker waits: a 12-hour cloud task is polled for 12 hours."""
+        now = time.time()
+        delay = min(self.BACKOFF_MAX, max(0.0, delay))
+        with self.state.tx() as c:
+            c.execute("UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), next_try = ?, error = ?, "
+                      "updated = ? WHERE id = ? AND status = 'running'", (now + delay, redact(note), now, job.id))
+            c.execute("DELETE FROM jobs WHERE id = ? AND status = 'superseded'", (job.id,))  # newer work queued
+
     def release(self, job: Job) -> None:
         """Put a running job back (clean shutdown): it runs again on the next start."""
         with self.state.tx() as c:
