@@ -13,7 +13,6 @@ import sys
 import threading
 import traceback
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -23,6 +22,7 @@ from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectI
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
 from .errors import BudgetExceeded, NotReady, UsageError
+from .jobqueue import WorkerPool
 from .models import Media, ProbeResult, Segment, Transcript
 from .plugins import load_plugins
 from .probe import probe
@@ -471,29 +471,10 @@ class Pipeline:
 
         Retries due within ``wait_for_retries`` seconds are waited for; later ones stay queued.
         """
-        stop = stop or threading.Event()
-        outcomes: list[Outcome] = []
         self.clean_staging()
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mediaindex-worker") as pool:
-            running = set()
-            while not stop.is_set():
-                while len(running) < max(1, workers) and not stop.is_set():
-                    job = self.state.jobs.claim()
-                    if job is None:
-                        break
-                    running.add(pool.submit(self.run_job, job, reporter, max_attempts))
-                if not running:
-                    due = self.state.jobs.next_due_in()
-                    if due is None or due > wait_for_retries:
-                        break
-                    stop.wait(min(due, 1.0) + 0.01)
-                    continue
-                done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcomes.append(fut.result())
-            for fut in running:
-                outcomes.append(fut.result())
-        return outcomes
+        pool = WorkerPool(self.state.jobs, lambda job: self.run_job(job, reporter, max_attempts), workers=workers,
+                          drain=True, wait_for_retries=wait_for_retries, stop=stop)
+        return pool.run()
 
     def print_traceback(self) -> None:
         """The current exception's traceback on stderr, credentials removed (for bug reports)."""

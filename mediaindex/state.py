@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import jobqueue
+from .jobqueue import Job  # noqa: F401  (imported from here too)
 from .models import Media, ProbeResult, Transcript
 from .safety import redact
 
@@ -106,15 +108,6 @@ class FileRecord:
     media_id: str | None
     status: str
     error: str | None
-
-
-@dataclass
-class Job:
-    id: int
-    path: str
-    action: str
-    attempts: int
-    error: str | None = None
 
 
 class State:
@@ -425,12 +418,8 @@ def _file(row: sqlite3.Row) -> FileRecord:
 _NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM jobs r WHERE r.path = q.path AND r.status = 'superseded')")
 
 
-class JobQueue:
-    """A durable job queue in the state database.
-
-    Kept behind this small interface (enqueue / claim / complete / fail / recover / counts) so a
-    distributed queue (RQ, Celery, Dramatiq) can replace it in a later step.
-    """
+class JobQueue(jobqueue.JobQueue):
+    """The job queue in the state database (the interface: ``jobqueue.JobQueue``)."""
 
     MAX_ATTEMPTS = 6
     BACKOFF_BASE = 5.0  # seconds: 5, 10, 20, 40, 80 ...
@@ -537,10 +526,19 @@ class JobQueue:
                 out[status] = n
         return out
 
-    def pending(self) -> int:
+    def depth(self) -> int:
         """Jobs queued or running (due or not)."""
         return self.state.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+    pending = depth
+
+    def active_paths(self) -> set[str]:
+        return {r[0] for r in self.state.conn.execute("SELECT path FROM jobs WHERE status IN ('queued', 'running')")}
+
+    def is_active(self, path: str) -> bool:
+        return self.state.conn.execute("SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')",
+                                       (path,)).fetchone() is not None
 
     def next_due_in(self) -> float | None:
         """Seconds until the next claimable queued job is due (0 if one is due now), None if none
