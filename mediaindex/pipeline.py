@@ -241,10 +241,7 @@ class Pipeline:
                  previous, reporter: Reporter, local: str | None = None) -> Outcome:
         local = local or path
         with self._media_lock(media_id):
-            self.state.upsert_media(media_id, size=st.size, mtime=st.mtime, probe=info)
-            self.state.set_file(path, size=st.size, mtime=st.mtime, status="running", media_id=media_id)
-            media = self.state.get_media(media_id)
-            assert media is not None
+            media = self.state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
             transcriber = self.transcriber_for(info, self._language_hint(path, None))
             key = transcriber.cache_key
             transcribed = False
@@ -256,13 +253,13 @@ class Pipeline:
                 if transcript is None:
                     reporter.started(path, info.duration)
                     transcript = self._transcribe(transcriber, path, info, media, reporter, local)
-                    self.state.save_transcript(media_id, key, transcript, info.duration)
+                    self.state.transcribed(media_id, key, transcript, info.duration)
                     transcribed = True
                 segments = self._enrich(media, transcript, info, Path(local))
                 self.index.upsert(media, segments)
-                self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
-            self.state.set_file(path, size=st.size, mtime=st.mtime, status="indexed", media_id=media_id)
+            self.state.indexed(path, media_id, size=st.size, mtime=st.mtime,
+                               engine=key if segments is not None else None, language=media.language)
         if segments is not None:  # outside the lock: a slow listener must not hold up other workers
             self.pm.hook.media_indexed(media=media, segments=segments)
         if previous and previous.media_id and previous.media_id != media_id:
@@ -460,7 +457,7 @@ class Pipeline:
                 self.print_traceback()
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
-            self.state.set_file_status(job.path, "queued" if retried else "failed", message)
+            self.state.failed(job.path, message, retry=retried)
             outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
         reporter.finished(job.path, outcome.status, outcome.error)
         return outcome

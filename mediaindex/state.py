@@ -363,6 +363,35 @@ class State:
     def total_cost(self) -> float:
         return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger").fetchone()[0]
 
+    # ---- one file's steps: what happened, one transaction each ----------------------------
+
+    def claimed(self, path: str, media_id: str, *, size: int, mtime: float, probe: ProbeResult) -> Media:
+        """A worker took ``path``, whose content is ``media_id``: the media is known (with its
+        probe), the file is running. Returns the media with its live paths."""
+        with self.tx():
+            self.upsert_media(media_id, size=size, mtime=mtime, probe=probe)
+            self.set_file(path, size=size, mtime=mtime, status="running", media_id=media_id)
+            media = self.get_media(media_id)
+        assert media is not None
+        return media
+
+    def transcribed(self, media_id: str, engine_key: str, transcript: Transcript, seconds: float) -> None:
+        """An engine produced a transcript: stored, its cost booked, its checkpoint dropped."""
+        self.save_transcript(media_id, engine_key, transcript, seconds)
+
+    def indexed(self, path: str, media_id: str, *, size: int, mtime: float, engine: str | None = None,
+                language: str | None = None) -> None:
+        """``path`` is searchable as ``media_id``; ``engine``: its documents were (re)written from
+        that engine's transcript (None: only its facets changed, a move or a copy)."""
+        with self.tx():
+            if engine is not None:
+                self.set_media_status(media_id, "indexed", engine=engine, language=language)
+            self.set_file(path, size=size, mtime=mtime, status="indexed", media_id=media_id)
+
+    def failed(self, path: str, error: str, *, retry: bool) -> None:
+        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason."""
+        self.set_file_status(path, "queued" if retry else "failed", error)
+
     # ---- roots -----------------------------------------------------------------------------
 
     def set_root(self, path: str, status: str) -> None:
