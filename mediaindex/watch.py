@@ -18,7 +18,10 @@ never transcribed half-written; a delete waits the same, which also absorbs "ato
 patterns of delete + rename). Then it becomes a job in the durable queue of the state database
 (``JobQueue``): transient failures are retried with exponential backoff, a ``kill -9`` loses
 nothing (jobs left running are recovered on the next start, files left ``queued`` are found by
-the initial scan). A bounded pool of worker threads drains the queue.
+the initial scan). The pipeline's pool of worker threads (``jobqueue.WorkerPool``) drains it.
+
+The pieces are small classes: ``RootMonitor`` (online/offline), ``StabilityTracker`` and
+``ObserverAdapter`` (watchdog); ``Watcher`` ties them together on its scheduler thread.
 
 Moves keep identity: the pipeline identifies media by content hash, so a renamed, moved or
 copied file is never transcribed again; only its path facets change in the index.
@@ -41,10 +44,11 @@ from typing import Callable, Iterable
 
 from .backends import is_local, normalize_location
 from .dberrors import database_error
-from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
+from .errors import FatalError, UsageError
+from .jobqueue import Job, WorkerPool
+from .pipeline import NullReporter, Pipeline, Reporter
 from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
                    is_under, offline_reason, walk)
-from .jobqueue import Job, WorkerPool
 
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
