@@ -14,45 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+# the error classes live in errors.py; plugins and docs import them from here too
+from .errors import FatalError, MediaError, NotReady, PermanentError, TransientError  # noqa: F401
 from .models import Media, ProbeResult, SearchQuery, SearchResult, Segment, Transcript
 
 ProgressCallback = Callable[[float, float], None]  # (seconds done, seconds total)
-
-
-class MediaError(Exception):
-    """A per-file failure. ``transient`` errors are retried with backoff, permanent ones are not."""
-
-    transient = False
-
-    def __init__(self, message: str, *, transient: bool | None = None):
-        super().__init__(message)
-        if transient is not None:
-            self.transient = transient
-
-
-class PermanentError(MediaError):
-    """Retrying will not help: corrupt file, no audio stream, rejected by the engine (400)."""
-
-    transient = False
-
-
-class FatalError(Exception):
-    """Stops all work, not one file: a full disk, a missing or damaged model. The user must act."""
-
-
-class TransientError(MediaError):
-    """Worth retrying later: network failure, 429, 5xx, engine busy.
-
-    ``retry_after`` (seconds) is honoured by the job queue when the service said when to retry
-    (HTTP ``Retry-After``); otherwise the queue backs off exponentially. A rejected API key is
-    not transient: raise FatalError, every file would fail the same way.
-    """
-
-    transient = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 # ---- storage -------------------------------------------------------------------------------

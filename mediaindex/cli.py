@@ -16,11 +16,11 @@ from . import __version__
 from .backends import is_local, normalize_location
 from .config import Config
 from .datalock import DataDirBusy, lock_data_dir
-from .dberrors import database_error
+from .errors import FatalError, UsageError, cli_errors, click_error  # noqa: F401  (re-exported)
 from .export import FORMATS, clock, render
 from .hits import path_prefix as under, search_json
 from .models import SearchQuery
-from .pipeline import FatalError, Pipeline, UsageError
+from .pipeline import Pipeline
 from .plugins import get_plugins, load_plugins
 from .safety import CONTROL_CHARS, install_exception_hooks, printable, terminal_safe
 
@@ -30,19 +30,14 @@ data_dir_option = click.option(
 
 
 def open_pipeline(data_dir, **kw) -> Pipeline:
-    try:
+    with cli_errors(setup=True):  # a bad config, an unknown engine, a damaged state database, a full disk
         return Pipeline(Config.load(data_dir), **kw)
-    except (UsageError, ValueError) as e:
-        raise click.UsageError(printable(e)) from None
-    except FatalError as e:  # a damaged state database, a full disk
-        raise click.ClickException(printable(e)) from None
 
 
 def database_failure(e: sqlite3.Error, config: Config) -> Exception:
     """What to raise for a database error: a clear message for a full disk, a damaged or a
     read-only database (see dberrors); any other error as it is (a bug: its traceback helps)."""
-    fatal = database_error(e, config.state_path)
-    return click.ClickException(printable(fatal)) if fatal else e
+    return click_error(e, config.state_path) or e
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +100,7 @@ def index(paths, data_dir, transcriber, index_name, workers):
         lock = lock_data_dir(pipeline.config.data_dir, "index")
     except DataDirBusy as e:
         pipeline.close()
-        raise click.UsageError(printable(e)) from None
+        raise click_error(e) from None
     try:
         # a missing path with known files is a root that is offline (an unmounted drive): it is
         # reported and keeps its entries; a path never seen before is a typo
@@ -161,12 +156,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
             click.echo(f"  offline: {printable(root)} ({printable(plan.offline_why.get(root, 'missing'))}; "
                        "its files stay in the index)", err=True)
         sys.exit(1 if failed or still_queued or plan.unreadable or plan.offline else 0)
-    except UsageError as e:
-        raise click.UsageError(printable(e)) from None
-    except FatalError as e:
-        raise click.ClickException(printable(e)) from None
-    except sqlite3.Error as e:
-        raise database_failure(e, pipeline.config) from None
+    except Exception as e:  # a usage error, a FatalError, a database error: one line; a bug: its traceback
+        raise click_error(e, pipeline.config.state_path) or e
     finally:
         lock.close()
         pipeline.close()
@@ -210,8 +201,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
         search_query = SearchQuery(q=query, limit=limit, offset=offset, language=lang, emotion=emotion, kind=kind,
                                    path_prefix=prefix)
         result = pipeline.index.search(search_query)
-    except FatalError as e:  # a damaged index (the next `index` or `watch` rebuilds it), a full disk
-        raise click.ClickException(printable(e)) from None
+    except Exception as e:  # a damaged index (the next `index` or `watch` rebuilds it), a full disk
+        raise click_error(e) or e
     finally:
         pipeline.close()
     if as_json:
@@ -251,10 +242,8 @@ def status(data_dir, as_json):
     """Counts of files by state, and every failed file with its error."""
     from .state import State
 
-    try:
+    with cli_errors(setup=True):
         config = Config.load(data_dir)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
     if not config.state_path.exists():
         summary = {"files": {"queued": 0, "running": 0, "indexed": 0, "failed": 0, "ignored": 0, "total": 0}, "failed": []}
     else:
@@ -264,10 +253,8 @@ def status(data_dir, as_json):
             summary["jobs"] = state.jobs.counts()
             state.close()
         except (OSError, sqlite3.Error) as e:
-            fatal = database_error(e, config.state_path)
-            if fatal is not None:
-                raise click.ClickException(printable(fatal)) from None
-            raise click.ClickException(f"cannot read the state database {config.state_path}: {e}") from None
+            raise click_error(e, config.state_path) or click.ClickException(
+                printable(f"cannot read the state database {config.state_path}: {e}")) from None
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
@@ -301,8 +288,8 @@ def export(media, fmt, data_dir, output):
             raise click.ClickException(f"{printable(media)}: no transcript yet (status: {m.status})")
         text = render(fmt, m, transcript)
         output.write(terminal_safe(text, keep_newlines=True) if output.isatty() else text)  # a file stays exact
-    except sqlite3.Error as e:
-        raise database_failure(e, pipeline.config) from None
+    except Exception as e:
+        raise click_error(e, pipeline.config.state_path) or e
     finally:
         pipeline.close()
 

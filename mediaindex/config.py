@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import safety
+from .errors import ConfigError
 from .safety import SECRET_NAME
 from .backends import normalize_location
 from .paths import is_under
@@ -54,11 +55,11 @@ class Config:
             try:
                 settings = tomllib.loads(f.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"{f}: not valid TOML: {e}") from None
+                raise ConfigError(f"{f}: not valid TOML: {e}") from None
             except UnicodeDecodeError as e:
-                raise ValueError(f"{f}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                raise ConfigError(f"{f}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
             except OSError as e:
-                raise ValueError(f"{f}: cannot read it: {e.strerror or e}") from None
+                raise ConfigError(f"{f}: cannot read it: {e.strerror or e}") from None
         return cls(data_dir=d, settings=settings, overrides={k: v for k, v in overrides.items() if v is not None})
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -141,6 +142,6 @@ class Config:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ValueError(f"cannot create the data dir {self.data_dir}: {e.strerror or e} "
+            raise ConfigError(f"cannot create the data dir {self.data_dir}: {e.strerror or e} "
                              "(choose another with --data-dir or MEDIAINDEX_DATA_DIR)") from None
         return self.data_dir

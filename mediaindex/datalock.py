@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import IO
 
+from .errors import UsageError
 
-class DataDirBusy(Exception):
+
+class DataDirBusy(UsageError):
     """Another mediaindex process is writing to this data dir."""
 
 

@@ -12,32 +12,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from .backends import FatalError
+from .errors import DatabaseDamaged, DiskFull, FatalError, IndexDamaged, StateDamaged  # noqa: F401
 
 _FULL = {sqlite3.SQLITE_FULL}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _READONLY = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
 LOW_SPACE = 4 << 20  # bytes: an I/O error with less free space than this is a full disk
-
-
-class DiskFull(FatalError):
-    """No space left for the data dir: work stops, nothing is lost."""
-
-
-class DatabaseDamaged(FatalError):
-    """A database file is damaged (truncated, overwritten, not a database)."""
-
-    def __init__(self, message: str, path: Path):
-        super().__init__(message)
-        self.path = path
-
-
-class IndexDamaged(DatabaseDamaged):
-    """The search index is damaged: ``index`` or ``watch`` rebuilds it from cached transcripts."""
-
-
-class StateDamaged(DatabaseDamaged):
-    """The state database is damaged: it holds the only copy of the transcripts, the user decides."""
 
 
 def _code(e: BaseException) -> int | None:

@@ -13,7 +13,6 @@ import sys
 import threading
 import traceback
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +21,8 @@ from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectI
                        Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
+from .errors import BudgetExceeded, NotReady, UsageError
+from .jobqueue import WorkerPool
 from .models import Media, ProbeResult, Segment, Transcript
 from .paths import open_beside
 from .plugins import load_plugins, register_each
@@ -32,14 +33,6 @@ from .state import Job, State
 
 DEFAULT_TRANSCRIBER = "local"
 DEFAULT_INDEX = "sqlite"
-
-
-class BudgetExceeded(FatalError):
-    """The spending cap would be passed: paid work stops, the files stay queued (not failed)."""
-
-
-class UsageError(Exception):
-    """A bad choice by the user (unknown engine, unknown index): exit code 2, not a file failure."""
 
 
 def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -73,7 +66,7 @@ class NullReporter:
 @dataclass
 class Outcome:
     path: str
-    status: str  # indexed | failed | retry | removed | ignored
+    status: str  # indexed | failed | retry (also NotReady) | removed | ignored
     error: str | None = None
     media_id: str | None = None
     transcribed: bool = False
@@ -244,10 +237,7 @@ class Pipeline:
                  previous, reporter: Reporter, local: str | None = None) -> Outcome:
         local = local or path
         with self._media_lock(media_id):
-            self.state.upsert_media(media_id, size=st.size, mtime=st.mtime, probe=info)
-            self.state.set_file(path, size=st.size, mtime=st.mtime, status="running", media_id=media_id)
-            media = self.state.get_media(media_id)
-            assert media is not None
+            media = self.state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
             transcriber = self.transcriber_for(info, self._language_hint(path, None))
             key = transcriber.cache_key
             transcribed = False
@@ -259,13 +249,13 @@ class Pipeline:
                 if transcript is None:
                     reporter.started(path, info.duration)
                     transcript = self._transcribe(transcriber, path, info, media, reporter, local)
-                    self.state.save_transcript(media_id, key, transcript, info.duration)
+                    self.state.transcribed(media_id, key, transcript, info.duration)
                     transcribed = True
                 segments = self._enrich(media, transcript, info, Path(local), key, location=path)
                 self.index.upsert(media, segments)
-                self.state.set_media_status(media_id, "indexed", engine=key, language=transcript.language)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
-            self.state.set_file(path, size=st.size, mtime=st.mtime, status="indexed", media_id=media_id)
+            self.state.indexed(path, media_id, size=st.size, mtime=st.mtime,
+                               engine=key if segments is not None else None, language=media.language)
         if segments is not None:  # outside the lock: a slow listener must not hold up other workers
             self.pm.hook.media_indexed(media=media, segments=segments)
         if previous and previous.media_id and previous.media_id != media_id:
@@ -465,6 +455,11 @@ class Pipeline:
         except FatalError:
             self.state.jobs.release(job)
             raise
+        except NotReady as e:  # the work goes on elsewhere: back in the queue, no attempt spent
+            self.state.jobs.not_ready(job, e.retry_after if e.retry_after is not None else 60.0,
+                                      self.config.redact(str(e)))
+            self.state.set_file_status(job.path, "queued")
+            outcome = Outcome(job.path, "retry", error=self.config.redact(str(e)))
         except Exception as e:  # one bad file never stops the others
             fatal = database_error(e, self.config.state_path)
             if fatal is not None:  # a full disk, a damaged state: nothing else can succeed either:
@@ -482,7 +477,7 @@ class Pipeline:
                 self.print_traceback()
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
-            self.state.set_file_status(job.path, "queued" if retried else "failed", message)
+            self.state.failed(job.path, message, retry=retried)
             outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
         reporter.finished(job.path, outcome.status, outcome.error)
         return outcome
@@ -493,29 +488,10 @@ class Pipeline:
 
         Retries due within ``wait_for_retries`` seconds are waited for; later ones stay queued.
         """
-        stop = stop or threading.Event()
-        outcomes: list[Outcome] = []
         self.clean_staging()
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mediaindex-worker") as pool:
-            running = set()
-            while not stop.is_set():
-                while len(running) < max(1, workers) and not stop.is_set():
-                    job = self.state.jobs.claim()
-                    if job is None:
-                        break
-                    running.add(pool.submit(self.run_job, job, reporter, max_attempts))
-                if not running:
-                    due = self.state.jobs.next_due_in()
-                    if due is None or due > wait_for_retries:
-                        break
-                    stop.wait(min(due, 1.0) + 0.01)
-                    continue
-                done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcomes.append(fut.result())
-            for fut in running:
-                outcomes.append(fut.result())
-        return outcomes
+        pool = WorkerPool(self.state.jobs, lambda job: self.run_job(job, reporter, max_attempts), workers=workers,
+                          drain=True, wait_for_retries=wait_for_retries, stop=stop)
+        return pool.run()
 
     def print_traceback(self) -> None:
         """The current exception's traceback on stderr, credentials removed (for bug reports)."""

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import jobqueue
+from .jobqueue import Job  # noqa: F401  (imported from here too)
 from .models import Media, ProbeResult, Transcript
 from .safety import redact
 
@@ -116,15 +118,6 @@ class FileRecord:
     media_id: str | None
     status: str
     error: str | None
-
-
-@dataclass
-class Job:
-    id: int
-    path: str
-    action: str
-    attempts: int
-    error: str | None = None
 
 
 class State:
@@ -410,6 +403,35 @@ class State:
     def total_cost(self) -> float:
         return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger").fetchone()[0]
 
+    # ---- one file's steps: what happened, one transaction each ----------------------------
+
+    def claimed(self, path: str, media_id: str, *, size: int, mtime: float, probe: ProbeResult) -> Media:
+        """A worker took ``path``, whose content is ``media_id``: the media is known (with its
+        probe), the file is running. Returns the media with its live paths."""
+        with self.tx():
+            self.upsert_media(media_id, size=size, mtime=mtime, probe=probe)
+            self.set_file(path, size=size, mtime=mtime, status="running", media_id=media_id)
+            media = self.get_media(media_id)
+        assert media is not None
+        return media
+
+    def transcribed(self, media_id: str, engine_key: str, transcript: Transcript, seconds: float) -> None:
+        """An engine produced a transcript: stored, its cost booked, its checkpoint dropped."""
+        self.save_transcript(media_id, engine_key, transcript, seconds)
+
+    def indexed(self, path: str, media_id: str, *, size: int, mtime: float, engine: str | None = None,
+                language: str | None = None) -> None:
+        """``path`` is searchable as ``media_id``; ``engine``: its documents were (re)written from
+        that engine's transcript (None: only its facets changed, a move or a copy)."""
+        with self.tx():
+            if engine is not None:
+                self.set_media_status(media_id, "indexed", engine=engine, language=language)
+            self.set_file(path, size=size, mtime=mtime, status="indexed", media_id=media_id)
+
+    def failed(self, path: str, error: str, *, retry: bool) -> None:
+        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason."""
+        self.set_file_status(path, "queued" if retry else "failed", error)
+
     # ---- roots -----------------------------------------------------------------------------
 
     def set_root(self, path: str, status: str) -> None:
@@ -465,12 +487,8 @@ def _file(row: sqlite3.Row) -> FileRecord:
 _NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM jobs r WHERE r.path = q.path AND r.status = 'superseded')")
 
 
-class JobQueue:
-    """A durable job queue in the state database.
-
-    Kept behind this small interface (enqueue / claim / complete / fail / recover / counts) so a
-    distributed queue (RQ, Celery, Dramatiq) can replace it in a later step.
-    """
+class JobQueue(jobqueue.JobQueue):
+    """The job queue in the state database (the interface: ``jobqueue.JobQueue``)."""
 
     MAX_ATTEMPTS = 6
     BACKOFF_BASE = 5.0  # seconds: 5, 10, 20, 40, 80 ...
@@ -533,6 +551,16 @@ class JobQueue:
             c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return False
 
+    def not_ready(self, job: Job, delay: float, note: str | None = None) -> None:
+        """The work goes on elsewhere (``NotReady``): ask again in ``delay`` s. No attempt is spent
+        and no worker waits: a 12-hour cloud task is polled for 12 hours."""
+        now = time.time()
+        delay = min(self.BACKOFF_MAX, max(0.0, delay))
+        with self.state.tx() as c:
+            c.execute("UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), next_try = ?, error = ?, "
+                      "updated = ? WHERE id = ? AND status = 'running'", (now + delay, redact(note), now, job.id))
+            c.execute("DELETE FROM jobs WHERE id = ? AND status = 'superseded'", (job.id,))  # newer work queued
+
     def release(self, job: Job) -> None:
         """Put a running job back (clean shutdown): it runs again on the next start."""
         with self.state.tx() as c:
@@ -567,10 +595,19 @@ class JobQueue:
                 out[status] = n
         return out
 
-    def pending(self) -> int:
+    def depth(self) -> int:
         """Jobs queued or running (due or not)."""
         return self.state.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+    pending = depth
+
+    def active_paths(self) -> set[str]:
+        return {r[0] for r in self.state.conn.execute("SELECT path FROM jobs WHERE status IN ('queued', 'running')")}
+
+    def is_active(self, path: str) -> bool:
+        return self.state.conn.execute("SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')",
+                                       (path,)).fetchone() is not None
 
     def next_due_in(self) -> float | None:
         """Seconds until the next claimable queued job is due (0 if one is due now), None if none

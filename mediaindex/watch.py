@@ -18,7 +18,10 @@ never transcribed half-written; a delete waits the same, which also absorbs "ato
 patterns of delete + rename). Then it becomes a job in the durable queue of the state database
 (``JobQueue``): transient failures are retried with exponential backoff, a ``kill -9`` loses
 nothing (jobs left running are recovered on the next start, files left ``queued`` are found by
-the initial scan). A bounded pool of worker threads drains the queue.
+the initial scan). The pipeline's pool of worker threads (``jobqueue.WorkerPool``) drains it.
+
+The pieces are small classes: ``RootMonitor`` (online/offline), ``StabilityTracker`` and
+``ObserverAdapter`` (watchdog); ``Watcher`` ties them together on its scheduler thread.
 
 Moves keep identity: the pipeline identifies media by content hash, so a renamed, moved or
 copied file is never transcribed again; only its path facets change in the index.
@@ -41,10 +44,11 @@ from typing import Callable, Iterable
 
 from .backends import is_local, normalize_location
 from .dberrors import database_error
-from .pipeline import FatalError, NullReporter, Pipeline, Reporter, UsageError
+from .errors import FatalError, UsageError
+from .jobqueue import Job, WorkerPool
+from .pipeline import NullReporter, Pipeline, Reporter
 from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
                    is_under, offline_reason, walk)
-from .state import Job
 
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
@@ -73,8 +77,209 @@ class _Pending:
     due: float  # monotonic time when it may be handled, if nothing changes before
 
 
+class StabilityTracker:
+    """A changed path is handed on only once its size and mtime have not changed for ``stable`` s.
+
+    Filled by the scheduler thread; read by the workers (``tracks``) and ``is_idle``.
+    """
+
+    def __init__(self, stable: float):
+        self.stable = stable
+        self._pending: dict[str, _Pending] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def touch(self, path: str, sig: tuple[int, float] | None) -> None:
+        """path changed (its signature now ``sig``): due ``stable`` s from now."""
+        due = time.monotonic() + self.stable
+        with self._lock:
+            self._pending[path] = _Pending(sig, due)
+            self._push(due, path)
+
+    def _push(self, due: float, path: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, path))
+
+    def tracks(self, path: str) -> bool:
+        with self._lock:
+            return path in self._pending
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+    def next_due_in(self) -> float | None:
+        with self._lock:
+            return max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
+
+    def due(self) -> list[str]:
+        """The paths whose delay is over (a later change has pushed the others back)."""
+        now = time.monotonic()
+        ready = []
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                due, _, path = heapq.heappop(self._heap)
+                entry = self._pending.get(path)
+                if entry is not None and entry.due == due:
+                    ready.append(path)
+        return ready
+
+    def settled(self, path: str, sig: tuple[int, float] | None) -> bool:
+        """True when path is still tracked and ``sig`` is the one it had: stable. A changed one
+        waits another full period."""
+        with self._lock:
+            entry = self._pending.get(path)
+            if entry is None:
+                return False
+            if sig != entry.sig:
+                entry.sig = sig
+                entry.due = time.monotonic() + self.stable
+                self._push(entry.due, path)
+                return False
+            return True
+
+    def done(self, path: str, sig: tuple[int, float] | None) -> None:
+        """path was handled as ``sig``: stop tracking it, unless it changed again meanwhile."""
+        with self._lock:
+            entry = self._pending.get(path)
+            if entry is not None and entry.sig == sig and entry.due <= time.monotonic():
+                del self._pending[path]
+
+
+class RootMonitor:
+    """Which roots are online. A missing root, a mount point seen here that is no longer mounted,
+    or (when scanning) an empty root where files are known is offline: its files stay in the
+    index and nothing under it is removed (the rule ``index`` uses too: ``offline_reason``)."""
+
+    def __init__(self, roots: list[str], state, log: Callable[[str], None], storage_for: Callable):
+        self.roots = roots
+        self.state = state
+        self.log = log
+        self.storage_for = storage_for
+        self.offline: set[str] = set()
+        self._mounts: set[str] = set()  # roots seen as mount points (unmounted = offline)
+
+    def root_of(self, path: str) -> str | None:
+        for root in self.roots:
+            if is_under(path, root):
+                return root
+        return None
+
+    def is_online(self, root: str, scanning: bool = False) -> bool:
+        if not is_local(root):
+            storage = self.storage_for(root)
+            return storage.offline_reason(root, lambda: self.state.has_files_under(root)) is None
+        if os.path.ismount(root):
+            self._mounts.add(root)
+        return offline_reason(root, lambda: self.state.has_files_under(root), was_mount=root in self._mounts,
+                              check_empty=scanning) is None
+
+    def set_offline(self, root: str) -> None:
+        if root not in self.offline:
+            self.offline.add(root)
+            self.state.set_root(root, "offline")
+            self.log(f"offline: {root} (missing or unmounted; its files stay in the index)")
+
+    def set_online(self, root: str) -> bool:
+        """Mark root online; True if it was offline (it needs a rescan)."""
+        if root not in self.offline:
+            return False
+        self.offline.discard(root)
+        self.state.set_root(root, "online")
+        return True
+
+    def check(self) -> tuple[list[str], list[str]]:
+        """Look at every root: (back online, gone offline) since the last look."""
+        back, gone = [], []
+        for root in self.roots:
+            # coming back needs the stricter test (not an empty folder where files were)
+            online = self.is_online(root, scanning=root in self.offline)
+            if online and root in self.offline:
+                back.append(root)
+            elif not online and root not in self.offline:
+                gone.append(root)
+        return back, gone
+
+
+class ObserverAdapter:
+    """watchdog's observer (kernel events, or polling every ``poll`` s): one watch per online root;
+    every event becomes a ``(kind, src, dest, is_dir)`` tuple handed to ``on_event`` (on the
+    observer thread: keep it short)."""
+
+    def __init__(self, poll: float | None, on_event: Callable[[tuple[str, str, str, bool]], None],
+                 excluded: Callable[[str], bool], log: Callable[[str], None], rescan_interval: float | None):
+        self.poll = poll
+        self.on_event = on_event
+        self.excluded = excluded
+        self.log = log
+        self.rescan_interval = rescan_interval
+        self._observer = None
+        self._watches: dict[str, object] = {}
+
+    def start(self) -> None:
+        if self.poll:
+            from watchdog.observers.polling import PollingObserver
+
+            self._observer = PollingObserver(timeout=self.poll)
+        else:
+            from watchdog.observers import Observer
+
+            self._observer = Observer()
+
+    def run(self) -> None:
+        """Start delivering events (after the first roots are scheduled)."""
+        if self._observer is not None:
+            self._observer.start()
+
+    def schedule(self, root: str) -> None:
+        if root in self._watches or self._observer is None or not is_local(root):
+            return
+        from watchdog.events import FileSystemEventHandler
+
+        adapter = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event):  # runs on the observer thread: just hand it over
+                if event.event_type in _IGNORED_EVENTS:
+                    return
+                src = os.fsdecode(event.src_path)
+                dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+                if adapter.excluded(src) and (not dest or adapter.excluded(dest)):
+                    return  # the data dir's own writes
+                adapter.on_event((event.event_type, src, dest, event.is_directory))
+
+        folder, recursive = (root, True) if os.path.isdir(root) else (os.path.dirname(root), False)
+        try:
+            self._watches[root] = self._observer.schedule(Handler(), folder, recursive=recursive)
+        except OSError as e:  # e.g. inotify watch limit: the periodic rescan still covers it
+            self.log(f"cannot watch {root} for changes ({e}); relying on rescans every "
+                     f"{self.rescan_interval or 0:.0f} s")
+
+    def unschedule(self, root: str) -> None:
+        watch = self._watches.pop(root, None)
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except Exception:
+                pass
+
+    def stop(self) -> None:
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            try:
+                obs.stop()
+                obs.join(5)
+            except Exception:
+                pass
+
+
 class Watcher:
     """Keep ``roots`` indexed through ``pipeline`` until ``stop()``.
+
+    Composed of a :class:`RootMonitor` (online/offline), a :class:`StabilityTracker`, an
+    :class:`ObserverAdapter` (watchdog) and the pipeline's :class:`WorkerPool`; the scheduler
+    thread here ties them together: events → tracker → stable paths → jobs.
 
     ``stable``: seconds a file's size and mtime must stay unchanged before it is processed.
     ``poll``: use watchdog's PollingObserver with this interval (network shares); None = native.
@@ -109,7 +314,10 @@ class Watcher:
         self.root_check = root_check
         self.max_attempts = max_attempts
 
-        self.offline: set[str] = set()
+        self.monitor = RootMonitor(self.roots, self.state, self.log, pipeline.storage_for)
+        self.offline = self.monitor.offline  # the same set
+        self.tracker = StabilityTracker(self.stable)
+        self.observer = ObserverAdapter(poll, self._on_event, self._excluded, self.log, self.rescan_interval)
         self.scan_done = threading.Event()
         self.last_scan: dict[str, float] = {}  # stats of the last scan (for the bench and the log)
         self.fatal: BaseException | None = None
@@ -119,19 +327,10 @@ class Watcher:
         self._stopping = threading.Event()
         self._stop_requested = False
         self._stopped = threading.Event()
-        self._pending: dict[str, _Pending] = {}  # the stability tracker (scheduler thread only...)
-        self._pending_lock = threading.Lock()  # ... but workers read it
-        self._heap: list[tuple[float, int, str]] = []
-        self._seq = 0
         self._rescan_requested: set[str] = set()
-        self._cond = threading.Condition()  # wakes idle workers
-        self._gen = 0
-        self._running: dict[int, Job] = {}  # job id -> job, for release on a forced stop
-        self._running_lock = threading.Lock()
+        self.pool = WorkerPool(self.state.jobs, self._run_job, workers=self.workers, stop=self._stopping,
+                               skip=self._skip_unsettled, after=self._after_job, on_error=self._worker_error)
         self._threads: list[threading.Thread] = []
-        self._observer = None
-        self._watches: dict[str, object] = {}
-        self._mounts: set[str] = set()  # roots seen as mount points (unmounted = offline)
         self._busy = 0  # scheduler is in the middle of handling something
         self._last_activity = time.monotonic()
 
@@ -166,10 +365,8 @@ class Watcher:
         sched = threading.Thread(target=self._scheduler, name="mediaindex-watch", daemon=True)
         self._threads.append(sched)
         sched.start()
-        for i in range(self.workers):
-            t = threading.Thread(target=self._worker, name=f"mediaindex-worker-{i}", daemon=True)
-            self._threads.append(t)
-            t.start()
+        self.pool.start()
+        self._threads.extend(self.pool.threads)
         return self
 
     def stop(self, grace: float = 10.0, force: threading.Event | None = None) -> int:
@@ -179,18 +376,14 @@ class Watcher:
         self._stop_requested = True
         self._stopping.set()
         self._kick.set()
-        with self._cond:
-            self._gen += 1
-            self._cond.notify_all()
+        self.pool.stop()
         self._stop_observer()
         deadline = time.monotonic() + max(0.0, grace)
         for t in self._threads:
             while t.is_alive() and time.monotonic() < deadline and not (force and force.is_set()):
                 t.join(0.1)
         released = 0
-        with self._running_lock:
-            leftover = list(self._running.values())
-        for job in leftover:
+        for job in self.pool.running():
             try:
                 self.state.jobs.release(job)
                 self.state.set_file_status(job.path, "queued")
@@ -202,8 +395,7 @@ class Watcher:
 
     @property
     def running_jobs(self) -> int:
-        with self._running_lock:
-            return len(self._running)
+        return len(self.pool.running())
 
     def all_threads_done(self) -> bool:
         return not any(t.is_alive() for t in self._threads)
@@ -219,14 +411,13 @@ class Watcher:
         """Nothing pending: scan done, no unhandled event, nothing unstable, no job due/running."""
         if not self.scan_done.is_set() or self._inbox or self._busy or self._rescan_requested:
             return False
-        with self._pending_lock:
-            if self._pending:
-                return False
+        if self.tracker:
+            return False
         if self.running_jobs:
             return False
         jobs = self.state.jobs
         if include_retries:
-            return jobs.pending() == 0
+            return jobs.depth() == 0
         due = jobs.next_due_in()
         return (due is None or due > 0.0) and jobs.counts()["running"] == 0
 
@@ -249,107 +440,43 @@ class Watcher:
     # ---- observer --------------------------------------------------------------------------
 
     def _start_observer(self) -> None:
-        if self.poll:
-            from watchdog.observers.polling import PollingObserver
-
-            self._observer = PollingObserver(timeout=self.poll)
-        else:
-            from watchdog.observers import Observer
-
-            self._observer = Observer()
+        self.observer.start()
         for root in self.roots:
             if self._root_online(root):
-                self._schedule(root)
+                self.observer.schedule(root)
             else:
                 self._set_offline(root)
-        self._observer.start()
+        self.observer.run()
 
-    def _schedule(self, root: str) -> None:
-        if root in self._watches or self._observer is None or not is_local(root):
-            return
-        from watchdog.events import FileSystemEventHandler
-
-        watcher = self
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event):  # runs on the observer thread: just hand it over
-                if event.event_type in _IGNORED_EVENTS:
-                    return
-                if watcher._excluded(os.fsdecode(event.src_path)) and (
-                        not event.dest_path or watcher._excluded(os.fsdecode(event.dest_path))):
-                    return  # the data dir's own writes
-                watcher._inbox.append((event.event_type, os.fsdecode(event.src_path),
-                                       os.fsdecode(event.dest_path) if event.dest_path else "",
-                                       event.is_directory))
-                watcher._last_activity = time.monotonic()
-                watcher._kick.set()
-
-        folder, recursive = (root, True) if os.path.isdir(root) else (os.path.dirname(root), False)
-        try:
-            self._watches[root] = self._observer.schedule(Handler(), folder, recursive=recursive)
-        except OSError as e:  # e.g. inotify watch limit: the periodic rescan still covers it
-            self.log(f"cannot watch {root} for changes ({e}); relying on rescans every "
-                     f"{self.rescan_interval or 0:.0f} s")
-
-    def _unschedule(self, root: str) -> None:
-        watch = self._watches.pop(root, None)
-        if watch is not None and self._observer is not None:
-            try:
-                self._observer.unschedule(watch)
-            except Exception:
-                pass
+    def _on_event(self, event: tuple[str, str, str, bool]) -> None:
+        self._inbox.append(event)
+        self._last_activity = time.monotonic()
+        self._kick.set()
 
     def _stop_observer(self) -> None:
-        obs, self._observer = self._observer, None
-        if obs is not None:
-            try:
-                obs.stop()
-                obs.join(5)
-            except Exception:
-                pass
+        self.observer.stop()
 
     # ---- roots -----------------------------------------------------------------------------
 
     def root_of(self, path: str) -> str | None:
-        for root in self.roots:
-            if is_under(path, root):
-                return root
-        return None
-
-    def _has_known_files(self, root: str) -> bool:
-        return self.state.has_files_under(root)
+        return self.monitor.root_of(path)
 
     def _root_online(self, root: str, scanning: bool = False) -> bool:
-        """Not offline by ``offline_reason`` (the rule ``index`` uses too): missing, a mount point
-        seen here that is no longer mounted, or (when scanning) an empty root where files are
-        known, as an unmounted drive leaves its empty mount point behind."""
-        if not is_local(root):
-            storage = self.pipeline.storage_for(root)
-            return storage.offline_reason(root, lambda: self._has_known_files(root)) is None
-        if os.path.ismount(root):
-            self._mounts.add(root)
-        return offline_reason(root, lambda: self._has_known_files(root), was_mount=root in self._mounts,
-                              check_empty=scanning) is None
+        return self.monitor.is_online(root, scanning)
 
     def _set_offline(self, root: str) -> None:
-        if root not in self.offline:
-            self.offline.add(root)
-            self.state.set_root(root, "offline")
-            self.log(f"offline: {root} (missing or unmounted; its files stay in the index)")
-        self._unschedule(root)
+        self.monitor.set_offline(root)
+        self.observer.unschedule(root)
 
     def _check_roots(self) -> None:
-        for root in self.roots:
-            # coming back needs the stricter test (not an empty folder where files were)
-            online = self._root_online(root, scanning=root in self.offline)
-            if online and root in self.offline:
-                self.offline.discard(root)
-                self.state.set_root(root, "online")
-                self.log(f"online: {root} (back; rescanning)")
-                self._schedule(root)
-                self._rescan_requested.add(root)
-            elif not online and root not in self.offline:
-                self._set_offline(root)
+        back, gone = self.monitor.check()
+        for root in back:
+            self.monitor.set_online(root)
+            self.log(f"online: {root} (back; rescanning)")
+            self.observer.schedule(root)
+            self._rescan_requested.add(root)
+        for root in gone:
+            self._set_offline(root)
 
     # ---- the scheduler thread --------------------------------------------------------------
 
@@ -370,10 +497,8 @@ class Watcher:
             next_root_check = time.monotonic() + self.root_check
             next_poll = time.monotonic() + self.remote_poll
             while not self._stopping.is_set():
-                timeout = 0.5
-                with self._pending_lock:
-                    if self._heap:
-                        timeout = min(timeout, max(0.0, self._heap[0][0] - time.monotonic()))
+                due = self.tracker.next_due_in()
+                timeout = 0.5 if due is None else min(0.5, due)
                 if not self._inbox:
                     self._kick.wait(timeout)
                 self._kick.clear()
@@ -426,6 +551,7 @@ class Watcher:
         self.log(f"stopping: {e}")
         self._stopping.set()
         self._kick.set()
+        self.pool.wake()
 
     def _report_error(self, where: str, e: Exception) -> None:
         self.log(self.pipeline.config.redact(f"{where} error (continuing): {type(e).__name__}: {e}"))
@@ -435,11 +561,7 @@ class Watcher:
         """A path changed (or may have): handle it once it has been stable for ``stable`` s."""
         if stat:
             sig = _sig(self._stat_file(path))
-        due = time.monotonic() + self.stable
-        with self._pending_lock:
-            self._pending[path] = _Pending(sig, due)
-            self._seq += 1
-            heapq.heappush(self._heap, (due, self._seq, path))
+        self.tracker.touch(path, sig)
         self._last_activity = time.monotonic()
 
     def _stat_file(self, path: str) -> os.stat_result | OSError | None:
@@ -501,15 +623,7 @@ class Watcher:
                 self._touch(src)
 
     def _handle_due(self) -> None:
-        now = time.monotonic()
-        ready: list[tuple[str, os.stat_result | None]] = []
-        with self._pending_lock:
-            while self._heap and self._heap[0][0] <= now:
-                due, _, path = heapq.heappop(self._heap)
-                entry = self._pending.get(path)
-                if entry is None or entry.due != due:
-                    continue  # superseded by a later change
-                ready.append((path, None))
+        ready = self.tracker.due()
         if not ready:
             return
         changed: list[FileStat] = []
@@ -519,37 +633,18 @@ class Watcher:
             self._enqueue(changed, deleted)
         except Exception:
             # never drop a change on an error: everything not yet queued is tracked again
-            for path, _ in ready:
+            for path in ready:
                 self._touch(path)
             raise
 
-    def _settle(self, ready, changed: list[FileStat], deleted: list[str]) -> None:
-        for path, _ in ready:
+    def _settle(self, ready: list[str], changed: list[FileStat], deleted: list[str]) -> None:
+        for path in ready:
             st = self._stat_file(path)
             sig = _sig(st)
-            with self._pending_lock:
-                entry = self._pending.get(path)
-                if entry is None:
-                    continue
-                if sig != entry.sig:  # still changing: wait another full period
-                    entry.sig = sig
-                    entry.due = time.monotonic() + self.stable
-                    self._seq += 1
-                    heapq.heappush(self._heap, (entry.due, self._seq, path))
-                    continue
+            if not self.tracker.settled(path, sig):  # still changing: it waits another full period
+                continue
             self._reconcile(path, st, changed, deleted)
-            with self._pending_lock:
-                entry = self._pending.get(path)
-                if entry is not None and entry.sig == sig and entry.due <= time.monotonic():
-                    del self._pending[path]
-
-    def _active_paths(self) -> set[str]:
-        return {r[0] for r in self.state.conn.execute(
-            "SELECT path FROM jobs WHERE status IN ('queued', 'running')")}
-
-    def _has_active_job(self, path: str) -> bool:
-        return self.state.conn.execute(
-            "SELECT 1 FROM jobs WHERE path = ? AND status IN ('queued', 'running')", (path,)).fetchone() is not None
+            self.tracker.done(path, sig)
 
     def _reconcile(self, path: str, st: os.stat_result | OSError | None, changed: list[FileStat],
                    deleted: list[str]) -> None:
@@ -571,7 +666,7 @@ class Watcher:
             return
         rec = self.state.get_file(path)
         if rec and rec.size == st.st_size and rec.mtime == st.st_mtime and (
-                rec.status in DONE_STATUSES or self._has_active_job(path)):
+                rec.status in DONE_STATUSES or self.state.jobs.is_active(path)):
             return  # nothing new (e.g. an event for a file already handled by the scan)
         changed.append(FileStat(path, st.st_size, st.st_mtime))
 
@@ -594,32 +689,27 @@ class Watcher:
         self._wake_workers()
 
     def _wake_workers(self) -> None:
-        with self._cond:
-            self._gen += 1
-            self._cond.notify_all()
+        self.pool.wake()
 
     def _scan(self, roots: list[str], initial: bool = False) -> None:
         t0 = time.perf_counter()
         online = []
         for root in roots:
             if self._root_online(root, scanning=True):
-                if root in self.offline:
-                    self.offline.discard(root)
-                    self._schedule(root)
+                if self.monitor.set_online(root):
+                    self.observer.schedule(root)
                 online.append(root)
             else:
                 self._set_offline(root)
         plan = self.pipeline.plan(online) if online else ScanPlan()
         t_plan = time.perf_counter() - t0
-        active = self._active_paths()
+        active = self.state.jobs.active_paths()
         wall = time.time()
         immediate: list[FileStat] = []
         for f in plan.changed:
             if not self._wanted(f.path):
                 continue
-            with self._pending_lock:
-                tracked = f.path in self._pending
-            if tracked:
+            if self.tracker.tracks(f.path):
                 continue
             if f.path in active:
                 rec = self.state.get_file(f.path)
@@ -630,8 +720,7 @@ class Watcher:
             else:
                 self._touch(f.path, (f.size, f.mtime), stat=False)  # maybe still being written
         deleted = [p for p in plan.deleted if p not in active]
-        with self._pending_lock:
-            deleted = [p for p in deleted if p not in self._pending]
+        deleted = [p for p in deleted if not self.tracker.tracks(p)]
         self._enqueue(immediate, deleted)
         for path, reason in plan.unreadable:
             self.log(f"skipped: {path}: {reason}")
@@ -645,60 +734,44 @@ class Watcher:
 
     # ---- workers ---------------------------------------------------------------------------
 
-    def _unsettled(self, path: str) -> bool:
-        with self._pending_lock:
-            return path in self._pending
-
-    def _worker(self) -> None:
-        state = self.state
-        while not self._stopping.is_set():
-            with self._cond:
-                gen = self._gen
-            try:
-                job = state.jobs.claim()
-            except Exception as e:  # e.g. database briefly locked beyond the timeout
-                fatal = self._database_error(e)
-                if fatal is not None:
-                    self._stop_fatal(fatal)
-                    return
-                self.log(f"queue error: {e}")
-                self._stopping.wait(1.0)
-                continue
-            if job is None:
-                due = state.jobs.next_due_in()
-                wait = 1.0 if due is None else min(1.0, due + 0.01)
-                with self._cond:
-                    if self._gen == gen and not self._stopping.is_set():
-                        self._cond.wait(wait)
-                continue
-            if job.action == "index" and self._unsettled(job.path):
-                # changed again since it was queued: the tracker queues it once it is stable
-                state.jobs.complete(job)
-                continue
-            with self._running_lock:
-                self._running[job.id] = job
+    def _run_job(self, job: Job):
+        self._last_activity = time.monotonic()
+        try:
+            return self.pipeline.run_job(job, self.reporter, self.max_attempts)
+        finally:
             self._last_activity = time.monotonic()
-            try:
-                outcome = self.pipeline.run_job(job, self.reporter, self.max_attempts)
-                if outcome.status in ("failed", "retry") and job.action == "index":
-                    self._distrust_failure_on_stop(job)
-            except (UsageError, FatalError) as e:  # unknown engine, full disk, broken model: nothing
-                self.fatal = e                         # will work, stop (run_job put the job back)
-                self.log(f"stopping: {e}")
-                self._stopping.set()
-                self._kick.set()
-            except Exception as e:  # run_job records failures itself; this is a last resort
-                self.log(f"worker error on {job.path}: {type(e).__name__}: {e}")
-                try:
-                    state.jobs.fail(job, f"{type(e).__name__}: {e}", transient=True,
-                                    max_attempts=self.max_attempts)
-                except Exception:
-                    pass
-            finally:
-                with self._running_lock:
-                    self._running.pop(job.id, None)
-                self._last_activity = time.monotonic()
 
+    def _skip_unsettled(self, job: Job) -> bool:
+        """Changed again since it was queued: the tracker queues it once it is stable."""
+        return job.action == "index" and self.tracker.tracks(job.path)
+
+    def _after_job(self, job: Job, outcome) -> None:
+        if outcome.status in ("failed", "retry") and job.action == "index":
+            self._distrust_failure_on_stop(job)
+
+    def _worker_error(self, job: Job | None, e: BaseException) -> bool:
+        """An error the pipeline did not record: True stops the pool (and the watch)."""
+        if job is None:  # the queue itself failed (e.g. the database stayed locked beyond its timeout)
+            fatal = self._database_error(e)
+            if fatal is not None:
+                self._stop_fatal(fatal)
+                return True
+            self.log(f"queue error: {e}")
+            return False
+        if isinstance(e, (UsageError, FatalError)):  # unknown engine, full disk, broken model: nothing
+            self.fatal = e                              # will work, stop (run_job put the job back)
+            self.log(f"stopping: {e}")
+            self._stopping.set()
+            self._kick.set()
+            return True
+        if not isinstance(e, Exception):
+            return True
+        self.log(f"worker error on {job.path}: {type(e).__name__}: {e}")  # a last resort: run_job
+        try:                                                                # records failures itself
+            self.state.jobs.fail(job, f"{type(e).__name__}: {e}", transient=True, max_attempts=self.max_attempts)
+        except Exception:
+            pass
+        return False
 
     def request_stop(self) -> None:
         """Note that a stop is coming (safe to call from a signal handler): failures from now on

@@ -16,7 +16,8 @@ from typing import Callable
 
 import click
 
-from .pipeline import FatalError, Pipeline, UsageError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, FatalError, UsageError, cli_errors, click_error, exit_status
+from .pipeline import Pipeline
 from .datalock import DataDirBusy, lock_data_dir
 from .safety import printable, terminal_safe
 from .watch import Watcher
@@ -196,7 +197,7 @@ def _lock_data_dir(pipeline):
         return lock_data_dir(pipeline.config.data_dir, "watch")
     except DataDirBusy as e:
         pipeline.close()
-        raise click.UsageError(printable(e)) from None
+        raise click_error(e) from None
 
 
 def _check_bind(host, token):
@@ -204,7 +205,7 @@ def _check_bind(host, token):
     try:
         check_bind(host, token)
     except UnsafeBindError as e:
-        raise click.UsageError(printable(e)) from None
+        raise click_error(e) from None
 
 
 @click.command("watch")
@@ -247,19 +248,15 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     token = resolve_token(token, token_file) if serve else None
     if serve:
         _check_bind(host, token)
-    try:
+    with cli_errors(setup=True):  # a bad config, an unknown index, a damaged state database, a full disk
         pipeline = Pipeline(Config.load(data_dir), transcriber=transcriber, index=index_name)
-    except (UsageError, ValueError) as e:
-        raise click.UsageError(printable(e)) from None
-    except FatalError as e:  # a damaged state database, a full disk
-        raise click.ClickException(printable(e)) from None
     lock = _lock_data_dir(pipeline)
     try:
         pipeline.check_transcriber()
     except UsageError as e:
         pipeline.close()
         lock.close()
-        raise click.UsageError(printable(e)) from None
+        raise click_error(e) from None
 
     holder: dict[str, Watcher] = {}
     progress = WatchProgress(lambda: holder.get("w"))
@@ -305,7 +302,7 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
         if released:
             progress.log(f"{released} job(s) put back in the queue; they resume on the next start")
         if force.is_set() and released:
-            exit_code = 130
+            exit_code = EXIT_INTERRUPTED
     finally:
         progress.stop()
         if server is not None:
@@ -317,8 +314,8 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
             signal.signal(s, h)
         if watcher.all_threads_done():
             pipeline.close()
-    if exit_code == 0 and isinstance(watcher.fatal, UsageError):
-        exit_code = 2
+    if watcher.fatal is not None and exit_code in (0, EXIT_FAILED):  # usage: 2, a fatal error or a bug: 1
+        exit_code = (exit_status(watcher.fatal) or (EXIT_FAILED, ""))[0]
     sys.stdout.flush()
     sys.stderr.flush()
     if not watcher.all_threads_done():

@@ -245,3 +245,31 @@ def test_search_json_is_the_api_shape(manifest_transcriber, corpus, data_dir):
     finally:
         pipeline.close()
     assert cli_json["hits"] and cli_json == api_json
+
+
+def test_every_command_reports_a_usage_error_in_one_safe_line(corpus, tmp_path):
+    """One path from an error to an exit code and a message (errors.py): every command says a bad
+    config in one line, exit code 2, with the control characters of a hostile name escaped."""
+    data_dir = tmp_path / "data\x1b]0;owned\x07"
+    data_dir.mkdir()
+    (data_dir / "config.toml").write_text("transcriber = \n")
+    for args in (["status"], ["index", str(corpus / "talks")], ["search", "x"], ["export", "x"],
+                 ["watch", str(corpus / "talks"), "--no-serve"], ["serve"]):
+        r = run(*args, "--data-dir", str(data_dir), code=2)
+        assert "not valid TOML" in r.output and "\x1b" not in r.output and "\\x1b" in r.output, args
+        assert "Traceback" not in r.output
+
+
+def test_errors_map_to_exit_codes_and_redacted_messages():
+    from mediaindex import safety
+    from mediaindex.datalock import DataDirBusy
+    from mediaindex.dberrors import DiskFull
+    from mediaindex.errors import BudgetExceeded, ConfigError, UsageError, exit_status
+
+    safety.add_secret("sk-topsecret-123")
+    assert exit_status(UsageError("unknown engine \x1b[31m")) == (2, "unknown engine \\x1b[31m")
+    assert exit_status(DataDirBusy("busy"))[0] == exit_status(ConfigError("bad"))[0] == 2
+    assert exit_status(BudgetExceeded("cap sk-topsecret-123")) == (1, "cap ***")
+    assert exit_status(DiskFull("full"))[0] == 1
+    assert exit_status(ValueError("a bug")) is None and exit_status(ValueError("bad"), setup=True)[0] == 2
+    assert exit_status(RuntimeError("a bug")) is None  # a bug keeps its traceback

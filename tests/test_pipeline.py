@@ -558,3 +558,71 @@ def test_workers_cannot_overspend_the_cap_together(make_pipeline, corpus, data_d
     with pytest.raises(BudgetExceeded):
         p.run_jobs(workers=2)
     assert len(engines.used) == 1 and p.state.total_cost() == 1.0
+
+
+def test_a_not_ready_job_is_polled_50_times_without_failing_and_frees_its_worker(make_pipeline, corpus):
+    """A cloud task still running (NotReady) costs no attempt and holds no worker: another file is
+    indexed while it waits, and 50 polls later (past every attempt limit) it is indexed, not failed."""
+    from mediaindex import NotReady, Transcriber, TranscriberLimits, Transcript, hookimpl
+    from mediaindex.plugins import load_plugins
+
+    slow, quick = str(corpus / "talks" / "space_station.mp3"), str(corpus / "talks" / "bread_baking.m4a")
+    polls: list[str] = []
+    wait = {"s": 3600.0}
+
+    class Polled(Transcriber):
+        name = "polled"
+        limits = TranscriberLimits()
+
+        def transcribe(self, request):
+            if str(request.path) == slow:
+                task = request.checkpoint.load()
+                if task is None:  # submit once; every later call asks about the same task
+                    task = {"task": "t-1"}
+                    request.checkpoint.save(task)
+                polls.append(task["task"])
+                if len(polls) <= 50:
+                    raise NotReady("task t-1 is running", retry_after=wait["s"])
+            return Transcript(engine="polled", model="x", segments=[])
+
+    class Plugin:
+        @hookimpl
+        def register_transcribers(self, register):
+            register(Polled())
+
+    load_plugins().register(Plugin(), name="polled-test")
+    try:
+        p = make_pipeline(transcriber="polled")
+        p.enqueue_plan(p.plan([slow]))
+        p.enqueue_plan(p.plan([quick]))
+        first = {o.path: o.status for o in p.run_jobs(workers=1, max_attempts=3)}
+        assert first == {slow: "retry", quick: "indexed"}  # the one worker went on to the other file
+        attempts = p.state.conn.execute("SELECT attempts FROM jobs WHERE path = ?", (slow,)).fetchone()[0]
+        assert attempts == 0 and p.state.get_file(slow).status == "queued"
+
+        wait["s"] = 0.0  # the service now says: ask again at once (as a poll loop would, hours later)
+        p.state.jobs.enqueue(slow)
+        statuses = [o.status for o in p.run_jobs(workers=1, max_attempts=3)]
+    finally:
+        load_plugins().unregister(name="polled-test")
+    assert statuses == ["retry"] * 49 + ["indexed"]
+    assert polls == ["t-1"] * 51  # one task, submitted once, polled until done
+    assert p.state.get_file(slow).status == "indexed" and p.state.jobs.pending() == 0
+
+
+def test_one_file_is_three_state_transactions_named_after_its_steps(make_pipeline, corpus, manifest_transcriber):
+    """process_path tells the state what happened (claimed, transcribed, indexed), one transaction
+    each, instead of going back and forth per field; a move is two (claimed, indexed)."""
+    p = make_pipeline()
+    path = str(corpus / "talks" / "space_station.mp3")
+    begins: list[str] = []
+    p.state.conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    assert p.process_path(path).status == "indexed"
+    assert len(begins) == 3
+    moved = str(corpus / "talks" / "moved.mp3")
+    os.rename(path, moved)
+    begins.clear()
+    assert p.process_path(moved).transcribed is False
+    p.state.conn.set_trace_callback(None)
+    assert len(begins) == 2
+    assert p.state.get_file(moved).status == "indexed" and p.state.get_media(p.state.get_file(moved).media_id).status == "indexed"

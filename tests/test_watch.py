@@ -549,3 +549,52 @@ def test_second_ctrl_c_exits_at_once_and_puts_jobs_back(installed_manifest_plugi
     assert _count(state_db, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'") == 4
     assert _count(state_db, "SELECT COUNT(*) FROM files WHERE status = 'failed'") == 0
     assert _count(state_db, "SELECT COUNT(*) FROM ledger") == 0
+
+
+def test_watch_polls_a_not_ready_file_past_every_attempt_limit_and_indexes_others_meanwhile(
+        make_pipeline, tmp_path, corpus_src):
+    """watch's one worker (the pipeline's pool) is not held by a file whose cloud task runs: a file
+    that arrives meanwhile is indexed, and the waiting one is polled 30 times, then indexed."""
+    from mediaindex import NotReady, Transcriber, TranscriberLimits, Transcript, hookimpl
+    from mediaindex.plugins import load_plugins
+
+    lib = tmp_path / "lib"
+    slow = copy(corpus_src, "talks/space_station.mp3", lib / "space_station.mp3")
+    later = lib / "bread_baking.m4a"
+    polls, done = [], []
+
+    class Polled(Transcriber):
+        name = "polled"
+        limits = TranscriberLimits()
+
+        def transcribe(self, request):
+            # the task ends after 30 polls, and not before the new file is indexed (by the same,
+            # only worker: it must not be held while the task runs)
+            if request.path == slow and (len(polls) < 30 or later not in done):
+                polls.append(1)
+                if len(polls) == 1:  # a new file arrives while the task runs
+                    copy(corpus_src, "talks/bread_baking.m4a", later)
+                raise NotReady("task running", retry_after=0.02)
+            done.append(request.path)
+            return Transcript(engine="polled", model="x", segments=[])
+
+    class Plugin:
+        @hookimpl
+        def register_transcribers(self, register):
+            register(Polled())
+
+    load_plugins().register(Plugin(), name="polled-watch-test")
+    w = None
+    try:
+        w = Watcher(make_pipeline(transcriber="polled"), [str(lib)], stable=0.3, rescan=None, workers=1,
+                    root_check=0.3)
+        w.start()
+        wait_for(lambda: w.state.get_file(str(slow)) and w.state.get_file(str(slow)).status == "indexed",
+                 timeout=60, what="the polled file indexed")
+        wait_for(lambda: w.state.get_file(str(later)) and w.state.get_file(str(later)).status == "indexed",
+                 timeout=30, what="the other file indexed")
+    finally:
+        if w is not None:
+            w.stop(grace=5)
+        load_plugins().unregister(name="polled-watch-test")
+    assert len(polls) >= 30 and done == [later, slow]  # past the 6 attempts a transient error gets

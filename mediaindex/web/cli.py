@@ -56,7 +56,8 @@ def serve_command(host, port, data_dir, token, token_file, index_name, workers):
     The API is described at /api/openapi.json. Media are served by id only.
     """
     from ..config import Config
-    from ..pipeline import FatalError, Pipeline, UsageError
+    from ..errors import EXIT_FAILED, cli_errors, click_error
+    from ..pipeline import Pipeline
     from ..safety import printable
     from .server import UnsafeBindError, check_bind, default_workers, run_server
 
@@ -64,13 +65,9 @@ def serve_command(host, port, data_dir, token, token_file, index_name, workers):
     try:
         check_bind(host, token)
     except UnsafeBindError as e:
-        raise click.UsageError(str(e)) from None
-    try:
+        raise click_error(e) from None
+    with cli_errors(setup=True):  # a bad config, an unknown index, a damaged state database, a full disk
         pipeline = Pipeline(Config.load(data_dir), index=index_name)
-    except (UsageError, ValueError) as e:
-        raise click.UsageError(printable(e)) from None
-    except FatalError as e:  # a damaged state database, a full disk
-        raise click.ClickException(printable(e)) from None
 
     def ready(url: str) -> None:
         suffix = " (token required: open it once with ?token=...)" if token else ""
@@ -80,10 +77,10 @@ def serve_command(host, port, data_dir, token, token_file, index_name, workers):
         run_server(pipeline, host=host, port=port, token=token, on_ready=ready,
                    workers=workers or default_workers())
     except OSError as e:
-        click.echo(f"error: {e.strerror or e}", err=True)
-        sys.exit(1)
+        click.echo(f"error: {printable(e.strerror or e)}", err=True)
+        sys.exit(EXIT_FAILED)
     except RuntimeError as e:  # a worker process could not start (its messages are above)
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        click.echo(f"error: {printable(e)}", err=True)
+        sys.exit(EXIT_FAILED)
     finally:
         pipeline.close()

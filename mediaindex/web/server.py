@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from ..errors import UsageError
 from .app import create_app
 from .security import is_loopback
 from .connections import KEEP_ALIVE_TIMEOUT, protocol_class
@@ -43,7 +44,7 @@ def default_workers() -> int:
     return max(1, min(cpu_count(), MAX_DEFAULT_WORKERS))
 
 
-class UnsafeBindError(ValueError):
+class UnsafeBindError(UsageError, ValueError):
     """Refused: a non-loopback address without a token would expose the library to the network."""
 
 
