@@ -106,7 +106,8 @@ class _Lyrics:
 @pytest.mark.hook("enrich_segments", "media_indexed")
 def test_hook_enrich_segments_adds_segments_from_a_file_beside(make_pipeline, manifest_transcriber, plugin, corpus):
     """A lyrics enricher reads ferry.lyrics beside ferry.webm and adds a segment: it is indexed
-    with source "lyrics"; on a reindex with the file gone, open_beside says it is not at hand."""
+    with source "lyrics"; a reindex with the file gone keeps them (stored enrichment); a new
+    enricher version enriches again, and open_beside says the file is not at hand."""
     media = corpus / "podcasts" / "ferry.webm"
     (media.parent / "ferry.lyrics").write_text("1.0|2.5|zanzibar quokka chorus\n")
     lyrics = plugin(_Lyrics(), "lyrics")
@@ -116,8 +117,11 @@ def test_hook_enrich_segments_adds_segments_from_a_file_beside(make_pipeline, ma
     assert hit.path == str(media) and hit.start == 1.0
     assert lyrics.indexed[0][-1] == "lyrics" and set(lyrics.indexed[0][:-1]) == {"asr"}
     os.remove(media)
+    p.reindex(hit.media_id)  # the stored enrichment is reused: the lyrics stay, nothing is read
+    assert lyrics.missing == 0 and p.index.search(SearchQuery("quokka")).hits
+    lyrics.ENRICH_VERSION = "2"  # a new enricher version enriches again, without the file at hand
     p.reindex(hit.media_id)
-    assert lyrics.missing == 1  # reindex without the file at hand: open_beside raises FileNotFoundError
+    assert lyrics.missing == 1  # open_beside raised FileNotFoundError
 
 
 @pytest.mark.hook("enrich_segments")
