@@ -610,15 +610,15 @@ def test_a_not_ready_job_is_polled_50_times_without_failing_and_frees_its_worker
     assert p.state.get_file(slow).status == "indexed" and p.state.jobs.pending() == 0
 
 
-def test_one_file_is_three_state_transactions_named_after_its_steps(make_pipeline, corpus, manifest_transcriber):
-    """process_path tells the state what happened (claimed, transcribed, indexed), one transaction
-    each, instead of going back and forth per field; a move is two (claimed, indexed)."""
+def test_one_file_is_four_state_transactions_named_after_its_steps(make_pipeline, corpus, manifest_transcriber):
+    """process_path tells the state what happened (claimed, transcribed, enriched, indexed), one
+    transaction each, instead of going back and forth per field; a move is two (claimed, indexed)."""
     p = make_pipeline()
     path = str(corpus / "talks" / "space_station.mp3")
     begins: list[str] = []
     p.state.conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
     assert p.process_path(path).status == "indexed"
-    assert len(begins) == 3
+    assert len(begins) == 4
     moved = str(corpus / "talks" / "moved.mp3")
     os.rename(path, moved)
     begins.clear()

@@ -156,7 +156,7 @@ def test_rename_move_copy_delete_modify(start_watcher, library, corpus_src):
     # delete one copy: the media stays (other path); delete both: gone from the index
     os.remove(moved)
     wait_for(lambda: st.paths_of(media_id) == [str(dup)], what="delete of one copy")
-    assert hit_paths(p, "sourdough starter") == {str(dup)}
+    wait_for(lambda: hit_paths(p, "sourdough starter") == {str(dup)}, what="the index follows the state")
     os.remove(dup)
     wait_for(lambda: not hit_paths(p, "sourdough starter"), what="delete")
     assert st.get_media(media_id) is None and media_id not in p.index.media_ids()
