@@ -410,3 +410,22 @@ def test_staging_without_a_bucket_says_what_to_set(store, make_pipeline, corpus,
     with pytest.raises(Exception) as e:
         p.run_jobs()
     assert f"[{store.scheme}] bucket" in str(e.value)
+
+
+def test_open_and_ranges_read_the_object(store, corpus, data_dir):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    data = (corpus / "podcasts" / "ferry.webm").read_bytes()
+    store.put("lib/ferry.webm", data)
+    p = Pipeline(Config.load(data_dir))
+    try:
+        storage = p.storage_for(store.uri("lib/ferry.webm"))
+        with storage.open(store.uri("lib/ferry.webm")) as f:
+            assert f.read(10) == data[:10] and f.read() == data[10:]
+        with storage.open_range(store.uri("lib/ferry.webm"), 1000, 500) as f:
+            assert f.read(500) == data[1000:1500]
+        with pytest.raises(FileNotFoundError):
+            storage.open(store.uri("lib/nope.webm"))
+    finally:
+        p.close()

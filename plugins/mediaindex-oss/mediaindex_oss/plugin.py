@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -45,6 +46,34 @@ def _service_error(e: Exception) -> oss_errors.ServiceError | None:
 def _missing(e: Exception) -> bool:
     se = _service_error(e)
     return se is not None and (se.status_code == 404 and se.code != "NoSuchBucket")
+
+
+class _BodyReader(io.RawIOBase):
+    """The SDK's response body (an iterator of chunks) as a file object, read as it arrives."""
+
+    def __init__(self, body):
+        self._body = body
+        self._chunks = body.iter_bytes(block_size=1 << 16)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._left:
+            self._left = next(self._chunks, None)
+            if self._left is None:
+                self._left = b""
+                return 0
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 class OssStorage(StorageBackend):
@@ -149,9 +178,17 @@ class OssStorage(StorageBackend):
         return self._info(bucket, key, head.content_length, head.last_modified, head.etag)
 
     def open(self, uri: str) -> BinaryIO:
+        return self._get(uri)
+
+    def open_range(self, uri: str, start: int, length: int) -> BinaryIO:
+        """One ranged GET (the web player's Range requests)."""
+        return self._get(uri, range_header=f"bytes={start}-{start + max(1, length) - 1}", range_behavior="standard")
+
+    def _get(self, uri: str, **kw) -> BinaryIO:
         bucket, key = split_bucket_uri(uri)
         try:
-            return self.client.get_object(oss.GetObjectRequest(bucket=bucket, key=key)).body
+            body = self.client.get_object(oss.GetObjectRequest(bucket=bucket, key=key, **kw)).body
+            return io.BufferedReader(_BodyReader(body), 1 << 20)
         except Exception as e:
             if _missing(e):
                 raise FileNotFoundError(f"{uri}: no such object") from None

@@ -138,9 +138,16 @@ class S3Storage(StorageBackend):
         return self._info(bucket, key, head["ContentLength"], head["LastModified"], head.get("ETag"))
 
     def open(self, uri: str) -> BinaryIO:
+        return self._get(uri)
+
+    def open_range(self, uri: str, start: int, length: int) -> BinaryIO:
+        """One ranged GET (the web player's Range requests)."""
+        return self._get(uri, Range=f"bytes={start}-{start + max(1, length) - 1}")
+
+    def _get(self, uri: str, **kw) -> BinaryIO:
         bucket, key = split_bucket_uri(uri)
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            return self.client.get_object(Bucket=bucket, Key=key, **kw)["Body"]
         except ClientError as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"{uri}: no such object") from None
