@@ -429,3 +429,89 @@ def test_open_and_ranges_read_the_object(store, corpus, data_dir):
             storage.open(store.uri("lib/nope.webm"))
     finally:
         p.close()
+
+
+def test_staging_to_a_missing_bucket_stops_with_the_fix(store, make_pipeline, corpus, url_engine):
+    """Every upload would fail the same way: a fatal error naming the bucket, not one failure per file."""
+    from mediaindex.backends import FatalError
+
+    url_engine()
+    store.configure(top=f'stage_storage = "{store.scheme}"', bucket="no-such-bucket-here")
+    p = make_pipeline(transcriber="urlonly")
+    p.enqueue_plan(p.plan([str(corpus / "talks" / "space_station.mp3")]))
+    with pytest.raises(FatalError, match="'no-such-bucket-here'.*does not exist"):
+        p.run_jobs()
+    assert p.state.jobs.pending() == 1  # the job stays queued for after the fix
+
+
+# ---- playback in the web UI ------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket_site(store, corpus, make_pipeline):
+    """The corpus podcasts indexed from the bucket, served by the real web server."""
+    from mediaindex.web.server import start_server
+
+    store.put_tree(corpus / "podcasts", "lib")
+    p = make_pipeline()
+    p.enqueue_plan(p.plan([store.uri("lib")]))
+    assert {o.status for o in p.run_jobs()} == {"indexed"}
+    handle = start_server(p, port=0)
+    yield handle, p
+    handle.stop()
+
+
+def _get(url: str, headers: dict | None = None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_bucket_media_stream_through_the_api_with_ranges(store, bucket_site, corpus):
+    handle, p = bucket_site
+    media = p.state.media_for_path(store.uri("lib/ferry.webm"))
+    data = (corpus / "podcasts" / "ferry.webm").read_bytes()
+    status, _, body = _get(f"{handle.url}/api/media/{media.id}")
+    assert status == 200 and json.loads(body)["playable"] is True
+    status, headers, body = _get(f"{handle.url}/api/media/{media.id}/stream", {"Range": "bytes=1000-1999"})
+    assert status == 206 and body == data[1000:2000]
+    assert headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    status, headers, body = _get(f"{handle.url}/api/media/{media.id}/stream")
+    assert status == 200 and body == data and headers["Content-Type"].startswith("video/webm")
+    assert store.bucket not in json.dumps(headers)  # proxied: no bucket URL reaches the page
+    store.delete("lib/ferry.webm")  # gone from the bucket: not served
+    assert _get(f"{handle.url}/api/media/{media.id}/stream")[0] == 404
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="/usr/bin/chromium is missing")
+def test_a_hit_on_bucket_media_plays_in_the_browser(store, bucket_site):
+    from playwright.sync_api import sync_playwright
+
+    handle, p = bucket_site
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required", "--mute-audio"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            ranges: list[str] = []
+            page.on("request", lambda r: ranges.append(r.headers.get("range", "")) if "/stream" in r.url else None)
+            page.goto(handle.url)
+            page.fill("#q", "dolphins")
+            page.locator("#results .hit").first.click()
+            page.wait_for_function("() => { const p = document.getElementById('player');"
+                                   " return p && !p.paused && p.readyState >= 2 && p.currentTime > 0; }",
+                                   timeout=20000)
+            assert page.evaluate("document.getElementById('player').src").startswith(handle.url)
+            assert any(r.startswith("bytes=") for r in ranges)  # the player asked for ranges
+            assert not errors, errors
+        finally:
+            browser.close()
