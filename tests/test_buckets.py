@@ -515,3 +515,37 @@ def test_a_hit_on_bucket_media_plays_in_the_browser(store, bucket_site):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_refusals_are_named_with_their_fix():
+    """What the services answer when credentials expire or access is denied (the servers here
+    check no signatures): the real SDK exception types, mapped to a typed error with the fix."""
+    from alibabacloud_oss_v2 import exceptions as oss_errors
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from mediaindex_oss.plugin import OssStorage
+    from mediaindex_s3.plugin import S3Storage
+
+    from mediaindex.backends import FatalError, PermanentError, TransientError
+
+    s3 = S3Storage({"endpoint_url": "http://127.0.0.1:9"})
+    expired = ClientError({"Error": {"Code": "ExpiredToken", "Message": "expired"}}, "HeadObject")
+    denied = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+    busy = ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "ListObjectsV2")
+    e = s3._error(expired, "media", "reading s3://media/a.mp3")
+    assert isinstance(e, FatalError) and "'media'" in str(e) and "renew" in str(e)
+    assert isinstance(s3._error(denied, "media", "x"), PermanentError) and "s3:GetObject" in str(s3._error(denied, "media", "x"))
+    assert isinstance(s3._error(busy, "media", "x"), TransientError)
+    assert isinstance(s3._error(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "media", "x"), TransientError)
+
+    o = OssStorage({"endpoint": "http://127.0.0.1:9"}, ("id", "secret", None))
+
+    def service(code, status):
+        answer = oss_errors.ServiceError(status_code=status, code=code, request_id="r1", message="m", ec="",
+                                         timestamp="", request_target="GET /calls/a.mp3")
+        return oss_errors.OperationError(name="GetObject", error=answer)
+
+    e = o._error(service("SecurityTokenExpired", 403), "calls", "reading oss://calls/a.mp3")
+    assert isinstance(e, FatalError) and "'calls'" in str(e) and "STS" in str(e)
+    assert isinstance(o._error(service("AccessDenied", 403), "calls", "x"), PermanentError)
+    assert isinstance(o._error(service("InternalError", 500), "calls", "x"), TransientError)
+    assert "does not exist" in str(o._error(service("NoSuchBucket", 404), "calls", "x"))
