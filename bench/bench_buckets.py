@@ -97,8 +97,8 @@ def child_plan(scheme: str, endpoint: str, bucket: str, data: str, write_rows: b
     t0, c0 = time.perf_counter(), cpu_s()
     plan = p.plan([f"{scheme}://{bucket}/library"])
     seconds = time.perf_counter() - t0
-    out = {"seconds": round(seconds, 2), "cpu_s": round(cpu_s() - c0, 2), "changed": len(plan.changed), "unchanged": plan.unchanged,
-           "offline": plan.offline, "rss_before_mb": base["rss_mb"], "peak_mb": peak_mb()["peak_mb"]}
+    out = {"seconds": round(seconds, 2), "cpu_s": round(cpu_s() - c0, 2), "changed": len(plan.changed),
+           "unchanged": plan.unchanged, "offline": plan.offline, "rss_before_mb": base["rss_mb"], "peak_mb": peak_mb()["peak_mb"]}
     if write_rows:  # as if the first index had finished: every object known, indexed
         now = time.time()
         with p.state.tx() as c:
@@ -167,7 +167,8 @@ def bench_list(scheme: str, endpoint: str, n: int) -> None:
               f"{first['cpu_s']} s of it CPU in the client, the rest is the server), "
               f"{first['changed']} new; RSS before {first['rss_before_mb']} MB, peak {first['peak_mb']} MB")
         again = in_child("plan", scheme, endpoint, "bench-list", data, "0")
-        print(f"restart over the unchanged prefix: {again['seconds']} s ({again['cpu_s']} s CPU in the client), {again['changed']} to transcribe "
+        print(f"restart over the unchanged prefix: {again['seconds']} s ({again['cpu_s']} s CPU in the client), "
+              f"{again['changed']} to transcribe "
               f"(goal 0), {again['unchanged']} unchanged; peak {again['peak_mb']} MB")
 
 

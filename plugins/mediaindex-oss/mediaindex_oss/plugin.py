@@ -28,6 +28,11 @@ _BAD_KEYS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "SecurityTokenExpire
              "RequestTimeTooSkewed"}
 
 
+class BucketBroken(FatalError, OSError):
+    """Every request would fail the same way (no such bucket, rejected credentials): work stops
+    until the user acts. An OSError too: a watcher's stat keeps what it knows and goes on."""
+
+
 class BucketUnavailable(TransientError, OSError):
     """OSS could not be reached or answered 5xx (after the SDK's own retries)."""
 
@@ -82,7 +87,8 @@ class OssStorage(StorageBackend):
 
     scheme = "oss"
 
-    def __init__(self, settings: dict | None = None, credentials: tuple[str | None, str | None, str | None] = (None,) * 3):
+    def __init__(self, settings: dict | None = None,
+                 credentials: tuple[str | None, str | None, str | None] = (None, None, None)):
         self.settings = dict(settings or {})
         self._credentials = credentials
         self._client = None
@@ -100,11 +106,11 @@ class OssStorage(StorageBackend):
         if self._client is None:
             key_id, secret, token = self._credentials
             if not (key_id and secret):
-                raise FatalError("no OSS credentials: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET (or [oss] "
-                                 "access_key_id and access_key_secret in config.toml)")
+                raise BucketBroken("no OSS credentials: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET (or [oss] "
+                                   "access_key_id and access_key_secret in config.toml)")
             if not (self._region() or self._endpoint()):
-                raise FatalError('OSS needs a region: set [oss] region (e.g. "cn-hangzhou") or OSS_REGION, '
-                                 "or [oss] endpoint")
+                raise BucketBroken('OSS needs a region: set [oss] region (e.g. "cn-hangzhou") or OSS_REGION, '
+                                   "or [oss] endpoint")
             cfg = oss.config.load_default()
             cfg.credentials_provider = oss.credentials.StaticCredentialsProvider(key_id, secret, token)
             cfg.region = self._region() or "cn-hangzhou"  # only signs when an endpoint is given
@@ -125,14 +131,15 @@ class OssStorage(StorageBackend):
         se = _service_error(e)
         if se is None:
             if isinstance(e, oss_errors.CredentialsBaseError):
-                return FatalError(f"{what}: no usable OSS credentials: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET")
+                return BucketBroken(f"{what}: no usable OSS credentials: set OSS_ACCESS_KEY_ID and "
+                                    "OSS_ACCESS_KEY_SECRET")
             return BucketUnavailable(f"{what}: cannot reach {where}: {type(e).__name__}")
         code = se.code or str(se.status_code)
         if code == "NoSuchBucket":
-            return FatalError(f"{what}: {where} does not exist: check the bucket name and [oss] region / endpoint")
+            return BucketBroken(f"{what}: {where} does not exist: check the bucket name and [oss] region / endpoint")
         if code in _BAD_KEYS:
-            return FatalError(f"{what}: {where} rejected the credentials ({code}): renew them (expired STS "
-                              "token?) or check OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET")
+            return BucketBroken(f"{what}: {where} rejected the credentials ({code}): renew them (expired STS "
+                                "token?) or check OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET")
         if code in _DENIED or se.status_code == 403:
             return BucketRefused(f"{what}: access denied by {where}: the RAM policy needs oss:ListObjects, "
                                  "oss:GetObject (and oss:PutObject, oss:DeleteObject to stage)")
@@ -265,7 +272,8 @@ class OssStorage(StorageBackend):
 
 
 def _credentials(config) -> tuple[str | None, str | None, str | None]:
-    key_id = config.secret("oss", "access_key_id", env="OSS_ACCESS_KEY_ID") or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    key_id = (config.secret("oss", "access_key_id", env="OSS_ACCESS_KEY_ID")
+              or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID"))
     secret = (config.secret("oss", "access_key_secret", env="OSS_ACCESS_KEY_SECRET")
               or config.secret("oss", "access_key_secret", env="ALIBABA_CLOUD_ACCESS_KEY_SECRET"))
     token = config.secret("oss", "security_token", env="OSS_SESSION_TOKEN")

@@ -29,6 +29,11 @@ _BAD_KEYS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "Tok
              "InvalidToken", "ExpiredTokenException", "RequestExpired"}
 
 
+class BucketBroken(FatalError, OSError):
+    """Every request would fail the same way (no such bucket, rejected credentials): work stops
+    until the user acts. An OSError too: a watcher's stat keeps what it knows and goes on."""
+
+
 class BucketUnavailable(TransientError, OSError):
     """The store could not be reached or answered 5xx (after botocore's own retries)."""
 
@@ -77,16 +82,16 @@ class S3Storage(StorageBackend):
         """A clear, typed error naming the bucket and the fix."""
         where = f"bucket {bucket!r} at {self._where()}"
         if isinstance(e, NoCredentialsError):
-            return FatalError(f"{what}: no AWS credentials for {where}: set AWS_ACCESS_KEY_ID and "
-                              "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or [s3] profile in config.toml)")
+            return BucketBroken(f"{what}: no AWS credentials for {where}: set AWS_ACCESS_KEY_ID and "
+                                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or [s3] profile in config.toml)")
         if isinstance(e, ClientError):
             code = _code(e)
             if code in _NO_BUCKET:
-                return FatalError(f"{what}: {where} does not exist: check the bucket name, [s3] region and "
-                                  "AWS_ENDPOINT_URL / [s3] endpoint_url")
+                return BucketBroken(f"{what}: {where} does not exist: check the bucket name, [s3] region and "
+                                    "AWS_ENDPOINT_URL / [s3] endpoint_url")
             if code in _BAD_KEYS:
-                return FatalError(f"{what}: {where} rejected the credentials ({code}): renew them "
-                                  "(expired session token?) or check AWS_ACCESS_KEY_ID / AWS_PROFILE")
+                return BucketBroken(f"{what}: {where} rejected the credentials ({code}): renew them "
+                                    "(expired session token?) or check AWS_ACCESS_KEY_ID / AWS_PROFILE")
             if code in _DENIED:
                 return BucketRefused(f"{what}: access denied by {where}: the credentials need "
                                      "s3:ListBucket, s3:GetObject (and s3:PutObject, s3:DeleteObject to stage)")
