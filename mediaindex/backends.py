@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import os
 import re
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -116,6 +118,22 @@ class StorageBackend(abc.ABC):
             except FileNotFoundError:
                 pass
 
+    def open_range(self, uri: str, start: int, length: int) -> BinaryIO:
+        """A stream of the bytes from ``start`` on (at least ``length`` of them): the web
+        player's Range requests. This default reads past what comes before ``start``;
+        bucket backends ask the service for the range."""
+        f = self.open(uri)
+        if f.seekable():
+            f.seek(start)
+            return f
+        left = start
+        while left > 0:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                break
+            left -= len(block)
+        return f
+
     def public_url(self, uri: str, expires: int = 3600) -> str | None:
         """A URL a cloud service can fetch (presigned, expiring), or None when this storage
         cannot give one (then the file is staged to ``stage_storage``)."""
@@ -129,6 +147,34 @@ class StorageBackend(abc.ABC):
         """Delete what ``stage`` uploaded under ``key``; no error when it is not there (a crash
         may have come before the upload)."""
         raise NotImplementedError(f"storage {self.scheme!r} cannot stage uploads")
+
+
+def split_bucket_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b.mp3`` → (``bucket``, ``a/b.mp3``); the key is "" for a whole bucket."""
+    rest = uri.split("://", 1)[1] if "://" in uri else uri
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def key_wanted(root_key: str, key: str) -> bool:
+    """An object under a bucket root worth probing: at or below ``root_key`` (a folder-like
+    prefix or the object itself), not a folder marker, not hidden below the root, a candidate
+    name (``is_candidate_name``): the rules the local walk follows."""
+    from .scan import is_candidate_name
+
+    root_key = root_key.rstrip("/")
+    if key.endswith("/") or not (not root_key or key == root_key or key.startswith(root_key + "/")):
+        return False
+    parts = key[len(root_key):].strip("/").split("/") if key != root_key else [key.rsplit("/", 1)[-1]]
+    return not any(p.startswith(".") for p in parts[:-1]) and is_candidate_name(parts[-1])
+
+
+def version_stamp(modified: float, etag: str | None) -> float:
+    """A bucket object's mtime for the scan's (size, mtime) comparison: the whole second of its
+    last modification (listings and HEAD agree to the second) with its ETag folded into the
+    fraction, so an overwrite with the same size in the same second is still a change."""
+    fold = zlib.crc32(etag.strip('"').encode()) % 1000 if etag else 0
+    return math.floor(modified) + fold / 1000
 
 
 # ---- transcription -------------------------------------------------------------------------

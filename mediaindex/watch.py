@@ -193,6 +193,8 @@ class RootMonitor:
         """Look at every root: (back online, gone offline) since the last look."""
         back, gone = [], []
         for root in self.roots:
+            if not is_local(root):
+                continue  # a bucket is checked by its poll: a request, not a stat every 2 s
             # coming back needs the stricter test (not an empty folder where files were)
             online = self.is_online(root, scanning=root in self.offline)
             if online and root in self.offline:

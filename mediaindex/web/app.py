@@ -25,9 +25,10 @@ import hmac
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlencode
 
 import anyio
@@ -40,16 +41,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..backends import FatalError
+from ..backends import FatalError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..hits import search_json
 from ..models import Media
+from ..paths import is_under
 from ..plugins import load_plugins
 from ..safety import add_secret
 from ..textsearch import parse_query
 from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
-                    playable_path, stream_response)
+                    playable_path, read_file, stream_response)
 from .params import (MAX_FAILED_LIMIT, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param, int_param,
                      search_query, valid_media_id)
 from .security import LOOPBACK_HOSTS, Guard, client_address, cookie_value, login_cookie, login_token, set_cookie
@@ -109,6 +111,34 @@ class WebApp:
         """The file to serve for this media, or None (see files.playable_path)."""
         return playable_path(media, self._roots())
 
+    def playable_uri(self, media: Media) -> tuple[str, os.stat_result] | None:
+        """Media in a bucket: the first URI under an online indexed root whose object is still
+        the indexed content (same size), with its size and mtime; None when there is none."""
+        roots = [r for r, status in self.state.roots().items() if "://" in r and status == "online"]
+        for uri in media.paths:
+            if "://" not in uri or not any(is_under(uri, r) for r in roots):
+                continue
+            try:
+                info = self.pipeline.storage_for(uri).stat(uri)
+            except Exception:  # no plugin for it, the bucket unreachable: not playable now
+                continue
+            if info is not None and (not media.size or info.size == media.size):
+                t = int(info.mtime)
+                return uri, os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, info.size, t, t, t))
+        return None
+
+    def _read_remote(self, uri: str, start: int, length: int) -> Iterator[bytes]:
+        """A byte range of a bucket object, read from the service as it is sent (proxied: the
+        page never sees a bucket URL, and Range works as for files)."""
+        with self.pipeline.storage_for(uri).open_range(uri, start, length) as f:
+            left = length
+            while left > 0:
+                block = f.read(min(1 << 16, left))
+                if not block:
+                    break
+                left -= len(block)
+                yield block
+
     def _transcript(self, media: Media):
         transcript = self.state.get_transcript(media.id)
         if transcript is None:
@@ -159,7 +189,7 @@ class WebApp:
             "container": media.container, "has_video": media.has_video, "channels": media.channels,
             "tags": media.tags, "status": media.status, "error": media.error, "engine": media.engine,
             "language": media.language, "cost": media.cost,
-            "playable": self.playable_path(media) is not None,
+            "playable": self.playable_path(media) is not None or self.playable_uri(media) is not None,
             "stream_url": f"{base}/stream", "captions_url": f"{base}/captions.vtt",
             "clip_url": f"{base}/clip", "exports": {fmt: f"{base}/export.{fmt}" for fmt in FORMATS},
             "transcript": None, "segments": [],
@@ -181,6 +211,8 @@ class WebApp:
     def _stream_target(self, media_id: str) -> tuple[Media, str, os.stat_result]:
         media = self._media(media_id)
         path = self.playable_path(media)
+        if path is None and (remote := self.playable_uri(media)) is not None:
+            return media, *remote
         if path is None:
             raise ApiError(404, f"media {media.id}: its file is offline, changed since indexing, or outside "
                                 "the indexed folders")
@@ -188,7 +220,7 @@ class WebApp:
 
     async def stream(self, request: Request) -> Response:
         media, path, st = await self.run(self._stream_target, request.path_params["media_id"])
-        return stream_response(request, media, path, st)
+        return stream_response(request, media, path, st, read_file if is_local(path) else self._read_remote)
 
     async def captions(self, request: Request) -> Response:
         def work():
@@ -212,6 +244,9 @@ class WebApp:
 
     async def clip(self, request: Request) -> Response:
         media, path, _ = await self.run(self._stream_target, request.path_params["media_id"])
+        if not is_local(path):
+            raise ApiError(404, "clips are cut from local files; this media is in a bucket (play it, or "
+                                "export its transcript)")
         limit = media.duration if media.duration and media.duration > 0 else 48 * 3600.0
         t = float_param(request, "t", None, 0.0, limit)
         before = float_param(request, "before", CLIP_DEFAULT_BEFORE, 0.0, CLIP_MAX_SIDE)

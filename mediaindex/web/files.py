@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -148,8 +148,10 @@ def playable_path(media: Media, roots: list[str]) -> str | None:
     return None
 
 
-def stream_response(request: Request, media: Media, path: str, st: os.stat_result) -> Response:
-    """The file, or the byte range asked for (206, 416), with an ETag (304, If-Range)."""
+def stream_response(request: Request, media: Media, path: str, st: os.stat_result,
+                    read: Callable[[str, int, int], Iterator[bytes]] = read_file) -> Response:
+    """The file, or the byte range asked for (206, 416), with an ETag (304, If-Range).
+    ``read(path, start, length)`` yields the bytes (``read_file`` for a local file)."""
     size = st.st_size
     etag = f'"{media.id}-{size:x}-{int(st.st_mtime):x}"'
     headers = {
@@ -175,7 +177,7 @@ def stream_response(request: Request, media: Media, path: str, st: os.stat_resul
     headers["content-length"] = str(length)
     if request.method == "HEAD":
         return Response(b"", status_code=status, headers=headers)
-    return StreamingResponse(read_file(path, start, length), status_code=status, headers=headers)
+    return StreamingResponse(read(path, start, length), status_code=status, headers=headers)
 
 
 def cut_clip(media: Media, path: str, start: float, duration: float) -> tuple[str, str, str]:

@@ -1,0 +1,1 @@
+"""mediaindex storage for oss:// locations (see plugin.py)."""

@@ -1,0 +1,1 @@
+"""mediaindex storage for s3:// locations (see plugin.py)."""
