@@ -459,13 +459,28 @@ class MeiliDouble:
             self._server.server_close()
             self._server = None
 
-    def fail_requests(self, n: int, status: int = 503) -> None:
-        """The next n requests fail: answered ``status`` (0: the connection is dropped)."""
-        self._faults.extend([status] * n)
+    def fail_requests(self, n: int, status: int = 503, method: str | None = None, path: str = "",
+                      skip: int = 0) -> None:
+        """After ``skip`` matching requests, the next n requests whose method is ``method`` (any
+        when None) and whose path ends with ``path`` fail: answered ``status`` (0: the
+        connection is dropped without an answer)."""
+        self._faults.append([n, status, method, path, skip])
 
-    def fail_tasks(self, n: int, code: str = "internal") -> None:
-        """The next n document tasks fail with this error code."""
-        self._task_faults.extend([code] * n)
+    def fail_tasks(self, n: int, code: str = "internal", kind: str = "document") -> None:
+        """The next n tasks whose type starts with ``kind`` fail with this error code."""
+        self._task_faults.extend([(kind, code)] * n)
+
+    def _fault(self, method: str, path: str) -> int | None:
+        with self._lock:
+            for f in self._faults:
+                n, status, m, suffix, skip = f
+                if n > 0 and (m is None or m == method) and path.endswith(suffix):
+                    if skip:
+                        f[4] -= 1
+                        return None
+                    f[0] -= 1
+                    return status
+        return None
 
     # -- plumbing --
 
@@ -476,8 +491,8 @@ class MeiliDouble:
         url = urlsplit(h.path)
         headers = {k: v for k, v in h.headers.items()}
         self.requests.append((method, url.path, len(body)))
-        if self._faults:
-            status = self._faults.pop(0)
+        status = self._fault(method, url.path)
+        if status is not None:
             if status == 0:
                 h.close_connection = True
                 h.connection.shutdown(2)
@@ -537,8 +552,8 @@ class MeiliDouble:
                        "enqueuedAt": task["enqueuedAt"]}
             task["startedAt"] = now()
             try:
-                if kind.startswith("document") and self._task_faults:
-                    code = self._task_faults.pop(0)
+                if self._task_faults and kind.startswith(self._task_faults[0][0]):
+                    code = self._task_faults.pop(0)[1]
                     raise ApiError(500, code, f"injected task failure ({code})", "internal")
                 task["details"] = work() or {}
                 task["status"] = "succeeded"

@@ -21,6 +21,7 @@ returns only when Meilisearch has applied it, and a failed task is raised, never
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from typing import Any, Callable
@@ -54,6 +55,13 @@ SETTINGS: dict[str, Any] = {
     "pagination": {"maxTotalHits": 10000},
 }
 TRANSIENT_TASK_CODES = {"internal", "io_error", "too_many_open_files", "database_size_limit_reached"}
+
+
+class MeiliUnavailable(TransientError):
+    """Meilisearch is down, timing out or overloaded: the server, not the file. The job queue keeps
+    such jobs waiting (``outage``: their attempts are not used up) until it is back."""
+
+    outage = True
 
 
 def quote(value: str) -> str:
@@ -118,15 +126,18 @@ class MeiliIndex(IndexBackend):
 
         try:
             return fn(*args, **kw)
-        except (MeilisearchCommunicationError, MeilisearchTimeoutError) as e:
-            raise TransientError(f"Meilisearch at {self.url} is unreachable: {_short(e.message)}") from None
+        except MeilisearchTimeoutError as e:
+            raise MeiliUnavailable(f"Meilisearch at {self.url} did not answer in time: {_short(e.message)}") from None
+        except MeilisearchCommunicationError as e:
+            raise MeiliUnavailable(f"Meilisearch at {self.url} is unreachable: {_why_down(e.message)}") from None
         except MeilisearchApiError as e:
             status, code = e.status_code, e.code or ""
             if status in (401, 403):
                 raise FatalError(f"Meilisearch at {self.url} rejected the key ({code}): set MEILI_MASTER_KEY "
                                  "or [meilisearch] api_key") from None
             if status >= 500 or status == 429:
-                raise TransientError(f"Meilisearch at {self.url} answered {status}: {_short(e.message)}") from None
+                raise MeiliUnavailable(f"Meilisearch at {self.url} answered {status}: {_short(e.message)}",
+                                       retry_after=_retry_after(e)) from None
             raise PermanentError(f"Meilisearch refused a request ({code}): {_short(e.message)}") from None
 
     def _index(self):
@@ -138,8 +149,8 @@ class MeiliIndex(IndexBackend):
             try:
                 task = self._call(self.client.wait_for_task, uid, timeout_in_ms=int(self.task_timeout * 1000),
                                   interval_in_ms=25)
-            except TransientError as e:
-                raise TransientError(f"{what}: {e}") from None
+            except MeiliUnavailable as e:
+                raise MeiliUnavailable(f"{what}: {e}") from None
             if task.status == "succeeded":
                 continue
             err = task.error or {}
@@ -363,6 +374,24 @@ class MeiliIndex(IndexBackend):
 def _short(text: str | None, n: int = 300) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= n else text[:n] + "..."
+
+
+def _why_down(message: str) -> str:
+    """The reason in a connection error ("Connection refused"), not urllib3's whole story."""
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", message or "")
+    if m:
+        return m.group(1).strip()
+    if "RemoteDisconnected" in (message or "") or "Connection aborted" in (message or ""):
+        return "the connection was closed without an answer"
+    return _short(message)
+
+
+def _retry_after(e) -> float | None:
+    """Seconds from the answer's Retry-After header, when it has one."""
+    try:
+        return float(e.response.headers["Retry-After"])  # not every client version keeps the response
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _approx_size(doc: dict[str, Any]) -> int:
