@@ -232,7 +232,11 @@ def test_master_key_stays_on_the_server_side():
         if f.is_file():
             text = f.read_text(errors="replace")
             assert "7700" not in text and "MEILI" not in text.upper().replace("MEILISEARCH", ""), f
-    compose = (Path(__file__).parent.parent / "docker-compose.yml").read_text()
-    meili_block = compose.split("mediaindex:")[0]
+    root = Path(__file__).parent.parent
+    compose = (root / "docker-compose.yml").read_text()
+    meili_block, app_block = compose.split("\n  mediaindex:\n")
     assert "ports:" not in meili_block  # Meilisearch is not published to the host
-    assert '"127.0.0.1:8844:8844"' in compose
+    assert "image: getmeili/meilisearch:v1.15.2" in meili_block and "healthcheck:" in meili_block
+    assert '"127.0.0.1:8844:8844"' in app_block and "./media:/media:ro" in app_block
+    assert '"--index", "meilisearch"' in app_block and "condition: service_healthy" in app_block
+    assert ".env" in (root / ".dockerignore").read_text().split()  # the keys never go into the image
