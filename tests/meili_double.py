@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,6 +56,7 @@ class ApiError(Exception):
 # ---- text ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=200_000)
 def tokens(text: str) -> list[tuple[str, int, int]]:
     """(folded token, byte start, byte length) of a text, like charabia: Latin words folded,
     Chinese/Japanese runs cut into words (jieba)."""
@@ -257,6 +259,8 @@ class Index:
         if not allowed:
             return None
         cand = tok[:len(want)] if prefix and len(tok) > len(want) else tok
+        if abs(len(cand) - len(want)) > allowed:
+            return None
         dist = distance(want, cand) + (1 if want[:1] != cand[:1] else 0)  # first letter: two typos
         if dist <= allowed:
             return dist, (len(cand.encode()) if cand != tok else -1)
@@ -422,6 +426,7 @@ class MeiliDouble:
         self.tasks: list[dict] = []
         self.violations: list[str] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, body bytes)
+        self.busy_s = 0.0  # time spent answering (to tell the client's own time from the server's)
         self._faults: list[int] = []
         self._task_faults: list[str] = []
         self._lock = threading.RLock()
@@ -485,6 +490,14 @@ class MeiliDouble:
     # -- plumbing --
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._answer(h)
+        finally:
+            with self._lock:
+                self.busy_s += time.perf_counter() - t0
+
+    def _answer(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         method = h.command
