@@ -666,8 +666,14 @@ class SqliteIndex(IndexBackend):
 
     # ---- search ----------------------------------------------------------------------------
 
-    @_guarded
     def search(self, query: SearchQuery) -> SearchResult:
+        result = self._search(query)
+        if query.facets:
+            result.facets = self.facets(query)
+        return result
+
+    @_guarded
+    def _search(self, query: SearchQuery) -> SearchResult:
         terms, excluded = parse_search(query.q)
         limit = max(0, int(query.limit or 0))
         offset = max(0, int(query.offset or 0))

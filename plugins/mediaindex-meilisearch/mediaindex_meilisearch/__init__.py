@@ -330,13 +330,16 @@ class MeiliIndex(IndexBackend):
         pq = parse_query(query.q)
         limit, offset = max(0, int(query.limit or 0)), max(0, int(query.offset or 0))
         if pq.empty:
-            return SearchResult(query=query.q, total=0, hits=[])
-        res, partial = self._ranked(pq.terms, {
-            "filter": self._filter(query), "offset": offset, "limit": limit, "showMatchesPosition": True,
-            "attributesToRetrieve": RETRIEVE, "showRankingScore": True})
+            return SearchResult(query=query.q, total=0, hits=[], facets=self.facets(query) if query.facets else None)
+        body = {"filter": self._filter(query), "offset": offset, "limit": limit, "showMatchesPosition": True,
+                "attributesToRetrieve": RETRIEVE, "showRankingScore": True}
+        if query.facets:
+            body["facets"] = FACETS  # counted in the same request
+        res, partial = self._ranked(pq.terms, body)
         total = int(res.get("estimatedTotalHits", 0))
         hits = [self._hit(h, pq.terms, partial) for h in res.get("hits", [])]
-        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=total < 1000)
+        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=total < 1000,
+                            facets=self._facet_counts(res) if query.facets else None)
 
     def _hit(self, doc: dict[str, Any], terms, partial: bool) -> SearchHit:
         field = next((f for f in TEXT_FIELDS if doc.get(f) is not None), "text")
@@ -363,6 +366,10 @@ class MeiliIndex(IndexBackend):
             res = self._search({"q": "", **base})
         else:
             res, _ = self._ranked(pq.terms, base)
+        return self._facet_counts(res)
+
+    @staticmethod
+    def _facet_counts(res: dict[str, Any]) -> FacetCounts:
         dist = res.get("facetDistribution") or {}
         return FacetCounts(**{f: {k: int(v) for k, v in (dist.get(f) or {}).items()} for f in FACETS})
 
