@@ -131,6 +131,7 @@ class SearchQuery:
     media_id: str | None = None
     library: str | None = None  # only this library's documents (a shared index); None = all
     facets: bool = False  # also count the facets of the matches (SearchResult.facets), in one request
+    one_per_media: bool = False  # only the best hit of each media (``total`` counts media)
 
 
 @dataclass

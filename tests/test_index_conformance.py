@@ -133,6 +133,17 @@ def test_paging(ix):
     assert seen == set(range(30))
 
 
+def test_one_hit_per_media(ix):
+    for m in ("a", "b", "c"):
+        ix.upsert(media(m, f"/x/{m}.mp3"), [seg(i, f"common word {m}{i}", i * 5.0) for i in range(4)])
+    ix.upsert(media("d", "/x/d.mp3"), [seg(0, "nothing in common here", 0.0), seg(1, "common common", 5.0)])
+    r = ix.search(SearchQuery("common ", one_per_media=True))
+    assert r.total == 4 and sorted(h.media_id for h in r.hits) == ["a", "b", "c", "d"]
+    r = ix.search(SearchQuery("common ", one_per_media=True, limit=2, offset=2))
+    assert r.total == 4 and len(r.hits) == 2
+    assert ix.search(SearchQuery("common ")).total == 14
+
+
 def test_facets(filled):
     f = filled.facets(SearchQuery(""))
     assert f.language == {"en": 4, "fr": 2}

@@ -335,6 +335,8 @@ class MeiliIndex(IndexBackend):
                 "attributesToRetrieve": RETRIEVE, "showRankingScore": True}
         if query.facets:
             body["facets"] = FACETS  # counted in the same request
+        if query.one_per_media:
+            body["distinct"] = "media_id"  # Meilisearch's distinct at search time
         res, partial = self._ranked(pq.terms, body)
         total = int(res.get("estimatedTotalHits", 0))
         hits = [self._hit(h, pq.terms, partial) for h in res.get("hits", [])]
