@@ -89,20 +89,21 @@ def distance(a: str, b: str) -> int:
     return d[len(a)][len(b)]
 
 
-def parse_q(q: str) -> list[dict]:
-    """Query terms: {"words": [...], "phrase": bool, "prefix": bool}."""
-    terms = []
-    for m in re.finditer(r'"([^"]*)"?|(\S+)', q or ""):
-        if m.group(1) is not None:
-            words = [t for t, _, _ in tokens(m.group(1))]
+def parse_q(q: str) -> tuple[list[dict], list[dict]]:
+    """(terms, negated terms): {"words": [...], "phrase": bool, "prefix": bool}. A ``-`` before a
+    word or a quoted phrase negates it (Meilisearch's negative operator, since v1.8)."""
+    terms, negated = [], []
+    for m in re.finditer(r'(-?)"([^"]*)"?|(-?)(\S+)', q or ""):
+        if m.group(2) is not None:
+            words = [t for t, _, _ in tokens(m.group(2))]
             if words:
-                terms.append({"words": words, "phrase": True, "prefix": False})
+                (negated if m.group(1) else terms).append({"words": words, "phrase": True, "prefix": False})
         else:
-            for t, _, _ in tokens(m.group(2)):
-                terms.append({"words": [t], "phrase": False, "prefix": False})
-    if terms and not terms[-1]["phrase"] and q and not q[-1].isspace():
+            for t, _, _ in tokens(m.group(4)):
+                (negated if m.group(3) else terms).append({"words": [t], "phrase": False, "prefix": False})
+    if terms and not terms[-1]["phrase"] and q and not q[-1].isspace() and not q.rstrip().endswith('"'):
         terms[-1]["prefix"] = True
-    return terms
+    return terms, negated
 
 
 # ---- filters ---------------------------------------------------------------------------------
@@ -314,9 +315,12 @@ class Index:
         distinct = body.get("distinct")
         if distinct and distinct not in self.filterable():
             raise ApiError(400, "invalid_search_distinct", f"Attribute `{distinct}` is not filterable.")
-        terms = parse_q(q)
+        terms, negated = parse_q(q)
         strategy = body.get("matchingStrategy", "last")
         docs = [d for d in self.docs.values() if pred(d)]
+        if negated:  # a negated word or phrase: exactly, no typo, no prefix
+            exact = [{**t, "phrase": True} for t in negated]
+            docs = [d for d in docs if all(x is None for x in self.match(d, exact))]
         ranked = []
         if not terms:
             ranked = [(0, d, None) for d in docs]

@@ -12,7 +12,7 @@ returns only when Meilisearch has applied it, and a failed task is raised, never
   applied when they differ; a settings task that fails is a FatalError.
 - Meilisearch unreachable, timing out or answering 5xx/429: TransientError (the job queue
   retries, the web API answers 503). A rejected key: FatalError.
-- Search: the query is parsed by the core (:func:`mediaindex.textsearch.parse_query`) and sent
+- Search: the query is parsed by the core (:func:`mediaindex.forgive.query.parse_search`) and sent
   as plain words and quoted phrases, never as the user's own syntax. Every word must match
   (``matchingStrategy: all``); when nothing does, words are dropped (``frequency``, then ``last``)
   and the result is ``partial``. The jump time comes from ``_matchesPosition``, whose ``start`` and
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict
 import threading
 import uuid
 from typing import Any, Callable
@@ -29,7 +30,8 @@ from typing import Any, Callable
 from mediaindex.backends import FacetCounts, FatalError, IndexBackend, PermanentError, TransientError
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Media, SearchHit, SearchQuery, SearchResult, Segment
-from mediaindex.textsearch import find_matches, matched_term_count, parse_query, snippet, time_at, word_spans
+from mediaindex.forgive.query import AnyOf, parse_search
+from mediaindex.textsearch import find_matches, matched_term_count, snippet, time_at, word_spans
 
 DEFAULT_URL = "http://127.0.0.1:7700"
 DEFAULT_UID = "mediaindex"
@@ -54,6 +56,7 @@ SETTINGS: dict[str, Any] = {
     "faceting": {"maxValuesPerFacet": 1000},
     "pagination": {"maxTotalHits": 10000},
 }
+MAX_VARIANTS = 8  # a query with OR groups is searched once per combination, at most this many
 TRANSIENT_TASK_CODES = {"internal", "io_error", "too_many_open_files", "database_size_limit_reached"}
 
 
@@ -296,27 +299,37 @@ class MeiliIndex(IndexBackend):
         return " AND ".join(parts)
 
     @staticmethod
-    def query_text(terms) -> str:
-        """The parsed terms as Meilisearch query text: words and quoted phrases, nothing else."""
-        words = []
-        for t in terms:
+    def query_text(terms, excluded=()) -> str:
+        """The parsed terms as Meilisearch query text: words, quoted phrases and ``-`` before the
+        excluded ones (Meilisearch's negative operator), nothing else."""
+        def text(t) -> str:
             if t.cjk:
-                words.append(t.raw)
-            elif t.phrase and len(t.tokens) > 1:
-                words.append('"' + " ".join(t.tokens) + '"')
-            else:
-                words.append(t.tokens[0])
-        text = " ".join(words)
-        return text if terms and terms[-1].prefix else text + " "
+                return t.raw
+            if t.phrase and len(t.tokens) > 1:
+                return '"' + " ".join(t.tokens) + '"'
+            return t.tokens[0]
+
+        words = ["-" + text(t) for t in excluded] + [text(t) for t in terms]  # the last word stays last
+        q = " ".join(words)
+        return q if terms and terms[-1].prefix else q + " "
+
+    @staticmethod
+    def variants(terms) -> list[list]:
+        """The plain-term queries an OR query stands for (Meilisearch has no OR)."""
+        combos: list[list] = [[]]
+        for t in terms:
+            alts = [a.term for a in t.alts] if isinstance(t, AnyOf) else [t]
+            combos = [c + [a] for c in combos for a in alts][:MAX_VARIANTS]
+        return combos
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         self._ensure()
         q = body.pop("q")
         return self._call(self._index().search, q, body)
 
-    def _ranked(self, terms, base: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _ranked(self, terms, excluded, base: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The answer for every word; else, when several words, the closest (partial) one."""
-        body = {"q": self.query_text(terms), **base}
+        body = {"q": self.query_text(terms, excluded), **base}
         res = self._search({**body, "matchingStrategy": "all"})
         if res.get("estimatedTotalHits", 0) or len(terms) < 2:
             return res, False
@@ -327,21 +340,42 @@ class MeiliIndex(IndexBackend):
         return res, False
 
     def search(self, query: SearchQuery) -> SearchResult:
-        pq = parse_query(query.q)
+        terms, excluded = parse_search(query.q)
         limit, offset = max(0, int(query.limit or 0)), max(0, int(query.offset or 0))
-        if pq.empty:
+        if not terms:
             return SearchResult(query=query.q, total=0, hits=[], facets=self.facets(query) if query.facets else None)
+        variants = self.variants(terms)
         body = {"filter": self._filter(query), "offset": offset, "limit": limit, "showMatchesPosition": True,
                 "attributesToRetrieve": RETRIEVE, "showRankingScore": True}
         if query.facets:
             body["facets"] = FACETS  # counted in the same request
         if query.one_per_media:
             body["distinct"] = "media_id"  # Meilisearch's distinct at search time
-        res, partial = self._ranked(pq.terms, body)
-        total = int(res.get("estimatedTotalHits", 0))
-        hits = [self._hit(h, pq.terms, partial) for h in res.get("hits", [])]
-        return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=total < 1000,
-                            facets=self._facet_counts(res) if query.facets else None)
+        if len(variants) == 1:
+            res, partial = self._ranked(terms, excluded, body)
+            total = int(res.get("estimatedTotalHits", 0))
+            hits = [self._hit(h, terms, partial) for h in res.get("hits", [])]
+            return SearchResult(query=query.q, total=total, hits=hits, partial=partial, total_exact=total < 1000,
+                                facets=self._facet_counts(res) if query.facets else None)
+        # OR: one search per combination, merged by ranking score (totals and facets: lower bounds)
+        answers = [(v, *self._ranked(v, excluded, {**body, "offset": 0, "limit": offset + limit})) for v in variants]
+        found = [a for a in answers if a[1].get("estimatedTotalHits")]
+        partial = bool(found) and all(a[2] for a in found)
+        pool, seen = [], set()
+        for v, res, part in (a for a in found if a[2] == partial):
+            for h in res.get("hits", []):
+                key = h["media_id"] if query.one_per_media else (h["media_id"], h.get("seg"))
+                pool.append((-(h.get("_rankingScore") or 0.0), len(pool), key, h, v))
+        pool.sort(key=lambda r: r[:2])
+        hits = []
+        for _, _, key, h, v in pool:
+            if key not in seen:
+                seen.add(key)
+                hits.append(self._hit(h, v, partial))
+        total = max([len(hits)] + [int(a[1].get("estimatedTotalHits", 0)) for a in found if a[2] == partial])
+        return SearchResult(query=query.q, total=total, hits=hits[offset:offset + limit], partial=partial,
+                            total_exact=False, facets=self._merged_facets([a[1] for a in found if a[2] == partial])
+                            if query.facets else None)
 
     def _hit(self, doc: dict[str, Any], terms, partial: bool) -> SearchHit:
         field = next((f for f in TEXT_FIELDS if doc.get(f) is not None), "text")
@@ -362,13 +396,24 @@ class MeiliIndex(IndexBackend):
                          score=float(doc.get("_rankingScore") or 0.0), matched_words=matched)
 
     def facets(self, query: SearchQuery) -> FacetCounts:
-        pq = parse_query(query.q)
+        terms, excluded = parse_search(query.q)
         base = {"filter": self._filter(query), "limit": 0, "facets": FACETS}
-        if pq.empty:
-            res = self._search({"q": "", **base})
-        else:
-            res, _ = self._ranked(pq.terms, base)
-        return self._facet_counts(res)
+        if not terms:
+            return self._facet_counts(self._search({"q": "", **base}))
+        answers = [self._ranked(v, excluded, base) for v in self.variants(terms)]
+        found = [a for a in answers if a[0].get("estimatedTotalHits")]
+        partial = bool(found) and all(p for _, p in found)
+        return self._merged_facets([res for res, p in found if p == partial])
+
+    def _merged_facets(self, answers: list[dict[str, Any]]) -> FacetCounts:
+        """Facets of several answers (OR): the largest count of each value (a lower bound)."""
+        out = FacetCounts()
+        for res in answers:
+            for f, counts in asdict(self._facet_counts(res)).items():
+                mine = getattr(out, f)
+                for k, v in counts.items():
+                    mine[k] = max(mine.get(k, 0), v)
+        return out
 
     @staticmethod
     def _facet_counts(res: dict[str, Any]) -> FacetCounts:
