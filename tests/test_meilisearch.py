@@ -203,6 +203,17 @@ def test_api_503_and_cli_line_when_down(meili_env, make_pipeline, small_corpus, 
 
 
 @pytest.mark.usefixtures("manifest_transcriber")
+def test_index_command_says_when_meilisearch_is_down(meili_env, small_corpus, data_dir):
+    from mediaindex.cli import cli
+
+    meili_env.stop()
+    res = CliRunner().invoke(cli, ["index", str(small_corpus), "--index", "meilisearch", "--transcriber", "manifest",
+                                   "--data-dir", str(data_dir)])
+    assert res.exit_code == 1, res.output
+    assert "unreachable: Connection refused; nothing was changed" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.usefixtures("manifest_transcriber")
 def test_reindex_moves_a_library_without_transcribing(meili_env, make_pipeline, small_corpus, data_dir,
                                                       manifest_transcriber):
     from mediaindex.cli import cli

@@ -46,8 +46,9 @@ RETRIEVE = ["media_id", "seg", "path", "title", "language", "emotion", "kind", "
 
 SETTINGS: dict[str, Any] = {
     "searchableAttributes": [*TEXT_FIELDS, "title", "tags"],
-    "filterableAttributes": ["type", "media_id", "gen", "language", "emotion", "kind", "folder",
-                             "folders", "path", "source"],
+    # (attribute sets: compared in any order, see _same)
+    "filterableAttributes": sorted(["type", "media_id", "gen", "language", "emotion", "kind", "folder",
+                                    "folders", "path", "source"]),
     "sortableAttributes": ["mtime", "start"],
     "rankingRules": ["words", "typo", "proximity", "attribute", "sort", "exactness"],
     "localizedAttributes": [{"attributePatterns": ["text_zh"], "locales": ["cmn"]},
@@ -88,6 +89,13 @@ def byte_to_char(text: str, offsets: list[int]) -> list[int]:
     """Character offsets of UTF-8 byte offsets into ``text`` (``_matchesPosition`` counts bytes)."""
     raw = text.encode("utf-8")
     return [len(raw[:o].decode("utf-8", "ignore")) for o in offsets]
+
+
+def _same(key: str, want: Any, got: Any) -> bool:
+    """Is the server's setting already what we want? (attribute sets in any order)"""
+    if key in ("filterableAttributes", "sortableAttributes") and isinstance(got, list):
+        return sorted(map(str, want)) == sorted(map(str, got))
+    return _subset(want, got)
 
 
 def _subset(want: Any, got: Any) -> bool:
@@ -182,7 +190,7 @@ class MeiliIndex(IndexBackend):
                     if "index_already_exists" not in str(e):
                         raise FatalError(str(e)) from None
             current = self._call(self._index().get_settings)
-            todo = {k: v for k, v in SETTINGS.items() if not _subset(v, current.get(k))}
+            todo = {k: v for k, v in SETTINGS.items() if not _same(k, v, current.get(k))}
             if todo:
                 task = self._call(self._index().update_settings, todo)
                 try:
