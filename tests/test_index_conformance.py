@@ -186,6 +186,34 @@ def test_delete_and_media_ids(filled):
     filled.delete("does-not-exist")
 
 
+def twin(ix):
+    """A second backend over the same store (another data dir sharing the index)."""
+    if isinstance(ix, SqliteIndex):
+        return SqliteIndex(ix.path)
+    from mediaindex_meilisearch import MeiliIndex
+
+    return MeiliIndex(ix.url, ix._api_key, ix.uid)
+
+
+def test_libraries_share_one_index(ix):
+    """Each data dir writes, lists and deletes only its own library's documents."""
+    other = twin(ix)
+    ix.library, other.library = "liba", "libb"
+    try:
+        ix.upsert(media("m1", "/a/m1.mp3"), [seg(0, "shared kettle story", 0.0)])
+        other.upsert(media("m2", "/b/m2.mp3"), [seg(0, "another kettle tale", 0.0)])
+        other.upsert(media("m1", "/b/copy.mp3"), [seg(0, "shared kettle story", 0.0)])
+        assert ix.media_ids() == {"m1"} and other.media_ids() == {"m1", "m2"}
+        other.delete("m1")
+        assert ix.media_ids() == {"m1"} and other.media_ids() == {"m2"}
+        assert {h.path for h in q(ix, "kettle ").hits} == {"/a/m1.mp3", "/b/m2.mp3"}  # search covers both
+        assert {h.path for h in q(ix, "kettle ", library="liba").hits} == {"/a/m1.mp3"}
+        ix.upsert(media("m1", "/a/m1.mp3"), [seg(0, "rewritten words", 0.0)])  # replaces only its own
+        assert {h.path for h in q(ix, "kettle ").hits} == {"/b/m2.mp3"}
+    finally:
+        other.close()
+
+
 def test_upsert_replaces_and_silent_media(filled):
     for _ in range(2):
         filled.upsert(media("a", "/pod/show/ep1.mp3"), [seg(0, "brand new words only", 0.0),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict
 import threading
 import uuid
 from typing import Any, Callable
@@ -47,8 +46,8 @@ RETRIEVE = ["media_id", "seg", "path", "title", "language", "emotion", "kind", "
 SETTINGS: dict[str, Any] = {
     "searchableAttributes": [*TEXT_FIELDS, "title", "tags"],
     # (attribute sets: compared in any order, see _same)
-    "filterableAttributes": sorted(["type", "media_id", "gen", "language", "emotion", "kind", "folder",
-                                    "folders", "path", "source"]),
+    "filterableAttributes": sorted(["type", "library", "media_id", "gen", "language", "emotion", "kind",
+                                    "folder", "folders", "path", "source"]),
     "sortableAttributes": ["mtime", "start"],
     "rankingRules": ["words", "typo", "proximity", "attribute", "sort", "exactness"],
     "localizedAttributes": [{"attributePatterns": ["text_zh"], "locales": ["cmn"]},
@@ -233,15 +232,26 @@ class MeiliIndex(IndexBackend):
         return {"path": media.path, "folder": media.folder, "folders": ancestors(media.path),
                 "title": media.title, "tags": tags, "mtime": media.mtime}
 
+    def _key(self, media_id: str) -> str:
+        """The document id prefix of a media: the library's own copy when the index is shared."""
+        return f"{self.library}-{media_id}" if self.library else media_id
+
+    def _scope(self, media_id: str) -> str:
+        """The filter for one media's documents in this library."""
+        own = f" AND library = {quote(self.library)}" if self.library else ""
+        return f"media_id = {quote(media_id)}{own}"
+
     def documents(self, media: Media, segments: list[Segment], gen: str) -> list[dict[str, Any]]:
         """The documents of one media: one per segment and one for the media."""
         place = self._place(media)
-        docs = [{"id": f"{media.id}-m", "type": "media", "media_id": media.id, "gen": gen,
+        key = self._key(media.id)
+        docs = [{"id": f"{key}-m", "type": "media", "library": self.library, "media_id": media.id, "gen": gen,
                  "language": media.language, "duration": media.duration, **place}]
         for s in segments:
             spans, times = word_spans(s.text, s.words)
             lang = (s.language or media.language or "").split("-")[0].lower()
-            docs.append({"id": f"{media.id}-{s.index}", "type": "segment", "media_id": media.id, "gen": gen,
+            docs.append({"id": f"{key}-{s.index}", "type": "segment", "library": self.library,
+                         "media_id": media.id, "gen": gen,
                          "seg": s.index, CJK_FIELDS.get(lang, "text"): s.text, "start": s.start, "end": s.end,
                          "language": s.language, "emotion": s.emotion, "kind": s.kind or "speech",
                          "source": s.source, "duration": media.duration, "wspans": spans, "wtimes": times,
@@ -253,12 +263,12 @@ class MeiliIndex(IndexBackend):
         gen = uuid.uuid4().hex[:12]
         self._send("add", self.documents(media, segments, gen), f"indexing {media.path}")
         task = self._call(self._index().delete_documents,
-                          filter=f"media_id = {quote(media.id)} AND gen != {quote(gen)}")
+                          filter=f"{self._scope(media.id)} AND gen != {quote(gen)}")
         self._wait([task.task_uid], f"removing the old documents of {media.path}")
 
     def _doc_ids(self, media_id: str) -> list[str]:
         ids: list[str] = []
-        for doc in self._browse(f"media_id = {quote(media_id)}", ["id"]):
+        for doc in self._browse(self._scope(media_id), ["id"]):
             ids.append(doc["id"])
         return ids
 
@@ -282,12 +292,13 @@ class MeiliIndex(IndexBackend):
 
     def delete(self, media_id: str) -> None:
         self._ensure()
-        task = self._call(self._index().delete_documents, filter=f"media_id = {quote(media_id)}")
+        task = self._call(self._index().delete_documents, filter=self._scope(media_id))
         self._wait([task.task_uid], f"removing media {media_id}")
 
     def media_ids(self) -> set[str]:
         self._ensure()
-        return {d["media_id"] for d in self._browse('type = "media"', ["media_id"])}
+        own = f" AND library = {quote(self.library)}" if self.library else ""
+        return {d["media_id"] for d in self._browse(f'type = "media"{own}', ["media_id"])}
 
     # ---- search ----------------------------------------------------------------------------
 
@@ -295,7 +306,7 @@ class MeiliIndex(IndexBackend):
     def _filter(q: SearchQuery) -> str:
         parts = ['type = "segment"']
         for attr, value in (("language", q.language), ("emotion", q.emotion), ("kind", q.kind),
-                            ("media_id", q.media_id)):
+                            ("media_id", q.media_id), ("library", getattr(q, "library", None))):
             if value:
                 parts.append(f"{attr} = {quote(value)}")
         if q.path_prefix:
@@ -417,8 +428,8 @@ class MeiliIndex(IndexBackend):
         """Facets of several answers (OR): the largest count of each value (a lower bound)."""
         out = FacetCounts()
         for res in answers:
-            for f, counts in asdict(self._facet_counts(res)).items():
-                mine = getattr(out, f)
+            for f, counts in self._facet_counts(res).items():
+                mine = out.setdefault(f, {})
                 for k, v in counts.items():
                     mine[k] = max(mine.get(k, 0), v)
         return out
@@ -426,7 +437,7 @@ class MeiliIndex(IndexBackend):
     @staticmethod
     def _facet_counts(res: dict[str, Any]) -> FacetCounts:
         dist = res.get("facetDistribution") or {}
-        return FacetCounts(**{f: {k: int(v) for k, v in (dist.get(f) or {}).items()} for f in FACETS})
+        return FacetCounts({f: {k: int(v) for k, v in (dist.get(f) or {}).items()} for f in FACETS})
 
     def health(self) -> str:
         """The server's health status ("available"), or raises TransientError."""
