@@ -21,6 +21,19 @@ for _base in Path(__file__).resolve().parents:
 ERROR = {"$ref": "#/components/schemas/ResponseError"}
 
 
+def need(module: str):
+    """Import a module the Meilisearch tests need: skipped when missing, except in CI
+    (scripts/setup --test installs it there, and a skip would hide that it did not)."""
+    import importlib
+    import os
+
+    import pytest
+
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 def _camel(name: str) -> str:
     return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
 

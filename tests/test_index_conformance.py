@@ -23,8 +23,10 @@ REAL_MEILI = bool(os.environ.get("MEILI_URL"))
 
 def meili_backend():
     """(backend, double or None, cleanup) for the meilisearch backend."""
-    pytest.importorskip("meilisearch")
-    from mediaindex_meilisearch import MeiliIndex
+    from meili_spec import need
+
+    need("meilisearch")
+    MeiliIndex = need("mediaindex_meilisearch").MeiliIndex
 
     uid = f"mediaindex_test_{uuid.uuid4().hex[:8]}"
     if REAL_MEILI:
@@ -33,7 +35,7 @@ def meili_backend():
         def cleanup():
             ix.client.wait_for_task(ix.client.delete_index(uid).task_uid)
         return ix, None, cleanup
-    pytest.importorskip("openapi_core")
+    need("openapi_core")
     from meili_double import MeiliDouble
 
     double = MeiliDouble()

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("meilisearch")
-pytest.importorskip("openapi_core")
+from meili_spec import need  # noqa: E402
+
+need("meilisearch")
+need("openapi_core")
+need("mediaindex_meilisearch")
 
 import mediaindex_meilisearch as plugin  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
