@@ -17,6 +17,7 @@ from .backends import is_local, normalize_location
 from .config import Config
 from .datalock import DataDirBusy, lock_data_dir
 from .errors import FatalError, UsageError, cli_errors, click_error  # noqa: F401  (re-exported)
+from .errors import PermanentError, TransientError
 from .export import FORMATS, clock, render
 from .hits import path_prefix as under, search_json
 from .models import SearchQuery
@@ -156,11 +157,58 @@ def index(paths, data_dir, transcriber, index_name, workers):
             click.echo(f"  offline: {printable(root)} ({printable(plan.offline_why.get(root, 'missing'))}; "
                        "its files stay in the index)", err=True)
         sys.exit(1 if failed or still_queued or plan.unreadable or plan.offline else 0)
+    except TransientError as e:  # the index server is down at the start: nothing was queued
+        raise click.ClickException(printable(f"{e}; nothing was changed: run again when it is back")) from None
     except Exception as e:  # a usage error, a FatalError, a database error: one line; a bug: its traceback
         raise click_error(e, pipeline.config.state_path) or e
     finally:
         lock.close()
         pipeline.close()
+
+
+@cli.command()
+@data_dir_option
+@click.option("--index", "index_name", help="Index backend to rebuild (default: the configured one).")
+def reindex(data_dir, index_name):
+    """Rebuild an index from the cached transcripts, never transcribing again.
+
+    Moves a library to another backend (``--index meilisearch``) or refreshes one. Documents of
+    media the state no longer has are dropped. Exit status 1 when a media could not be rebuilt.
+    """
+    pipeline = open_pipeline(data_dir, index=index_name)
+    try:
+        lock = lock_data_dir(pipeline.config.data_dir, "reindex")
+    except DataDirBusy as e:
+        pipeline.close()
+        raise click.UsageError(printable(e)) from None
+    failed: list[tuple[str, str]] = []
+    try:
+        ids = sorted(pipeline.state.all_media_ids("indexed"))
+        stale = pipeline.index.media_ids() - set(ids)
+        with click.progressbar(ids, label=f"re-indexing into {pipeline.index.name}", show_pos=True,
+                               show_eta=True, file=sys.stderr) as bar:
+            for media_id in bar:
+                try:
+                    pipeline.reindex(media_id)
+                except PermanentError as e:
+                    failed.append((media_id, str(e)))
+        for media_id in stale:
+            pipeline.index.delete(media_id)
+        click.echo(f"done: {len(ids) - len(failed)} media re-indexed into {pipeline.index.name}, "
+                   f"{len(stale)} stale dropped, {len(failed)} failed", err=True)
+        for media_id, why in failed:
+            click.echo(f"  failed: {media_id}: {printable(why)}", err=True)
+        if index_name and index_name != (pipeline.config.get("index") or "sqlite"):
+            click.echo(f'to search it by default, put  index = "{index_name}"  in '
+                       f"{pipeline.config.data_dir / 'config.toml'}", err=True)
+    except TransientError as e:  # the index server is down: run it again when it is back
+        raise click.ClickException(printable(e)) from None
+    except Exception as e:  # a FatalError, a database error: one line; a bug: its traceback
+        raise click_error(e, pipeline.config.state_path) or e
+    finally:
+        lock.close()
+        pipeline.close()
+    sys.exit(1 if failed else 0)
 
 
 def _terminal_snippet(snippet: str, color: bool) -> str:
@@ -201,6 +249,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
         search_query = SearchQuery(q=query, limit=limit, offset=offset, language=lang, emotion=emotion, kind=kind,
                                    path_prefix=prefix)
         result = pipeline.index.search(search_query)
+    except TransientError as e:  # an index server (Meilisearch) down or overloaded
+        raise click.ClickException(printable(f"search failed: {e} (try again when it is back)")) from None
     except Exception as e:  # a damaged index (the next `index` or `watch` rebuilds it), a full disk
         raise click_error(e) or e
     finally:

@@ -130,6 +130,8 @@ class SearchQuery:
     path_prefix: str | None = None
     media_id: str | None = None
     library: str | None = None  # only this library's documents (a shared index); None = all
+    facets: bool = False  # also count the facets of the matches (SearchResult.facets), in one request
+    one_per_media: bool = False  # only the best hit of each media (``total`` counts media)
 
 
 @dataclass
@@ -171,9 +173,13 @@ class SearchResult:
     # [{"word": as typed, "matched": [index words found instead], "why": typo|sound|number|
     # spelling|compound}] for the hits shown
     forgiven: list[dict[str, Any]] = field(default_factory=list)
+    facets: Any = None  # FacetCounts when the query asked for them (SearchQuery.facets)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "total": self.total, "total_exact": self.total_exact,
-                "partial": self.partial, "stopped_early": self.stopped_early,
-                "did_you_mean": self.did_you_mean, "forgiven": self.forgiven,
-                "hits": [h.to_dict() for h in self.hits]}
+        out = {"query": self.query, "total": self.total, "total_exact": self.total_exact,
+               "partial": self.partial, "stopped_early": self.stopped_early,
+               "did_you_mean": self.did_you_mean, "forgiven": self.forgiven,
+               "hits": [h.to_dict() for h in self.hits]}
+        if self.facets is not None:
+            out["facets"] = dict(self.facets)
+        return out

@@ -475,6 +475,8 @@ class Pipeline:
             message = self.config.redact(str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}")
             if not isinstance(e, MediaError):
                 self.print_traceback()
+            if getattr(e, "outage", False):  # the index server is down, not this file: keep waiting
+                max_attempts = max(job.attempts + 1, max_attempts or self.state.jobs.MAX_ATTEMPTS)
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
             self.state.failed(job.path, message, retry=retried)

@@ -666,23 +666,30 @@ class SqliteIndex(IndexBackend):
 
     # ---- search ----------------------------------------------------------------------------
 
-    @_guarded
     def search(self, query: SearchQuery) -> SearchResult:
+        result = self._search(query)
+        if query.facets:
+            result.facets = self.facets(query)
+        return result
+
+    @_guarded
+    def _search(self, query: SearchQuery) -> SearchResult:
         terms, excluded = parse_search(query.q)
         limit = max(0, int(query.limit or 0))
         offset = max(0, int(query.offset or 0))
         want = offset + limit
+        fetch = max(want, RANK_CAP) if query.one_per_media else want  # one per media: dedupe a wider list
         if not terms:
             return SearchResult(query=query.q, total=0, hits=[])
         if len(terms) > PARTIAL_WORDS and not self._any_match(self._rarest(terms, PARTIAL_WORDS), query):
             rows, total = [], 0  # not even the rarest words meet: skip the AND of them all (costly)
         else:
-            rows, total = self._candidates(terms, query, want, exclude=excluded)
+            rows, total = self._candidates(terms, query, fetch, exclude=excluded)
         exact_total = total
         # a long query (a pasted paragraph) is not forgiven: the expansion would cost more than it finds
         plan = self._forgive(terms) if len(terms) <= PARTIAL_WORDS else None
         if plan is not None:
-            rows, total = self._with_forgiven(rows, total, plan, query, want, excluded)
+            rows, total = self._with_forgiven(rows, total, plan, query, fetch, excluded)
         shown = plan or terms
         entries, added = [("doc", rid, score, False) for rid, score in rows], 0
         if len(terms) <= PARTIAL_WORDS:  # a pasted paragraph is nobody's title
@@ -691,10 +698,13 @@ class SqliteIndex(IndexBackend):
         partial = stopped = False
         levels: dict[int, int] = {}
         if total == 0 and len(terms) > 1:
-            prow, total, stopped = self._partial(terms, query, want)
+            prow, total, stopped = self._partial(terms, query, fetch)
             partial = total > 0
             entries = [("doc", rid, score, False) for rid, score, _ in prow]
             levels = {rid: level for rid, _, level in prow}
+        if query.one_per_media:  # the best hit of each media (among the first RANK_CAP matches)
+            entries = self._best_per_media(entries)
+            total = len(entries)
         # (a word in no document marks nothing: a long query's unknown words cost no matching)
         if partial:
             shown = [t for t in terms if self._df(t)]
@@ -727,6 +737,24 @@ class SqliteIndex(IndexBackend):
         cost = {rid: match_cost(find_matches(texts.get(rid, ""), flat), pos, alts, len(plan)) for rid in ids}
         extra.sort(key=lambda r: (cost[r[0]], r[1], -r[0]))
         return rows + extra, max(total, ftotal)
+
+    def _best_per_media(self, entries: list[tuple]) -> list[tuple]:
+        """The first (best ranked) entry of each media, in rank order."""
+        c = self._conn()
+        media: dict[int, str] = {}
+        ids = [e[1] for e in entries if e[0] == "doc"]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            media.update(c.execute(f"SELECT id, media_id FROM docs WHERE id IN ({','.join('?' * len(chunk))})",
+                                   chunk).fetchall())
+        seen: set[str] = set()
+        out = []
+        for e in entries:
+            m = media.get(e[1]) if e[0] == "doc" else e[1]
+            if m is not None and m not in seen:
+                seen.add(m)
+                out.append(e)
+        return out
 
     def _title_matches(self, terms: list[Term], excluded: list[Excluded],
                        q: SearchQuery) -> list[tuple[str, float, bool]]:

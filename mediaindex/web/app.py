@@ -41,7 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from ..backends import FatalError, is_local
+from ..backends import FatalError, TransientError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
 from ..hits import search_json
@@ -365,6 +365,12 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return error_response(503, config.redact(str(fatal)))
 
 
+async def _index_down(request: Request, exc: TransientError) -> Response:
+    """The index server (e.g. Meilisearch) is down or overloaded: 503, try again shortly."""
+    config = request.app.state.web.pipeline.config
+    return error_response(503, config.redact(f"the search index is unavailable: {exc}"), {"retry-after": "5"})
+
+
 def create_app(pipeline, token: str | None = None):
     """The ASGI app for this pipeline.
 
@@ -394,6 +400,7 @@ def create_app(pipeline, token: str | None = None):
     load_plugins().hook.register_routes(register=routes.append, config=getattr(pipeline, "config", None))
     app = Starlette(routes=routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, FatalError: _unavailable, sqlite3.Error: _unavailable,
+        TransientError: _index_down,
         Exception: _server_error})
     app.state.web = web
     hosts = None if token else LOOPBACK_HOSTS
