@@ -314,3 +314,51 @@ class Double:
                           "transcripts": [{"channel_id": c, "text": " ".join(s["text"] for s in sentences),
                                            "sentences": sentences} for c in channels]}
         task["status"] = "SUCCEEDED"
+
+
+# ---- staging storage: a bucket whose presigned URLs the double serves ------------------------
+
+
+def staging_plugin(files_dir: Path, url: str):
+    """A plugin module (for ``pm.register``) with a ``double`` storage: ``stage`` copies into the
+    double's /files/, ``public_url`` gives its URL, ``unstage`` deletes it."""
+    import types
+    from typing import Iterator
+
+    from mediaindex.backends import ObjectInfo, StorageBackend
+    from mediaindex.hookspecs import hookimpl
+
+    class DoubleStorage(StorageBackend):
+        scheme = "double"
+
+        def _file(self, key: str) -> Path:
+            return Path(files_dir) / key.replace("/", "_")
+
+        def open(self, uri: str):
+            return self._file(uri.removeprefix("double://")).open("rb")
+
+        def list(self, prefix: str, problems=None) -> Iterator[ObjectInfo]:
+            return iter(())
+
+        def stat(self, uri: str):
+            f = self._file(uri.removeprefix("double://"))
+            return ObjectInfo(uri, f.stat().st_size, f.stat().st_mtime) if f.exists() else None
+
+        def stage(self, local_path: Path, key: str) -> str:
+            shutil.copyfile(local_path, self._file(key))
+            return f"double://{key}"
+
+        def unstage(self, key: str) -> None:
+            self._file(key).unlink(missing_ok=True)
+
+        def public_url(self, uri: str, expires: int = 3600):
+            return f"{url}/files/{uri.removeprefix('double://').replace('/', '_')}" if uri.startswith("double://") else None
+
+    module = types.ModuleType("dashscope_double_staging")
+
+    @hookimpl
+    def register_storage_backends(register, config):
+        register(DoubleStorage())
+
+    module.register_storage_backends = register_storage_backends
+    return module

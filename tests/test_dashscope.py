@@ -292,3 +292,120 @@ def test_official_sdk_reads_the_double_like_our_client(double, corpus_src):
     mine = Client(KEY, double.base_url).flash("qwen3-asr-flash", data)
     assert sdk.output.choices[0].message.content[0]["text"] == mine["text"]
     assert sdk.usage["seconds"] == mine["seconds"]
+
+
+# ---- end to end: mediaindex index --transcriber dashscope ------------------------------------
+
+
+@pytest.fixture
+def e2e(double, corpus_src, tmp_path, monkeypatch):
+    """A media folder (short talks, Chinese, the long meeting), a data dir configured for the
+    double (stage_storage served by it), and both plugins registered in-process."""
+    import mediaindex_dashscope.plugin as ds_plugin
+    from dashscope_double import staging_plugin
+    from mediaindex.plugins import load_plugins
+
+    media = tmp_path / "media"
+    for sub in ("talks", "chinese", "meetings"):
+        shutil.copytree(corpus_src / sub, media / sub)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "config.toml").write_text('transcriber = "dashscope"\nstage_storage = "double"\n'
+                                      "[dashscope]\nrpm = 100000\nwait_inline = 60\npoll_after = 1\n")
+    monkeypatch.setenv("DASHSCOPE_API_KEY", KEY)
+    monkeypatch.setenv("DASHSCOPE_BASE_URL", double.base_url)
+    pm = load_plugins()
+    pm.register(ds_plugin, name="dashscope")
+    pm.register(staging_plugin(double.files_dir, double.url), name="dashscope-double-staging")
+    yield media, data
+    pm.unregister(name="dashscope")
+    pm.unregister(name="dashscope-double-staging")
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from mediaindex.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_index_routes_by_duration_searches_land_and_estimate_matches(double, e2e, manifest):
+    from mediaindex.config import Config
+    from mediaindex.models import SearchQuery
+    from mediaindex.pipeline import Pipeline
+
+    media, data = e2e
+    est = run_cli("index", str(media), "--data-dir", str(data), "--estimate")
+    assert est.exit_code == 0, est.output
+    assert not double.hits and not list(double.files_dir.iterdir())  # nothing sent, nothing staged
+    lines = {ln.split()[0]: ln.split() for ln in est.output.splitlines() if ln.strip()}
+    assert lines["qwen3-asr-flash"][1] == "3" and lines["qwen3-asr-flash-filetrans"][1] == "1"
+    estimated = float(lines["total"][4])
+
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.submissions == 1 and double.flash_calls >= 3
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    try:
+        engines_used = {m.path.split("/")[-2]: m.engine.split(":")[0] for m in
+                        (p.state.get_media(i) for i in p.state.all_media_ids("indexed"))}
+        assert engines_used == {"talks": "qwen3-asr-flash", "chinese": "qwen3-asr-flash",
+                                "meetings": "qwen3-asr-flash-filetrans"} or \
+            set(engines_used.values()) == {"qwen3-asr-flash", "qwen3-asr-flash-filetrans"}
+        charged = p.state.total_cost()
+        assert charged == pytest.approx(double.billed * 0.000035)
+        assert abs(estimated - charged) / charged < 0.05, (estimated, charged)
+
+        meeting = sentence_of(manifest, "meetings/long_meeting.mp3")
+        target = next(s for s in meeting if s["text"].startswith("Item 16:"))
+        hits = p.index.search(SearchQuery(q="16 percent", limit=50)).hits
+        hit = next(h for h in hits if h.text.startswith("Item 16:"))
+        assert target["start"] <= hit.time <= target["end"]
+        lettuce = sentence_of(manifest, "talks/space_station.mp3")[1]
+        hit = p.index.search(SearchQuery(q="lettuce")).hits[0]
+        assert lettuce["start"] - 1 <= hit.time <= lettuce["end"]
+        assert p.index.facets(SearchQuery(q="")).emotion.get("neutral")
+    finally:
+        p.close()
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import mediaindex_dashscope.plugin as ds_plugin
+    from dashscope_double import staging_plugin
+    from mediaindex.plugins import load_plugins
+    from mediaindex.cli import cli
+    pm = load_plugins()
+    pm.register(ds_plugin, name="dashscope")
+    pm.register(staging_plugin({files!r}, {url!r}), name="dashscope-double-staging")
+    cli(["index", {media!r}, "--data-dir", {data!r}])
+""")
+
+
+def test_kill_9_while_polling_resumes_the_same_task(double, e2e, tmp_path):
+    media, data = e2e
+    for sub in ("talks", "chinese"):
+        shutil.rmtree(media / sub)
+    double.steps_pending = 10 ** 6  # the task stays queued until the test lets it run
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(HERE), files=str(double.files_dir), url=double.url,
+                                         media=str(media), data=str(data)))
+    proc = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        for _ in range(1200):  # until the task was submitted and polled twice
+            polls = [p for _, m, p in double.hits if p.startswith("/api/v1/tasks/")]
+            if double.submissions and len(polls) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert double.submissions == 1
+    double.steps_pending = 0
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.submissions == 1  # polled the same task: paid once

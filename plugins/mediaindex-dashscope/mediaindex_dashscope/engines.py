@@ -312,6 +312,11 @@ class FiletransTranscriber(_Base):
     def estimate_cost(self, probe: ProbeResult) -> float:
         return self.estimate_seconds(probe) * self.settings.price
 
+    @property
+    def estimate_note(self) -> str | None:
+        n = len(self.settings.channels)
+        return f"each of the {n} channels in [dashscope] channels is billed in full" if n > 1 else None
+
     def estimate_seconds(self, probe: ProbeResult) -> float:
         """Billed seconds: every listed channel is billed in full."""
         return math.ceil(probe.duration) * len(self.settings.channels)
