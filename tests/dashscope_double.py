@@ -267,10 +267,13 @@ class Double:
             if task is None:
                 return {"request_id": str(uuid.uuid4()), "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
             task["polls"] += 1
-            if task["status"] == "PENDING" and task["polls"] > self.steps_pending:
+            fetch = task["status"] == "PENDING" and task["polls"] > self.steps_pending
+            if fetch:
                 task["status"] = "RUNNING"
             elif task["status"] == "RUNNING" and task["polls"] > self.steps_pending + self.steps_running:
                 task["status"] = "RUN"
+        if fetch:
+            self._fetch(task)
         if task["status"] == "RUN":
             self._run(task_id, task)
         out = {"task_id": task_id, "task_status": task["status"], "submit_time": task["submit_time"]}
@@ -283,20 +286,24 @@ class Double:
             out["code"], out["message"] = task["fail"]
         return reply
 
+    def _fetch(self, task: dict) -> None:
+        """The service reads the audio when the task starts running (PENDING -> RUNNING)."""
+        try:
+            with urllib.request.urlopen(task["body"]["input"]["file_url"], timeout=30) as r, \
+                    tempfile.NamedTemporaryFile(suffix=".audio") as f:
+                f.write(r.read())
+                f.flush()
+                task["found"] = self.oracle.find(Path(f.name))
+        except Exception:
+            task["fail"] = task["fail"] or ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
+
     def _run(self, task_id: str, task: dict) -> None:
         """Fetch the audio like the service does and write the result file (or fail)."""
         if task["fail"]:
             task["status"] = "FAILED"
             return
         url = task["body"]["input"]["file_url"]
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r, tempfile.NamedTemporaryFile(suffix=".audio") as f:
-                f.write(r.read())
-                f.flush()
-                entry, offset, length = self.oracle.find(Path(f.name))
-        except Exception:
-            task["status"], task["fail"] = "FAILED", ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
-            return
+        entry, offset, length = task["found"]
         channels = task["body"]["parameters"].get("channel_id") or [0]
         task["seconds"] = math.ceil(length) * len(channels)
         with self.lock:

@@ -55,11 +55,8 @@ class Book:
         self.saved = dict(data)
 
     def request(self, path: Path, publish=None) -> TranscribeRequest:
-        req = TranscribeRequest(path=path, probe=probe(str(path)), charge=lambda s, c, d: self.charges.append((s, c, d)),
-                                checkpoint=self.checkpoint)
-        req.uri = str(path)
-        req.publish = publish
-        return req
+        return TranscribeRequest(path=path, probe=probe(str(path)), uri=str(path), publish=publish,
+                                 charge=lambda s, c, d: self.charges.append((s, c, d)), checkpoint=self.checkpoint)
 
 
 def sentence_of(manifest, rel):
@@ -384,20 +381,27 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_kill_9_while_polling_resumes_the_same_task(double, e2e, tmp_path):
+@pytest.mark.parametrize("phase", ["running", "pending"])
+def test_kill_9_while_polling_resumes_the_same_task(double, e2e, tmp_path, phase):
+    """Killed while the task runs: the next run polls it, paid once. Killed while it is still
+    queued: the core deletes the dead run's staged audio, the service cannot fetch it, the task
+    fails unbilled and is submitted once more; still paid once."""
     media, data = e2e
     for sub in ("talks", "chinese"):
         shutil.rmtree(media / sub)
-    double.steps_pending = 10 ** 6  # the task stays queued until the test lets it run
+    if phase == "running":  # the service fetched the audio, then the task runs until let go
+        double.steps_pending, double.steps_running = 1, 10 ** 6
+    else:
+        double.steps_pending = 10 ** 6
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT.format(tests=str(HERE), files=str(double.files_dir), url=double.url,
                                          media=str(media), data=str(data)))
     proc = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        for _ in range(1200):  # until the task was submitted and polled twice
+        for _ in range(1200):  # until the task was submitted and polled three times
             polls = [p for _, m, p in double.hits if p.startswith("/api/v1/tasks/")]
-            if double.submissions and len(polls) >= 2 or proc.poll() is not None:
+            if double.submissions and len(polls) >= 3 or proc.poll() is not None:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -405,7 +409,14 @@ def test_kill_9_while_polling_resumes_the_same_task(double, e2e, tmp_path):
         proc.kill()
         proc.wait()
     assert double.submissions == 1
-    double.steps_pending = 0
+    double.steps_pending, double.steps_running = 0, 1
     out = run_cli("index", str(media), "--data-dir", str(data))
     assert out.exit_code == 0, out.output
-    assert double.submissions == 1  # polled the same task: paid once
+    assert double.submissions == (1 if phase == "running" else 2)
+    assert double.billed == 734  # one billed task: ceil(733.2 s)
+    from mediaindex.state import State
+    state = State(data / "state.sqlite3")
+    try:
+        assert state.total_cost() == pytest.approx(734 * 0.000035)
+    finally:
+        state.close()

@@ -322,9 +322,10 @@ class FiletransTranscriber(_Base):
         return math.ceil(probe.duration) * len(self.settings.channels)
 
     def transcribe(self, request: TranscribeRequest) -> Transcript:
-        what = str(getattr(request, "uri", "") or request.path)
+        what = str(request.uri or request.path)
         state = (request.checkpoint.load() if request.checkpoint else None) or {}
-        if not state.get("task_id"):
+        fresh = not state.get("task_id")  # submitted in this call: its published audio still exists
+        if fresh:
             state = self._submit(request, what, resubmits=0)
         deadline = time.monotonic() + self.settings.wait_inline
         polls = int(state.get("polls", 0))
@@ -334,6 +335,13 @@ class FiletransTranscriber(_Base):
             status = str(output.get("task_status") or "UNKNOWN").upper()
             if status == "SUCCEEDED":
                 return self._finish(request, state, reply, what)
+            if status == "FAILED" and not fresh and not state.get("withdrawn"):
+                # submitted by an earlier call whose published audio the core has deleted since:
+                # the service may have failed to fetch it (a failed task is not billed): once more
+                state = self._submit(request, what, resubmits=int(state.get("resubmits", 0)))
+                state["withdrawn"] = fresh = True
+                self._save(request, state)
+                continue
             if status in ("FAILED", "CANCELED"):
                 self._save(request, {})  # a later retry by the user submits afresh
                 raise PermanentError(f"{what}: DashScope task {state['task_id']} {status.lower()}: "
@@ -344,6 +352,7 @@ class FiletransTranscriber(_Base):
                     raise PermanentError(f"{what}: DashScope does not know task {state['task_id']} "
                                          "(expired twice): giving up")
                 state = self._submit(request, what, resubmits=int(state.get("resubmits", 0)) + 1)
+                fresh = True
                 continue
             polls += 1
             state["polls"] = polls
@@ -374,18 +383,13 @@ class FiletransTranscriber(_Base):
 
     def _url(self, request: TranscribeRequest, tmp: Path) -> str:
         """A URL the service can fetch: the extracted audio, published by the core."""
-        publish = getattr(request, "publish", None)
-        if publish is None:  # an older core that staged the source up front
-            url = getattr(request, "url", None)
-            if not url:
-                raise PermanentError(f"{request.path}: filetrans needs a public URL: set stage_storage in "
-                                     "config.toml (or set [dashscope] filetrans = false to send long files to "
-                                     "flash in chunks)")
-            return url
+        if request.publish is None:
+            raise PermanentError(f"{request.uri or request.path}: filetrans needs a public URL and this caller "
+                                 "cannot publish one (set [dashscope] filetrans = false to use flash in chunks)")
         channels = request.probe.channels if max(self.settings.channels) > 0 else 1
         out = audio.extract(request.path, 0.0, request.probe.duration + 1.0, tmp / "audio.opus",
                             bitrate="32k", channels=max(1, channels or 1))
-        return publish(out)
+        return request.publish(out)
 
     def _finish(self, request: TranscribeRequest, state: dict, reply: dict, what: str) -> Transcript:
         output = reply.get("output") or {}
