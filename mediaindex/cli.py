@@ -348,6 +348,9 @@ def status(data_dir, as_json):
     f = summary["files"]
     click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed, "
                f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
+    for engine, spend in summary.get("spent_by_engine", {}).items():
+        click.echo(f"spent on {printable(engine)}: {spend['cost']:.4f} for {spend['seconds']:.0f} billed s "
+                   f"({spend['media']} media)")
     for root in summary.get("roots", []):
         if root["status"] == "offline":
             click.echo(f"offline: {printable(root['path'])}")

@@ -6,6 +6,7 @@ wrong text). Real ffmpeg cuts the real corpus media.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -365,6 +366,14 @@ def test_index_routes_by_duration_searches_land_and_estimate_matches(double, e2e
         assert p.index.facets(SearchQuery(q="")).emotion.get("neutral")
     finally:
         p.close()
+    status = run_cli("status", "--data-dir", str(data), "--json")
+    spend = json.loads(status.output)["spent_by_engine"]
+    assert {k.split(":")[0] for k in spend} == {"qwen3-asr-flash", "qwen3-asr-flash-filetrans"}
+    assert sum(v["seconds"] for v in spend.values()) == double.billed
+    assert sum(v["cost"] for v in spend.values()) == pytest.approx(charged)
+    assert KEY not in status.output and KEY not in run_cli("status", "--data-dir", str(data)).output
+    for f in data.rglob("*"):  # the key is nowhere in the data dir
+        assert not f.is_file() or KEY.encode() not in f.read_bytes(), f
 
 
 KILL_SCRIPT = textwrap.dedent("""

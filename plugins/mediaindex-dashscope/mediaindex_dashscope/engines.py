@@ -117,7 +117,7 @@ class _Base(Transcriber):
         self.client = client
 
     def accepts(self, probe: ProbeResult, language: str | None = None) -> str | None:
-        return super().accepts(probe)
+        return super().accepts(probe, language)
 
     def _context(self, request: TranscribeRequest) -> str:
         return "\n".join(t for t in (self.settings.context, request.prompt or "") if t)
@@ -307,7 +307,7 @@ class FiletransTranscriber(_Base):
             why = ("the us region has no filetrans" if self.settings.region == "us"
                    else "filetrans needs stage_storage (or [dashscope] filetrans = true)")
             return f"{self.name}: {why}"
-        return super().accepts(probe)
+        return super().accepts(probe, language)
 
     def estimate_cost(self, probe: ProbeResult) -> float:
         return self.estimate_seconds(probe) * self.settings.price
