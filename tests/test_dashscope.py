@@ -429,3 +429,34 @@ def test_kill_9_while_polling_resumes_the_same_task(double, e2e, tmp_path, phase
         assert state.total_cost() == pytest.approx(734 * 0.000035)
     finally:
         state.close()
+
+
+def test_settings_regions_and_overrides(tmp_path, monkeypatch, corpus_src):
+    from mediaindex.config import Config
+    from mediaindex.safety import redact
+
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    monkeypatch.delenv("DASHSCOPE_BASE_URL", raising=False)
+    (tmp_path / "config.toml").write_text('stage_storage = "s3"\n[dashscope]\nregion = "us"\napi_key = "sk-from-file-999"\n')
+    s = Settings.from_config(Config.load(tmp_path))
+    assert s.base_url == "https://dashscope-us.aliyuncs.com/api/v1" and s.flash_model == "qwen3-asr-flash-us"
+    assert s.filetrans is False  # no filetrans in the US, whatever the staging
+    assert "sk-from-file-999" not in redact("key sk-from-file-999")
+    (tmp_path / "config.toml").write_text('stage_storage = "s3"\n[dashscope]\nchannels = [0, 1]\n')
+    monkeypatch.setenv("DASHSCOPE_BASE_URL", "http://gateway.local/api/v1")
+    s = Settings.from_config(Config.load(tmp_path))
+    assert s.region == "intl" and s.base_url == "http://gateway.local/api/v1" and s.filetrans is True
+    ft = FiletransTranscriber(s, Client(None, s.base_url))
+    info = probe(str(corpus_src / "podcasts/ferry.webm"))
+    assert ft.estimate_seconds(info) == 2 * 11 and "2 channels" in ft.estimate_note
+    (tmp_path / "config.toml").write_text('[dashscope]\nregion = "mars"\n')
+    with pytest.raises(ValueError, match="region"):
+        Settings.from_config(Config.load(tmp_path))
+
+
+def test_missing_key_is_fatal_before_any_request(double, corpus_src):
+    s = Settings(api_key=None, base_url=double.base_url)
+    flash = FlashTranscriber(s, Client(None, s.base_url))
+    with pytest.raises(FatalError, match="DASHSCOPE_API_KEY"):
+        flash.transcribe(Book().request(corpus_src / "podcasts/ferry.webm"))
+    assert not double.hits
