@@ -135,7 +135,7 @@ def test_filetrans_lifecycle_real_times_language_emotion(double, corpus_src, man
 
 
 def test_filetrans_yields_and_the_retry_polls_the_same_task(double, corpus_src):
-    _, ft = engines(double, wait_inline=0, poll_after=7)
+    _, ft = engines(double, wait_inline=0, poll_after=7, hold_pending=0)
     double.steps_pending, double.steps_running = 3, 3
     book = Book()
     req = book.request(corpus_src / "podcasts/ferry.webm", double.publish)
@@ -388,6 +388,23 @@ KILL_SCRIPT = textwrap.dedent("""
     pm.register(staging_plugin({files!r}, {url!r}), name="dashscope-double-staging")
     cli(["index", {media!r}, "--data-dir", {data!r}])
 """)
+
+
+def test_a_running_task_yields_its_worker_through_the_queue(double, e2e):
+    """Through the real job queue: NotReady while the task runs, polled again without spending
+    attempts (more polls than max_attempts), held in the call while PENDING (the service has not
+    fetched the published audio yet), submitted and paid once."""
+    media, data = e2e
+    for sub in ("talks", "chinese"):
+        shutil.rmtree(media / sub)
+    (data / "config.toml").write_text('transcriber = "dashscope"\nstage_storage = "double"\n'
+                                      "[dashscope]\nrpm = 100000\nwait_inline = 0\npoll_after = 0.1\n")
+    double.steps_pending, double.steps_running = 2, 6
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    polls = [p for _, m, p in double.hits if p.startswith("/api/v1/tasks/")]
+    assert double.submissions == 1 and len(polls) >= 8 and double.billed == 734
+    assert not list(double.files_dir.iterdir())  # the core deleted the staged audio
 
 
 @pytest.mark.parametrize("phase", ["running", "pending"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from mediaindex.backends import FatalError, PermanentError, TransientError
+from mediaindex.errors import FatalError, PermanentError, TransientError
 
 BASE_URLS = {
     "intl": "https://dashscope-intl.aliyuncs.com/api/v1",

@@ -25,18 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from mediaindex import audio
-from mediaindex.backends import (PermanentError, TranscribeRequest, Transcriber, TranscriberLimits,
-                                 TransientError)
+from mediaindex.backends import TranscribeRequest, Transcriber, TranscriberLimits
+from mediaindex.errors import NotReady, PermanentError, TransientError
 from mediaindex.models import ProbeResult, Segment, Transcript, Word
 
 from .client import BASE_URLS, Client
-
-try:  # the core's NotReady (issue 9); older cores retry it as a TransientError
-    from mediaindex.errors import NotReady
-except ImportError:  # pragma: no cover - removed once the core has it everywhere
-    class NotReady(TransientError):  # type: ignore[no-redef]
-        def __init__(self, message: str = "not ready yet", *, retry_after: float = 60.0):
-            super().__init__(message, retry_after=retry_after)
 
 FLASH_MAX_SECONDS = 300.0
 FLASH_MAX_BYTES = 10_000_000
@@ -67,6 +60,9 @@ class Settings:
     price_per_second: float | None = None
     filetrans: bool | None = None  # None: available when stage_storage is set (and not in us)
     wait_inline: float = 20.0  # poll this long in the call before yielding the worker
+    # keep polling while a task submitted in this call is PENDING (its audio not fetched yet): the
+    # core deletes what was published when the call ends, NotReady included
+    hold_pending: float = 600.0
     poll_after: float = 30.0  # NotReady: ask again after this many seconds
 
     @classmethod
@@ -83,7 +79,7 @@ class Settings:
         default_flash = "qwen3-asr-flash-us" if region == "us" else "qwen3-asr-flash"
         s.flash_model = str(sec.get("flash_model") or default_flash)
         s.filetrans_model = str(sec.get("filetrans_model") or s.filetrans_model)
-        for key in ("rpm", "timeout", "chunk_seconds", "wait_inline", "poll_after"):
+        for key in ("rpm", "timeout", "chunk_seconds", "wait_inline", "poll_after", "hold_pending"):
             if sec.get(key) is not None:
                 setattr(s, key, float(sec[key]))
         if sec.get("concurrency") is not None:
@@ -327,7 +323,8 @@ class FiletransTranscriber(_Base):
         fresh = not state.get("task_id")  # submitted in this call: its published audio still exists
         if fresh:
             state = self._submit(request, what, resubmits=0)
-        deadline = time.monotonic() + self.settings.wait_inline
+        began = time.monotonic()
+        deadline = began + self.settings.wait_inline
         polls = int(state.get("polls", 0))
         while True:
             reply = self.client.task(state["task_id"], what=what)
@@ -357,7 +354,8 @@ class FiletransTranscriber(_Base):
             polls += 1
             state["polls"] = polls
             step = POLL_STEPS[min(polls - 1, len(POLL_STEPS) - 1)]
-            if time.monotonic() + step > deadline:
+            holding = status == "PENDING" and fresh and time.monotonic() + step - began <= self.settings.hold_pending
+            if time.monotonic() + step > deadline and not holding:
                 self._save(request, state)
                 raise NotReady(f"{what}: DashScope task {state['task_id']} is {status.lower()}",
                                retry_after=self.settings.poll_after)
