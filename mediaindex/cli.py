@@ -88,7 +88,8 @@ class BarReporter:
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Files transcribed at once.")
-def index(paths, data_dir, transcriber, index_name, workers):
+@click.option("--estimate", is_flag=True, help="Print what transcribing would cost, per engine; send nothing.")
+def index(paths, data_dir, transcriber, index_name, workers, estimate):
     """Scan PATHS once and index every new or changed media file.
 
     Exit status: 0 when every file is indexed, 1 when any failed, was skipped (an unreadable
@@ -122,6 +123,8 @@ def index(paths, data_dir, transcriber, index_name, workers):
             click.echo(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped",
                        err=True)
         plan = pipeline.plan(list(paths))
+        if estimate:
+            return print_estimate(pipeline, plan)
         for path in plan.excluded:
             click.echo(f"warning: {printable(path)} is the data dir (or inside it): never scanned; better keep it "
                        "outside the indexed folders", err=True)
@@ -209,6 +212,40 @@ def reindex(data_dir, index_name):
         lock.close()
         pipeline.close()
     sys.exit(1 if failed else 0)
+
+
+def print_estimate(pipeline: Pipeline, plan) -> None:
+    """Files, hours, billed seconds and cost per engine for the new or changed files: each is
+    probed and routed here; nothing is sent, staged or queued."""
+    from .backends import MediaError
+    from .probe import probe
+
+    rows: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    skipped = 0
+    for f in plan.changed:
+        try:
+            info = probe(f.path)
+            engine = pipeline.transcriber_for(info)
+        except MediaError:
+            skipped += 1
+            continue
+        row = rows.setdefault(engine.name, [0, 0.0, 0.0, 0.0])
+        billed = engine.estimate_seconds(info) if hasattr(engine, "estimate_seconds") else info.duration
+        row[0] += 1
+        row[1] += info.duration / 3600
+        row[2] += billed
+        row[3] += engine.estimate_cost(info)
+        if getattr(engine, "estimate_note", None):
+            notes[engine.name] = engine.estimate_note
+    total = [sum(r[i] for r in rows.values()) for i in range(4)]
+    click.echo(f"{'engine':<28} {'files':>6} {'hours':>8} {'billed s':>10} {'cost':>10}")
+    for name, (n, hours, billed, cost) in sorted(rows.items()) + [("total", total)]:
+        click.echo(f"{name:<28} {int(n):>6} {hours:>8.2f} {billed:>10.0f} {cost:>10.4f}")
+    for name, note in notes.items():
+        click.echo(f"note: {name}: {note}")
+    if skipped:
+        click.echo(f"{skipped} file(s) not counted (not media, or no engine takes them)")
 
 
 def _terminal_snippet(snippet: str, color: bool) -> str:
@@ -311,6 +348,9 @@ def status(data_dir, as_json):
     f = summary["files"]
     click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed, "
                f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
+    for engine, spend in summary.get("spent_by_engine", {}).items():
+        click.echo(f"spent on {printable(engine)}: {spend['cost']:.4f} for {spend['seconds']:.0f} billed s "
+                   f"({spend['media']} media)")
     for root in summary.get("roots", []):
         if root["status"] == "offline":
             click.echo(f"offline: {printable(root['path'])}")

@@ -444,6 +444,14 @@ class State:
 
     # ---- summary ---------------------------------------------------------------------------
 
+    def spent_by_engine(self) -> dict[str, dict[str, float]]:
+        """Paid engines' spend: media, billed seconds and cost per engine (its cache key)."""
+        return {engine: {"media": n, "seconds": round(sec, 3), "cost": round(cost, 6)}
+                for engine, n, sec, cost in self.conn.execute(
+                    "SELECT engine, COUNT(DISTINCT media_id), SUM(CASE WHEN kind = 'charge' OR cost > 0 THEN seconds "
+                    "ELSE 0 END), SUM(cost) FROM ledger "
+                    "GROUP BY engine HAVING SUM(cost) > 0 ORDER BY engine")}
+
     def summary(self, failed_limit: int | None = None, failed_offset: int = 0) -> dict[str, Any]:
         """Counts by state and the failed files (every one, or a page of them by path), for
         ``mediaindex status`` and the web UI."""
@@ -464,6 +472,7 @@ class State:
             "hours_indexed": round(self.conn.execute(
                 "SELECT COALESCE(SUM(duration), 0) FROM media WHERE status = 'indexed'").fetchone()[0] / 3600, 3),
             "spent": round(self.total_cost(), 4),
+            "spent_by_engine": self.spent_by_engine(),
             "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
         }
 
