@@ -279,6 +279,7 @@ class Pipeline:
 
         reserved = self._reserve_budget(transcriber, info)
         published: list[tuple[StorageBackend, str]] = []
+        not_ready = False
         try:
             hint = self.config.hint_for(path)
             request = TranscribeRequest(
@@ -292,10 +293,23 @@ class Pipeline:
                                       save=lambda data: self.state.set_checkpoint(media.id, key, data)),
             )
             return transcriber.transcribe(request)
+        except NotReady:
+            not_ready = True
+            published.clear()  # the engine's task still reads them: kept until the job ends
+            raise
         finally:
             self._release_budget(reserved)
             for storage, staged_key in published:
                 self._unstage(storage, staged_key)
+            if not not_ready:  # done or failed: what earlier NotReady calls kept goes too
+                self._unstage_kept(media.id)
+
+    def _unstage_kept(self, media_id: str) -> None:
+        """The job on ``media_id`` ended (done or failed): delete what its ``NotReady`` calls kept."""
+        prefix = f"mediaindex-staging/{media_id}-"
+        for scheme, staged_key in self.state.staged():
+            if staged_key.startswith(prefix) and scheme in self.storages:
+                self._unstage(self.storages[scheme], staged_key)
 
     def _publish(self, file: Path, uri: str, local: Path, media_id: str,
                  published: list[tuple[StorageBackend, str]]) -> str:

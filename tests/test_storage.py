@@ -119,9 +119,10 @@ def test_watch_polls_a_non_file_root(bucket, mem_storage, make_pipeline, corpus_
 class _UrlEngine:
     """A URL-only engine: publishes the extracted audio (or the source) and can fail after it."""
 
-    def __init__(self, storage, mode="audio", fail=False):
+    def __init__(self, storage, mode="audio", fail=False, not_ready=0):
         from mediaindex import PermanentError, Transcriber, TranscriberLimits, Transcript, hookimpl
         from mediaindex.audio import extract
+        from mediaindex.errors import NotReady
 
         outer = self
         self.urls, self.staged_during = [], []
@@ -138,6 +139,8 @@ class _UrlEngine:
                 else:
                     outer.urls.append(request.publish(request.path))
                 outer.staged_during.append(storage.staged())
+                if len(outer.urls) <= not_ready:
+                    raise NotReady("the task runs", retry_after=0)
                 if fail:
                     raise PermanentError("the engine said no")
                 return Transcript(engine="urlonly", model="x", segments=[], language="en")
@@ -181,6 +184,19 @@ def test_published_audio_is_deleted_after_the_call(make_pipeline, corpus, mem_st
     assert len(during) == 1 and during[0].endswith(".ogg")  # the audio was uploaded, not the video
     assert url.startswith("https://mem.invalid/staging/mediaindex-staging/")
     assert mem_storage.staged() == [] and _staged_rows(p) == []  # deleted, success or failure
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_published_audio_is_kept_while_the_job_is_not_ready(make_pipeline, corpus, mem_storage, url_engine, fail):
+    """NotReady: the engine's task still has to fetch what was published, so it stays until the
+    job ends (done or failed); then every upload of the job is deleted."""
+    engine = url_engine(fail=fail, not_ready=2)
+    p = make_pipeline(transcriber="urlonly")
+    p.enqueue_plan(p.plan([str(corpus / "video" / "volcano_lecture.mp4")]))
+    outcomes = p.run_jobs(wait_for_retries=5)
+    assert outcomes[-1].status == ("failed" if fail else "indexed") and len(engine.urls) == 3
+    assert [len(d) for d in engine.staged_during] == [1, 2, 3]  # the earlier uploads were still there
+    assert mem_storage.staged() == [] and _staged_rows(p) == []
 
 
 def test_source_in_a_bucket_is_presigned_not_uploaded(make_pipeline, bucket, mem_storage, url_engine):
