@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -149,3 +150,97 @@ def test_index_rebuild_decodes_nothing(indexed, enrich_src, monkeypatch, tmp_pat
     monkeypatch.undo()
     assert search(data, "music", "--kind", "music")
     assert search(data, "bishop pair", "--source", "subtitle")
+
+
+# ---- API and browser -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(indexed):
+    from starlette.testclient import TestClient
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.app import create_app
+
+    _, data = indexed
+    p = Pipeline(Config.load(data))
+    with TestClient(create_app(p), base_url="http://127.0.0.1") as c:
+        yield c, p
+    p.close()
+
+
+def test_api_kind_source_and_event_filters(indexed, api):
+    media, _ = indexed
+    client, _ = api
+
+    def hits(**params):
+        r = client.get("/api/search", params={"limit": 50, **params})
+        assert r.status_code == 200, r.text
+        return r.json()["hits"]
+
+    music = hits(q="music", kind="music")
+    assert music and {h["kind"] for h in music} == {"music"}
+    assert str(media / "music_then_speech.mp3") in {h["path"] for h in music}
+    assert hits(q="space station", kind="music") == []
+    [sub] = hits(q="Basalt columns", source="subtitle")
+    assert sub["source"] == "subtitle" and abs(sub["time"] - 10.0) <= 1.0
+    assert hits(q="Basalt columns", source="lyrics") == []
+    heard = hits(q="music", event="music")
+    assert heard and all("music" in h["events"] for h in heard)
+    assert hits(q="music", event="applause") == []
+    r = client.get("/api/search", params={"q": "x", "source": "radio"})
+    assert r.status_code == 400 and "source" in r.json()["error"]
+    facets = client.get("/api/facets", params={"q": ""}).json()
+    assert facets["source"]["subtitle"] >= 3 and facets["source"]["lyrics"] >= 4
+    assert facets["kind"]["music"] >= 1 and facets["event"].get("music", 0) >= 1
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing")
+def test_browser_source_facet_and_timeline_strip(indexed, api):
+    from playwright.sync_api import sync_playwright
+
+    from mediaindex.web.server import start_server
+
+    _, p = api
+    handle = start_server(p, port=0)
+    try:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--autoplay-policy=no-user-gesture-required", "--mute-audio"])
+            pg = b.new_page(viewport={"width": 1280, "height": 860})
+            errors = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(handle.url)
+            pg.fill("#q", "Basalt columns")
+            hit = pg.locator("#results .hit").first
+            hit.wait_for()
+            assert "subtitle" in hit.locator(".hit-head").inner_text()
+            # the Kind facet narrows "music" to the music moments
+            pg.fill("#q", "music")
+            pg.locator("#results .hit").first.wait_for()
+            pg.locator(".facet-btn[title='Kind: music']").click()
+            pg.wait_for_function("() => [...document.querySelectorAll('#results .hit')].length > 0 &&"
+                                 " [...document.querySelectorAll('#results .hit .tag')].some(t => t.textContent === 'music')")
+            pg.locator(".facet-btn[title='Kind: music'][aria-pressed='true']").click()  # off again
+            pg.wait_for_selector(".facet-btn[title='Kind: music'][aria-pressed='false']")
+            # the timeline strip under the player seeks on click
+            pg.fill("#q", "Basalt columns")
+            pg.wait_for_function("() => (document.querySelector('#results .hit') || {}).textContent?.includes('Basalt')")
+            pg.locator("#results .hit").first.click()
+            strip = pg.locator("#timeline .tl").last
+            strip.wait_for()
+            start = float(strip.get_attribute("data-start"))
+            pg.wait_for_function("() => { const p = document.getElementById('player'); return p && p.readyState >= 1; }")
+            strip.click()
+            pg.wait_for_function(f"() => Math.abs(document.getElementById('player').currentTime - {start}) < 1.5")
+            assert not errors, errors
+            b.close()
+    finally:
+        handle.stop()
