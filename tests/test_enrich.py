@@ -244,3 +244,20 @@ def test_browser_source_facet_and_timeline_strip(indexed, api):
             b.close()
     finally:
         handle.stop()
+
+
+def test_language_per_segment_never_overrides_a_confident_engine(tmp_path):
+    from mediaindex.builtin import enrich
+    from mediaindex.config import Config
+    from mediaindex.models import Media, Segment, Transcript
+
+    german = "Die Bibliothek der Stadt bleibt wegen der Renovierung bis zum Herbst geschlossen."
+    t = Transcript(engine="x", model="x", language="en", segments=[
+        Segment(0, 0, 2, "Merci beaucoup"),  # short: a guess would be a coin toss
+        Segment(1, 2, 9, german),  # long, engine gave none: the text's language
+        Segment(2, 9, 12, "Ja ja ja natürlich ganz genau so ist es wirklich", language="en"),  # engine's
+    ])
+    media = Media(id="m1", path=str(tmp_path / "a.mp3"), paths=[], size=1, mtime=0)
+    enrich.enrich_segments(media=media, transcript=t, probe=None, path=None, config=Config.load(tmp_path / "d"))
+    assert [s.language for s in t.segments] == ["en", "de", "en"]
+    assert media.language == "en" and all(s.emotion is None for s in t.segments)  # emotion: never guessed
