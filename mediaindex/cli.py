@@ -277,7 +277,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, p
     for h in result.hits:
         stem = os.path.splitext(os.path.basename(h.path))[0]
         name = printable(h.path) if not h.title or h.title == stem else f"{printable(h.title)} ({printable(h.path)})"
-        click.echo(f"{clock(h.time)}  {name}  {_terminal_snippet(h.snippet, color)}")
+        src = f" [{h.source}]" if h.source != "asr" else ""  # lyrics, subtitle, sound
+        click.echo(f"{clock(h.time)}  {name}{src}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)
     if result.total > shown:
         more = f"{result.total - shown}" if result.total_exact else f"about {result.total - shown}"

@@ -95,6 +95,14 @@ def test_a_line_is_found_at_its_time(indexed, query, name, at, source):
     assert abs(top["time"] - at) <= 1.0
 
 
+def test_tags_are_searchable_and_shown(indexed):
+    media, data = indexed
+    [hit] = [h for h in search(data, "Test Band") if h["path"] == str(media / "sylt_song.mp3")]
+    assert hit["title"] == "Moonlight rivers"
+    out = run("search", "Silver rivers", "--data-dir", str(data)).output
+    assert "Moonlight rivers" in out and "[lyrics]" in out
+
+
 def test_untimed_lyrics_are_searchable(indexed):
     media, data = indexed
     assert search(data, "Copper kettles")[0]["path"] == str(media / "plain_lyrics.flac")
