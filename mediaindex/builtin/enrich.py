@@ -31,6 +31,7 @@ from ..models import Segment
 from . import lyrics, sound
 
 VERSION = f"1+{sound.VERSION}"
+ENRICH_VERSION = VERSION  # stored with enriched transcripts: a new version recomputes
 _MIN_CHARS = 12  # below this, text language ID is a coin toss: use the media's language
 MUSIC_SEGMENT_MIN = 2.0  # seconds of wordless music that make a "music" moment
 MUSIC_SEGMENT_MAX = 30.0  # a long stretch is cut into documents of at most this many seconds
