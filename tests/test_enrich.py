@@ -266,6 +266,7 @@ def test_language_per_segment_never_overrides_a_confident_engine(tmp_path):
         Segment(2, 9, 12, "Ja ja ja natürlich ganz genau so ist es wirklich", language="en"),  # engine's
     ])
     media = Media(id="m1", path=str(tmp_path / "a.mp3"), paths=[], size=1, mtime=0)
-    enrich.enrich_segments(media=media, transcript=t, probe=None, path=None, config=Config.load(tmp_path / "d"))
+    enrich.enrich_segments(media=media, transcript=t, probe=None, path=None, config=Config.load(tmp_path / "d"),
+                           open_beside=None)
     assert [s.language for s in t.segments] == ["en", "de", "en"]
     assert media.language == "en" and all(s.emotion is None for s in t.segments)  # emotion: never guessed

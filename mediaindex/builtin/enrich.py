@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..hookspecs import hookimpl
@@ -90,12 +90,12 @@ def _save(config, media_id: str, saved: dict[str, Any]) -> None:
 
 
 @hookimpl
-def enrich_segments(media, transcript, probe, path, config):
+def enrich_segments(media, transcript, probe, path, config, open_beside):
     saved = _load(config, media.id)
     before = dict(saved)
     problems: list[str] = list(saved.get("problems") or [])
     timeline = _timeline(saved, media, probe, path, config, problems)
-    texts = _texts(saved, media, probe, path, problems)
+    texts = _texts(saved, media, probe, path, open_beside, problems)
     saved["problems"] = problems = list(dict.fromkeys(problems))
     if path is not None and saved != before:  # something was computed: keep it
         _save(config, media.id, saved)
@@ -128,7 +128,7 @@ def _timeline(saved, media, probe, path, config, problems) -> sound.Timeline | N
     return timeline
 
 
-def _texts(saved, media, probe, path, problems) -> list[dict[str, Any]]:
+def _texts(saved, media, probe, path, open_beside, problems) -> list[dict[str, Any]]:
     """Lyrics and subtitle lines as dicts (source, text, start, end, language)."""
     if path is None or "texts" in saved:  # saved: a re-index reads no tags and runs no ffmpeg
         return list(saved.get("texts") or [])
@@ -144,7 +144,8 @@ def _texts(saved, media, probe, path, problems) -> list[dict[str, Any]]:
     add("lyrics", timed)
     if not timed:
         add("lyrics", untimed, timed=False)
-    for name, source, lines, probs in lyrics.sidecars(Path(media.path).stem, _opener(media, path), duration):
+    for name, source, lines, probs in lyrics.sidecars(PurePosixPath(media.path.replace(os.sep, "/")).stem,
+                                                      open_beside, duration):
         problems += probs
         add(source, lines)
     if getattr(probe, "has_video", False) or str(getattr(probe, "container", "")).startswith(("matroska", "mov")):
@@ -155,18 +156,6 @@ def _texts(saved, media, probe, path, problems) -> list[dict[str, Any]]:
                 l.language = l.language or lang
             add("subtitle", lines)
     return out
-
-
-def _opener(media, path):
-    """open_beside for the media's own folder (its primary path when local, else ``path``'s)."""
-    folder = Path(media.path).parent if os.path.isabs(media.path) else Path(path).parent
-
-    def open_beside(name: str):
-        if not name or os.path.basename(name) != name or name in (".", ".."):
-            raise ValueError(f"not a plain file name: {name!r}")
-        return open(folder / name, "rb")
-
-    return open_beside
 
 
 def _next_index(transcript) -> int:
