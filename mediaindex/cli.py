@@ -274,17 +274,20 @@ def _shell_quote(path: str) -> str:
 @click.option("--lang", help="Only segments in this language (e.g. en, zh).")
 @click.option("--emotion", help="Only segments with this emotion.")
 @click.option("--kind", type=click.Choice(["speech", "singing", "music"]))
+@click.option("--source", type=click.Choice(["asr", "lyrics", "subtitle", "sound"]),
+              help="Only words from speech recognition, lyrics, subtitles, or sound moments.")
+@click.option("--event", help="Only segments with this sound event (laughter, applause, music...).")
 @click.option("--path", "path_prefix", help="Only media under this folder.")
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, index_name, as_json):
+def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, path_prefix, index_name, as_json):
     """Find the moments where QUERY was said."""
     query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = under(path_prefix) if path_prefix else None
         search_query = SearchQuery(q=query, limit=limit, offset=offset, language=lang, emotion=emotion, kind=kind,
-                                   path_prefix=prefix)
+                                   path_prefix=prefix, source=source, event=event)
         result = pipeline.index.search(search_query)
     except TransientError as e:  # an index server (Meilisearch) down or overloaded
         raise click.ClickException(printable(f"search failed: {e} (try again when it is back)")) from None
@@ -311,7 +314,8 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, ind
     for h in result.hits:
         stem = os.path.splitext(os.path.basename(h.path))[0]
         name = printable(h.path) if not h.title or h.title == stem else f"{printable(h.title)} ({printable(h.path)})"
-        click.echo(f"{clock(h.time)}  {name}  {_terminal_snippet(h.snippet, color)}")
+        src = f" [{h.source}]" if h.source != "asr" else ""  # lyrics, subtitle, sound
+        click.echo(f"{clock(h.time)}  {name}{src}  {_terminal_snippet(h.snippet, color)}")
     shown = offset + len(result.hits)
     if result.total > shown:
         more = f"{result.total - shown}" if result.total_exact else f"about {result.total - shown}"

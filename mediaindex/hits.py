@@ -46,7 +46,7 @@ def hit_json(h: SearchHit) -> dict[str, Any]:
         "start": round(float(h.start), 3), "end": round(float(h.end), 3), "segment_index": h.segment_index,
         "text": h.text, "snippet": safe_snippet(h.snippet), "language": h.language, "emotion": h.emotion,
         "kind": h.kind, "score": h.score, "matched_words": h.matched_words, "match": h.match,
-        "forgiven": h.forgiven, "link": f"/m/{h.media_id}?t={jump}",
+        "forgiven": h.forgiven, "source": h.source, "events": h.events, "link": f"/m/{h.media_id}?t={jump}",
     }
 
 

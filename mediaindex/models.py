@@ -29,7 +29,8 @@ class Segment:
     emotion: str | None = None
     kind: str = "speech"  # speech | singing | music
     channel: int | None = None
-    source: str = "asr"  # asr | lyrics | subtitle
+    source: str = "asr"  # asr | lyrics | subtitle | sound (music or an event, no words)
+    events: list[str] = field(default_factory=list)  # sound events heard here (laughter, applause...)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +129,8 @@ class SearchQuery:
     emotion: str | None = None
     kind: str | None = None
     path_prefix: str | None = None
+    source: str | None = None  # asr | lyrics | subtitle | sound
+    event: str | None = None  # a sound event the segment must have (laughter, applause...)
     media_id: str | None = None
     library: str | None = None  # only this library's documents (a shared index); None = all
     facets: bool = False  # also count the facets of the matches (SearchResult.facets), in one request
@@ -149,6 +152,8 @@ class SearchHit:
     kind: str = "speech"
     title: str | None = None
     score: float = 0.0
+    source: str = "asr"
+    events: list[str] = field(default_factory=list)
     matched_words: int = 0  # how many query words this hit contains
     match: str = "text"  # "text": the words were said here; "title": the media's title, artist,
     # album, file name or folder has them (the hit is its best segment, or its start)

@@ -255,7 +255,8 @@ class Pipeline:
                 self.index.upsert(media, segments)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
             self.state.indexed(path, media_id, size=st.size, mtime=st.mtime,
-                               engine=key if segments is not None else None, language=media.language)
+                               engine=key if segments is not None else None, language=media.language,
+                               error=media.error)  # an enricher's problem (a bad sidecar): reported, not fatal
         if segments is not None:  # outside the lock: a slow listener must not hold up other workers
             self.pm.hook.media_indexed(media=media, segments=segments)
         if previous and previous.media_id and previous.media_id != media_id:

@@ -420,12 +420,13 @@ class State:
         self.save_transcript(media_id, engine_key, transcript, seconds)
 
     def indexed(self, path: str, media_id: str, *, size: int, mtime: float, engine: str | None = None,
-                language: str | None = None) -> None:
+                language: str | None = None, error: str | None = None) -> None:
         """``path`` is searchable as ``media_id``; ``engine``: its documents were (re)written from
-        that engine's transcript (None: only its facets changed, a move or a copy)."""
+        that engine's transcript (None: only its facets changed, a move or a copy); ``error``: a
+        problem an enricher reported (a malformed sidecar) that did not stop indexing."""
         with self.tx():
             if engine is not None:
-                self.set_media_status(media_id, "indexed", engine=engine, language=language)
+                self.set_media_status(media_id, "indexed", error=error, engine=engine, language=language)
             self.set_file(path, size=size, mtime=mtime, status="indexed", media_id=media_id)
 
     def failed(self, path: str, error: str, *, retry: bool) -> None:

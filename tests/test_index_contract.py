@@ -99,6 +99,13 @@ def _scan_facets(index: SqliteIndex, where: str = "1", params=()) -> dict:
         for facet, v in (("language", lang), ("emotion", emo), ("kind", kind), ("folder", folder)):
             if v is not None:
                 out[facet][v] = out[facet].get(v, 0) + n
+    if where in ("1", "library = ?"):  # a whole library: also where words come from, sound events (issue 12)
+        for source, events, n in index._conn().execute(
+                f"SELECT source, events, count(*) FROM docs WHERE {where} GROUP BY 1, 2", params):
+            if source:
+                out.setdefault("source", {})[source] = out.get("source", {}).get(source, 0) + n
+            for name in (events or "").split():
+                out.setdefault("event", {})[name] = out.get("event", {}).get(name, 0) + n
     return out
 
 

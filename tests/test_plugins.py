@@ -77,7 +77,7 @@ def test_enrich_fills_language_from_text():
         Segment(0, 0, 3, "The space station orbits the earth every ninety minutes."),
         Segment(1, 3, 6, "Astronauts grow lettuce in a small chamber with red and blue lights.")])
     m = Media(id="a" * 20, path="/x.mp3", paths=["/x.mp3"], size=1, mtime=0)
-    enrich_segments(m, t)
+    enrich_segments(m, t, probe=None, path=None, config=None, open_beside=None)  # no file at hand
     assert t.language == "en" and m.language == "en"
     assert [s.language for s in t.segments] == ["en", "en"]
     assert all(s.emotion is None for s in t.segments)  # never invented

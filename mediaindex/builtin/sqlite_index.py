@@ -97,7 +97,7 @@ FORGIVE_FETCH = 50  # matches found only through forgiving alternatives ranked p
 TITLE_HITS = 5  # media matched by title/artist/album/file name/folder, at most
 
 _DOC_COLS = ("library, media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
-             "t_start, t_end, text, body, extra, wspans, wtimes")
+             "t_start, t_end, text, body, extra, wspans, wtimes, source, events")
 
 _MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media(
     library TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, path TEXT, folder TEXT, title TEXT, language TEXT,
@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS docs(
     media_id TEXT NOT NULL, seg INTEGER, path TEXT, folder TEXT, title TEXT,
     language TEXT, emotion TEXT, kind TEXT, duration REAL, mtime REAL,
     t_start REAL, t_end REAL, text TEXT NOT NULL, body TEXT, extra TEXT,
-    wspans BLOB, wtimes BLOB);
+    wspans BLOB, wtimes BLOB, source TEXT, events TEXT);
 CREATE INDEX IF NOT EXISTS docs_media ON docs(media_id, seg);
 CREATE TABLE IF NOT EXISTS facet_counts(
     library TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL, kind TEXT NOT NULL,
@@ -131,6 +131,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS media_fts USING fts5(
 _SIMPLE_TOKEN_RE = re.compile(r"[^\W_]+")
 _ASCII_TOKEN_RE = re.compile(r"[A-Za-z0-9]+")  # the same tokens as _SIMPLE_TOKEN_RE in ASCII text
 _ASCII_SEPARATORS = str.maketrans({chr(i): " " for i in range(128) if not chr(i).isalnum()})
+
+
+def _events_text(events: list[str] | None) -> str | None:
+    """Events as ' a b ' (spaces around each name): a filter matches a whole name with instr()."""
+    return f" {' '.join(events)} " if events else None
 
 
 def _guarded(method):
@@ -225,6 +230,10 @@ class SqliteIndex(IndexBackend):
             if not self._ready:
                 c.execute("PRAGMA journal_mode=WAL")
                 c.executescript(_SCHEMA)
+                cols = {r[1] for r in c.execute("PRAGMA table_info(docs)")}
+                for col in ("source", "events"):  # an index made before enrichment had neither
+                    if col not in cols:
+                        c.execute(f"ALTER TABLE docs ADD COLUMN {col} TEXT")
                 row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
@@ -327,7 +336,8 @@ class SqliteIndex(IndexBackend):
             rows.append((library, media.id, seg.index, path, folder, title, seg.language or media.language,
                          seg.emotion, seg.kind or "speech", media.duration, media.mtime,
                          float(seg.start), float(seg.end), text, None if body == text else body,
-                         extra, array("i", spans).tobytes(), array("d", times).tobytes()))
+                         extra, array("i", spans).tobytes(), array("d", times).tobytes(),
+                         seg.source or "asr", _events_text(seg.events)))
         return rows
 
     @_guarded
@@ -345,7 +355,7 @@ class SqliteIndex(IndexBackend):
                        media.mtime, len(rows)))
             cur = c.execute("SELECT coalesce(max(id), 0) FROM docs")
             first = cur.fetchone()[0] + 1
-            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 19)})",
+            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 21)})",
                           [(first + i, *r) for i, r in enumerate(rows)])
             c.execute("INSERT INTO fts(rowid, body, extra) SELECT id, coalesce(body, text), extra FROM docs"
                       " WHERE id >= ?", (first,))
@@ -425,6 +435,12 @@ class SqliteIndex(IndexBackend):
             if v:
                 sql.append(f"d.{col} = ?")
                 params.append(v)
+        if q.source:
+            sql.append("coalesce(d.source, 'asr') = ?")
+            params.append(q.source)
+        if q.event:
+            sql.append("instr(d.events, ?) > 0")
+            params.append(f" {q.event} ")
         if q.path_prefix:
             # a range, not LIKE: '%' and '_' in paths are ordinary characters here
             sql.append("d.path >= ? AND d.path < ?")
@@ -760,7 +776,7 @@ class SqliteIndex(IndexBackend):
                        q: SearchQuery) -> list[tuple[str, float, bool]]:
         """Media whose title, artist, album, file name or folder has every term:
         [(media id, bm25, not only in the folder)], best first."""
-        if q.emotion or q.kind:
+        if q.emotion or q.kind or q.source or q.event:
             return []  # segment properties: only spoken matches can have them
         sql, params = [], []
         for col, v in (("language", q.language), ("id", q.media_id), ("library", q.library)):
@@ -835,8 +851,8 @@ class SqliteIndex(IndexBackend):
         flat, pos, alts = flatten(terms)
         ids = [e[1] for e in page if e[0] == "doc"]
         docs = {r[0]: r for r in c.execute(
-            "SELECT id, media_id, seg, path, title, language, emotion, kind, t_start, t_end, text, wspans, wtimes"
-            f" FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
+            "SELECT id, media_id, seg, path, title, language, emotion, kind, t_start, t_end, text, wspans, wtimes,"
+            f" source, events FROM docs WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
         hits, picks = [], []
         for kind, rid, score, title_match in page:
             if kind == "media":
@@ -848,7 +864,7 @@ class SqliteIndex(IndexBackend):
             d = docs.get(rid)
             if d is None:  # deleted between the two queries
                 continue
-            _, media_id, seg, path, title, language, emotion, kind_, start, end, text, wspans, wtimes = d
+            _, media_id, seg, path, title, language, emotion, kind_, start, end, text, wspans, wtimes, src, ev = d
             if levels and excluded and find_matches(text, excluded):
                 continue  # the partial-match fallback does not know about -word
             matches = find_matches(text, flat)
@@ -873,7 +889,7 @@ class SqliteIndex(IndexBackend):
                                   snippet=snippet(text, matches), segment_index=seg, language=language,
                                   emotion=emotion, kind=kind_ or "speech", title=title, score=-score,
                                   matched_words=matched, match="title" if title_match else "text",
-                                  forgiven=forgiven))
+                                  forgiven=forgiven, source=src or "asr", events=(ev or "").split()))
             picks.append(pick)
         return hits, picks
 
@@ -911,11 +927,11 @@ class SqliteIndex(IndexBackend):
         fsql, fparams = self._filters(query)
         estimated = False
         if not terms:
-            rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, count(*) FROM docs d"
-                             f" WHERE 1{fsql} GROUP BY 1, 2, 3, 4", fparams).fetchall()
+            rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, d.source, d.events, count(*)"
+                             f" FROM docs d WHERE 1{fsql} GROUP BY 1, 2, 3, 4, 5, 6", fparams).fetchall()
         else:
             match = self._match(self._forgive(terms) or terms, excluded)  # what search shows
-            sample = c.execute("SELECT d.id, d.language, d.emotion, d.kind, d.folder FROM fts"
+            sample = c.execute("SELECT d.id, d.language, d.emotion, d.kind, d.folder, d.source, d.events FROM fts"
                                f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql}"
                                " ORDER BY fts.rowid DESC LIMIT ?", [match, *fparams, FACET_SAMPLE + 1]).fetchall()
             counts: dict[tuple, int] = {}
@@ -933,15 +949,15 @@ class SqliteIndex(IndexBackend):
                 rows = []
                 for i in range(0, len(ids), 500):
                     chunk = ids[i:i + 500]
-                    rows += c.execute("SELECT language, emotion, kind, folder, count(*) FROM docs"
-                                      f" WHERE id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2, 3, 4",
+                    rows += c.execute("SELECT language, emotion, kind, folder, source, events, count(*) FROM docs"
+                                      f" WHERE id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2, 3, 4, 5, 6",
                                       chunk).fetchall()
         return _facet_counts(rows, estimated)
 
     def _kept_facets(self, q: SearchQuery) -> FacetCounts | None:
         """Facets of the empty query from ``facet_counts``; None when a filter needs the documents
         (one media, a path prefix that is not a folder)."""
-        if q.media_id or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
+        if q.media_id or q.source or q.event or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
             return None
         c = self._conn()
         if not (q.language or q.emotion or q.kind or q.path_prefix):
@@ -977,12 +993,20 @@ class SqliteIndex(IndexBackend):
 
 
 def _facet_counts(rows: Iterable[tuple], estimated: bool = False) -> FacetCounts:
-    """FacetCounts from (language, emotion, kind, folder, n) rows."""
+    """FacetCounts from (language, emotion, kind, folder[, source, events], n) rows; ``source``
+    and ``event`` (sound events, from the enrichers) are added when the rows have them."""
     out = FacetCounts(estimated=estimated)
-    for lang, emo, kind, folder, n in rows:
+    for *vals, n in rows:
+        lang, emo, kind, folder = vals[:4]
         for facet, v in ((out["language"], lang), (out["emotion"], emo), (out["kind"], kind), (out["folder"], folder)):
             if v is not None:
                 facet[v] = facet.get(v, 0) + n
+        if len(vals) > 4:
+            source = out.setdefault("source", {})
+            source[vals[4] or "asr"] = source.get(vals[4] or "asr", 0) + n
+            events = out.setdefault("event", {})
+            for name in (vals[5] or "").split():
+                events[name] = events.get(name, 0) + n
     return out
 
 
@@ -1072,9 +1096,24 @@ def _count_facets(c: sqlite3.Connection, library: str, media_id: str, sign: int)
         c.execute("INSERT INTO facet_totals(library, facet, value, n) "
                   + _TOTAL_ROWS.format(facet=facet, sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
                   + " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n", (library, media_id))
+    _count_extra(c, c.execute("SELECT source, events FROM docs WHERE library = ? AND media_id = ?",
+                              (library, media_id)).fetchall(), library, 1 if sign > 0 else -1)
     if sign < 0:
         c.execute("DELETE FROM facet_counts WHERE n <= 0")
         c.execute("DELETE FROM facet_totals WHERE n <= 0")
+
+
+def _count_extra(c: sqlite3.Connection, rows: Iterable[tuple], library: str, sign: int) -> None:
+    """Add or take away ``source`` and ``event`` (sound events) totals for (source, events) rows."""
+    totals: dict[tuple, int] = {}
+    for source, events in rows:
+        if source:
+            totals[("source", source)] = totals.get(("source", source), 0) + sign
+        for name in (events or "").split():
+            totals[("event", name)] = totals.get(("event", name), 0) + sign
+    c.executemany("INSERT INTO facet_totals(library, facet, value, n) VALUES(?,?,?,?)"
+                  " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n",
+                  [(library, *k, n) for k, n in totals.items()])
 
 
 def _add_facets(c: sqlite3.Connection, library: str, rows: list[tuple]) -> None:
@@ -1095,6 +1134,7 @@ def _add_facets(c: sqlite3.Connection, library: str, rows: list[tuple]) -> None:
     c.executemany("INSERT INTO facet_totals(library, facet, value, n) VALUES(?,?,?,?)"
                   " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n",
                   [(library, *k, n) for k, n in totals.items()])
+    _count_extra(c, [(r[18], r[19]) for r in rows], library, 1)
 
 
 def _recount_facets(c: sqlite3.Connection) -> None:
@@ -1105,6 +1145,9 @@ def _recount_facets(c: sqlite3.Connection) -> None:
     for facet in FacetCounts.FACETS:
         c.execute("INSERT INTO facet_totals(library, facet, value, n) "
                   + _TOTAL_ROWS.format(facet=facet, sign=1, where="1"))
+    for (library,) in c.execute("SELECT DISTINCT library FROM docs").fetchall():
+        _count_extra(c, c.execute("SELECT source, events FROM docs WHERE library = ?", (library,)).fetchall(),
+                     library, 1)
 
 
 def _migrate(c: sqlite3.Connection) -> None:

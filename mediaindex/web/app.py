@@ -166,7 +166,7 @@ class WebApp:
         query = search_query(request)
         # keyed on the parsed query: "robot" (a prefix) and "robot " (the whole word) differ
         terms = tuple((tuple(t.tokens), t.phrase, t.prefix, t.cjk) for t in parse_query(query.q).terms)
-        key = (terms, query.language, query.emotion, query.kind, query.path_prefix)
+        key = (terms, query.language, query.emotion, query.kind, query.path_prefix, query.source, query.event)
         now = time.monotonic()
         cached = self._facet_cache.get(key)
         if cached is not None and now - cached[0] < (FACET_TTL_ALL if not terms else FACET_TTL):
@@ -199,7 +199,7 @@ class WebApp:
                                  "language": transcript.language}
             out["segments"] = [{
                 "index": s.index, "start": s.start, "end": s.end, "text": s.text, "language": s.language,
-                "emotion": s.emotion, "kind": s.kind, "channel": s.channel, "source": s.source,
+                "emotion": s.emotion, "kind": s.kind, "channel": s.channel, "source": s.source, "events": s.events,
                 "words": [{"text": w.text, "start": w.start, "end": w.end, "interpolated": w.interpolated}
                           for w in s.words],
             } for s in transcript.segments]

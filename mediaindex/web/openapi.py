@@ -31,6 +31,10 @@ _FILTERS = [
     _q("lang", "Only segments in this language (e.g. en, zh).", {"type": "string"}),
     _q("emotion", "Only segments with this emotion.", {"type": "string"}),
     _q("kind", "Only segments of this kind.", {"type": "string", "enum": ["speech", "singing", "music"]}),
+    _q("source", "Only segments from this source: speech recognition, lyrics, subtitles, or a sound moment "
+       "(music or an event, no words).", {"type": "string", "enum": ["asr", "lyrics", "subtitle", "sound"]}),
+    _q("event", "Only segments where this sound event was heard (laughter, applause, music...).",
+       {"type": "string"}),
     _q("path", "Only media under this absolute folder or storage URI (or this one file).",
        {"type": "string"}),
 ]
@@ -89,6 +93,10 @@ def openapi_spec(version: str) -> dict[str, Any]:
                               "`title`: the media's title, artist, album, file name or folder matched (the hit "
                               "is its best segment, or its start when the words are not said)."},
                     "forgiven": {"type": "boolean", "description": "Found only through a forgiven form."},
+                    "source": {"type": "string", "enum": ["asr", "lyrics", "subtitle", "sound"],
+                               "description": "Where the words come from."},
+                    "events": {"type": "array", "items": {"type": "string"},
+                               "description": "Sound events heard in this segment."},
                     "link": {"type": "string", "description": "Deep link to the moment in the web UI."}}},
                 # The same shape is printed by `mediaindex search --json` (mediaindex/hits.py).
                 "SearchResult": {"type": "object", "properties": {
@@ -108,13 +116,13 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
                 "Facets": {"type": "object", "description": "Documents per value of each facet; an index "
-                           "or plugin may add facets (e.g. `sound`) beside these four.",
+                           "or plugin may add facets beside these (`source` and `event`: sound events, from the enrichers).",
                            "properties": {
                     "query": {"type": "string"},
                     "estimated": {"type": "boolean", "description": "Counts scaled from the newest matches "
                                   "of a frequent query: approximate."},
                     **{k: {"type": "object", "additionalProperties": {"type": "integer"}}
-                       for k in ("language", "emotion", "kind", "folder")}},
+                       for k in ("language", "emotion", "kind", "folder", "source", "event")}},
                            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
                 "Word": {"type": "object", "properties": {
                     "text": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},

@@ -15,6 +15,7 @@ from ..models import SearchQuery
 
 MEDIA_ID = re.compile(r"[0-9a-f]{8,64}")
 KINDS = ("speech", "singing", "music")
+SOURCES = ("asr", "lyrics", "subtitle", "sound")
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 MAX_QUERY = 500
@@ -86,6 +87,9 @@ def search_query(request: Request) -> SearchQuery:
     kind = facet_param(request, "kind")
     if kind is not None and kind not in KINDS:
         raise ApiError(400, f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    source = facet_param(request, "source")
+    if source is not None and source not in SOURCES:
+        raise ApiError(400, f"source must be one of {', '.join(SOURCES)}, not {source!r}")
     path = request.query_params.get("path") or None
     if path is not None:
         if "\x00" in path or len(path) > 4096 or not (os.path.isabs(path) or not is_local(path)):
@@ -99,6 +103,8 @@ def search_query(request: Request) -> SearchQuery:
         emotion=facet_param(request, "emotion"),
         kind=kind,
         path_prefix=path,
+        source=source,
+        event=facet_param(request, "event"),
     )
 
 

@@ -24,7 +24,7 @@
 
   const state = {
     q: "",
-    filters: { lang: null, kind: null, emotion: null, path: null },
+    filters: { lang: null, kind: null, emotion: null, path: null, source: null, event: null },
     offset: 0,
     total: 0,
     seq: 0,
@@ -141,7 +141,8 @@
 
   function searchParams() {
     const f = state.filters;
-    return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path };
+    return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path,
+             source: f.source, event: f.event };
   }
 
   async function runSearch(reset) {
@@ -225,7 +226,8 @@
     head.append(chip, el("span", "hit-title", hit.title || hit.path));
     const kind = hit.kind && hit.kind !== "speech" ? hit.kind : null;
     const where = hit.match === "title" ? "title" : null;
-    for (const tag of [where, hit.language, kind, hit.emotion]) if (tag) head.append(el("span", "tag", tag));
+    const source = hit.source && hit.source !== "asr" ? hit.source : null; // lyrics, subtitle, sound
+    for (const tag of [where, hit.language, kind, source, hit.emotion]) if (tag) head.append(el("span", "tag", tag));
     const snip = el("p", "snippet");
     appendSnippet(snip, hit.snippet);
     a.append(head, snip, el("p", "hit-folder", folderLabel(hit.folder || "")));
@@ -251,6 +253,8 @@
     ["language", "lang", "Language"],
     ["kind", "kind", "Kind"],
     ["emotion", "emotion", "Emotion"],
+    ["source", "source", "Source"],
+    ["event", "event", "Sound"],
     ["folder", "path", "Folder"],
   ];
 
@@ -340,6 +344,7 @@
     $("clip-link").hidden = !media.playable;
     renderExports(media);
     renderTranscript(media);
+    renderTimeline(media);
     if (!media.playable) { // no player that cannot play: the note says why
       if (state.player) state.player.pause();
       $("player-box").replaceChildren();
@@ -453,6 +458,28 @@
       box.append(p);
     }
     state.words.sort((a, b) => a.start - b.start);
+  }
+
+  // A strip under the player: speech / singing / music stretches and sound events; a click seeks.
+  function renderTimeline(media) {
+    const box = $("timeline");
+    box.replaceChildren();
+    const total = media.duration || Math.max(0, ...media.segments.map((s) => s.end));
+    box.hidden = !total || !media.segments.length;
+    if (box.hidden) return;
+    for (const seg of media.segments) {
+      const kind = ["speech", "singing", "music"].includes(seg.kind) ? seg.kind : "other";
+      const b = el("button", `tl tl-${kind}`);
+      b.type = "button";
+      b.style.left = `${(100 * seg.start) / total}%`;
+      b.style.width = `${Math.max(0.4, (100 * (seg.end - seg.start)) / total)}%`;
+      b.dataset.start = String(seg.start);
+      const events = (seg.events || []).join(", ");
+      b.title = `${clock(seg.start)} ${kind}${events ? ": " + events : ""}`;
+      b.setAttribute("aria-label", `Play ${kind}${events ? " (" + events + ")" : ""} from ${clock(seg.start)}`);
+      if (events) b.classList.add("tl-event");
+      box.append(b);
+    }
   }
 
   function onTranscriptClick(ev) {
@@ -685,6 +712,7 @@
       runSearch(false);
     });
     $("transcript").addEventListener("click", onTranscriptClick);
+    $("timeline").addEventListener("click", onTranscriptClick);
     for (const evName of ["wheel", "touchmove"]) {
       $("transcript").addEventListener(evName, () => { state.userScrolledAt = Date.now(); }, { passive: true });
     }
@@ -700,7 +728,7 @@
       ev.preventDefault();
       $("q").value = "";
       state.q = "";
-      state.filters = { lang: null, kind: null, emotion: null, path: null };
+      state.filters = { lang: null, kind: null, emotion: null, path: null, source: null, event: null };
       history.pushState(null, "", "/");
       closePlayer(false);
       runSearch(true);
