@@ -266,6 +266,15 @@ def _shell_quote(path: str) -> str:
     return "$'" + CONTROL_CHARS.sub(escape, path.replace("\\", "\\\\").replace("'", "\\'")) + "'"
 
 
+def _require_library(data_dir) -> None:
+    """A usage error (exit 2) when there is no library in data_dir: searching must not create one."""
+    with cli_errors(setup=True):  # a bad config
+        config = Config.load(data_dir)
+    if not config.state_path.exists():
+        raise click.UsageError(f"no library in {printable(str(config.data_dir))} (run `mediaindex index PATH` "
+                               "to make one, or give --data-dir)")
+
+
 @cli.command()
 @click.argument("query")
 @data_dir_option
@@ -280,6 +289,7 @@ def _shell_quote(path: str) -> str:
 def search(query, data_dir, limit, offset, lang, emotion, kind, path_prefix, index_name, as_json):
     """Find the moments where QUERY was said."""
     query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
+    _require_library(data_dir)
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = under(path_prefix) if path_prefix else None

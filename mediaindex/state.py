@@ -459,7 +459,7 @@ class State:
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())
-        failed = [{"path": r[0], "error": redact(r[1])} for r in self.conn.execute(
+        failed = [{"path": r[0], "error": redact((r[1] or "").removeprefix(f"{r[0]}: "))} for r in self.conn.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ? OFFSET ?",
             (-1 if failed_limit is None else failed_limit, failed_offset))]
         retrying = self.conn.execute(

@@ -273,3 +273,20 @@ def test_errors_map_to_exit_codes_and_redacted_messages():
     assert exit_status(DiskFull("full"))[0] == 1
     assert exit_status(ValueError("a bug")) is None and exit_status(ValueError("bad"), setup=True)[0] == 2
     assert exit_status(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
+def test_status_names_each_failed_path_once(indexed, data_dir):
+    empty = str(indexed / "broken" / "empty.mp3")
+    r = run("status", "--data-dir", str(data_dir), code=0)
+    line = next(x for x in r.output.splitlines() if x.startswith(f"failed: {empty}"))
+    assert line.count(empty) == 1, line
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    item = next(i for i in out["failed"] if i["path"] == empty)
+    assert empty not in item["error"] and item["error"]
+
+
+def test_search_without_a_library_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "nowhere"
+    r = run("search", "x", "--data-dir", str(missing), code=2)
+    assert "no library in" in r.output and str(missing) in r.output
+    assert not missing.exists()
