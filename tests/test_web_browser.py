@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - other import modes
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 XSS_NAME = "<img src=x onerror=alert(1)>"
+TOKEN_TEXT = "It carried 50,000 tons across the mid-Atlantic."
 XSS_TEXT = "zebra <script>alert('xss')</script> <img src=x onerror=alert(2)> & friends"
 
 pytestmark = [
@@ -48,6 +49,13 @@ def site(corpus_src, tmp_path_factory):
     transcript.segments.append(Segment(index=len(transcript.segments), start=9.0, end=12.0, text=XSS_TEXT,
                                        words=words, language="en"))
     p.state.save_transcript(evil.id, evil.engine, transcript, 13.0)
+    p.index.upsert(evil, transcript.segments)
+    # An engine's tokens carry their own spacing (Whisper: " 50", ",000", " mid", "-Atlantic").
+    tokens = ["It", " carried", " 50", ",000", " tons", " across", " the", " mid", "-Atlantic", "."]
+    transcript.segments.append(Segment(index=len(transcript.segments), start=13.0, end=16.0, text=TOKEN_TEXT,
+                                       words=[Word(w, 13.0 + i * 0.3, 13.25 + i * 0.3) for i, w in enumerate(tokens)],
+                                       language="en"))
+    p.state.save_transcript(evil.id, evil.engine, transcript, 17.0)
     p.index.upsert(evil, transcript.segments)
     handle = start_server(p, port=0)
     yield handle, p, media
@@ -414,3 +422,50 @@ def test_more_results_twice_quickly_skips_nothing(site, page):
     assert pg.locator("#results .hit").count() == total
     assert not pg.locator("#more").is_visible()
     assert not page.errors, page.errors
+
+
+def test_transcript_keeps_the_engine_token_spacing(site, page):
+    handle, p, media = site
+    m = p.state.media_for_path(str(media / "podcasts" / f"{XSS_NAME}.opus"))
+    pg = page.page
+    pg.goto(f"{handle.url}m/{m.id}?t=13")
+    seg = pg.locator("#transcript .seg", has_text="tons")
+    seg.wait_for()
+    assert TOKEN_TEXT in seg.inner_text()  # "50,000", "mid-Atlantic": not "50 ,000", "mid -Atlantic"
+    assert seg.locator(".w", has_text="-Atlantic").count() == 1  # each word still seeks on click
+    assert not page.dialogs
+
+
+def test_deep_link_to_an_unknown_id_says_not_found(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(f"{handle.url}m/doesnotexist?t=5")
+    pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('not in the index')")
+    assert pg.locator("#media-title").inner_text() == "Not found"
+    assert not page.dialogs
+
+
+def test_a_time_past_the_end_starts_at_the_end(site, page):
+    handle, p, media = site
+    m = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    pg = page.page
+    # a browser that blocks autoplay (no click yet): the page says where playback is ready
+    pg.add_init_script("HTMLMediaElement.prototype.play = function () {"
+                       " return Promise.reject(new DOMException('blocked', 'NotAllowedError')); };")
+    pg.goto(f"{handle.url}m/{m.id}?t=9999")
+    pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('Ready at')")
+    assert pg.locator("#media-note").inner_text() == f"Ready at 0:{int(m.duration - 1):02d}: press play."
+    assert pg.evaluate("document.getElementById('player').currentTime") <= m.duration
+
+
+def test_escape_closes_the_player(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    search(pg, "lettuce chamber").click()
+    wait_playing(pg)
+    pg.evaluate("() => document.activeElement && document.activeElement.blur()")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#player-pane", state="hidden")
+    assert "/m/" not in pg.url and pg.locator("#player").count() == 0
+    assert not page.dialogs and not page.errors, page.errors

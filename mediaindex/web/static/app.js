@@ -97,7 +97,7 @@
 
   function parseRoute() {
     const params = new URLSearchParams(location.search);
-    const m = location.pathname.match(/^\/m\/([0-9a-f]{8,64})\/?$/);
+    const m = location.pathname.match(/^\/m\/([^/]{1,200})\/?$/);
     let t = parseFloat(params.get("t") || "0");
     if (!Number.isFinite(t) || t < 0) t = 0;
     return { mediaId: m ? m[1] : null, t, q: params.get("q") || "" };
@@ -312,12 +312,12 @@
     $("media-note").textContent = "Loading…";
     let media;
     try {
-      media = await api(`/api/media/${mediaId}`);
+      media = await api(`/api/media/${encodeURIComponent(mediaId)}`);
     } catch (e) {
       if (my !== state.mediaSeq) return; // another media was opened (or the player closed) meanwhile
       $("media-title").textContent = "Not found";
       $("media-meta").textContent = "";
-      $("media-note").textContent = e.status === 404 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
+      $("media-note").textContent = e.status === 404 || e.status === 400 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
       if (state.player) state.player.pause(); // a detached media element would play on
       $("player-box").replaceChildren();
       $("transcript").replaceChildren();
@@ -395,8 +395,11 @@
   function seekAndPlay(t, autoplay) {
     const p = state.player;
     if (!p) return;
-    const target = Math.max(0, t || 0);
+    let target = Math.max(0, t || 0);
     const go = () => {
+      // a link past the end (?t=9999 on a 25 s file) starts at the last moment, not hours in
+      const duration = Number.isFinite(p.duration) && p.duration > 0 ? p.duration : (state.media && state.media.duration);
+      if (duration && target > duration) target = Math.max(0, duration - LEAD_S);
       if (Math.abs(p.currentTime - target) > 0.25) p.currentTime = target;
       highlight(true);
       if (autoplay !== false) {
@@ -442,17 +445,44 @@
       ts.setAttribute("aria-label", `Play from ${clock(seg.start)}`);
       p.append(ts, " ");
       const words = seg.words && seg.words.length ? seg.words : [{ text: seg.text, start: seg.start, end: seg.end }];
-      words.forEach((w, i) => {
-        const s = el("span", "w", w.text);
+      for (const [text, w] of wordPieces(seg.text || "", words)) {
+        if (!w) { p.append(text); continue; }
+        const s = el("span", "w", text);
         s.dataset.start = String(w.start);
         p.append(s);
         state.words.push({ start: w.start, el: s });
-        const next = words[i + 1];
-        if (next && !(CJK.test(w.text.slice(-1)) && CJK.test(next.text.charAt(0)))) p.append(" ");
-      });
+      }
       box.append(p);
     }
     state.words.sort((a, b) => a.start - b.start);
+  }
+
+  // The segment's text as [text, word] pieces (word null for the text between words): the
+  // engine's tokens carry their own spacing ("50" ",000"), so the text shows as the export
+  // does. Words not found in the text (an engine that normalises it) are joined by spaces.
+  function wordPieces(text, words) {
+    const out = [];
+    let at = 0;
+    for (const w of words) {
+      const token = (w.text || "").trim();
+      const i = token ? text.indexOf(token, at) : -1;
+      if (i < 0) return spacedPieces(words);
+      if (i > at) out.push([text.slice(at, i), null]);
+      out.push([token, w]);
+      at = i + token.length;
+    }
+    if (at < text.length) out.push([text.slice(at), null]);
+    return out;
+  }
+
+  function spacedPieces(words) {
+    const out = [];
+    words.forEach((w, i) => {
+      out.push([w.text.trim(), w]);
+      const next = words[i + 1];
+      if (next && !(CJK.test(w.text.slice(-1)) && CJK.test(next.text.charAt(0)))) out.push([" ", null]);
+    });
+    return out;
   }
 
   function onTranscriptClick(ev) {
@@ -663,6 +693,8 @@
     if (ev.key === "Escape" && active === $("q") && $("q").value) {
       $("q").value = "";
       onInput();
+    } else if (ev.key === "Escape" && !$("player-pane").hidden) {
+      closePlayer(true);
     }
   }
 
