@@ -270,7 +270,7 @@ def _require_library(data_dir) -> None:
     """A usage error (exit 2) when there is no library in data_dir: searching must not create one."""
     with cli_errors(setup=True):  # a bad config
         config = Config.load(data_dir)
-    if not config.state_path.exists():
+    if not config.data_dir.is_dir():
         raise click.UsageError(f"no library in {printable(str(config.data_dir))} (run `mediaindex index PATH` "
                                "to make one, or give --data-dir)")
 
