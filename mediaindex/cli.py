@@ -356,6 +356,9 @@ def status(data_dir, as_json):
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
     f = summary["files"]
+    if f.get("interrupted"):
+        click.echo(f"{f['interrupted']} interrupted (the writer stopped while indexing; they run again at the "
+                   "next `index` or `watch`)")
     click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed, "
                f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
     for engine, spend in summary.get("spent_by_engine", {}).items():

@@ -7,11 +7,14 @@ import os
 import sqlite3
 from typing import Any
 
-SORTS = {  # name -> SQL order (ties broken by id, so pages never overlap)
-    "added": "added DESC", "-added": "added ASC",
-    "modified": "m.mtime DESC", "-modified": "m.mtime ASC",
-    "title": "title_key ASC", "-title": "title_key DESC",
-    "duration": "duration DESC", "-duration": "duration ASC",
+# the title tag (an index on it); recordings without one, titled by their file name, come
+# first in file order (rowid) when sorting by title
+TITLE_KEY = "LOWER(json_extract(m.probe, '$.tags.title'))"
+SORTS = {  # name -> SQL order; each one walks an index (state.SCHEMA), ties broken by it too
+    "added": "m.rowid DESC", "-added": "m.rowid ASC",  # a media row is added once, when first seen
+    "modified": "m.mtime DESC, m.rowid DESC", "-modified": "m.mtime ASC, m.rowid ASC",
+    "title": f"{TITLE_KEY} ASC, m.rowid ASC", "-title": f"{TITLE_KEY} DESC, m.rowid DESC",
+    "duration": "m.duration DESC, m.rowid DESC", "-duration": "m.duration ASC, m.rowid ASC",
 }
 KINDS = ("audio", "video")
 STATES = ("pending", "indexed")
@@ -20,9 +23,7 @@ _SELECT = """
 SELECT m.id, m.size, m.mtime, m.status, m.error, m.engine, m.language, m.probe,
        (SELECT MIN(path) FROM files f WHERE f.media_id = m.id) AS path,
        (SELECT MIN(added) FROM files f WHERE f.media_id = m.id) AS added,
-       json_extract(m.probe, '$.duration') AS duration,
-       LOWER(COALESCE(json_extract(m.probe, '$.tags.title'),
-                      (SELECT MIN(path) FROM files f WHERE f.media_id = m.id))) AS title_key  -- untagged: by path
+       m.duration AS duration
 FROM media m
 """
 
@@ -34,10 +35,8 @@ def list_media(conn: sqlite3.Connection, *, sort: str = "added", limit: int = 50
     where, args = ["m.status != 'removed'"], []
     if folder:
         prefix = folder.rstrip("/") + "/"
-        where.append("EXISTS (SELECT 1 FROM files f WHERE f.media_id = m.id AND f.path >= ? AND f.path < ?)")
+        where.append("m.id IN (SELECT media_id FROM files WHERE path >= ? AND path < ?)")
         args += [prefix, prefix[:-1] + "0"]  # "0" sorts right after "/"
-    else:
-        where.append("EXISTS (SELECT 1 FROM files f WHERE f.media_id = m.id)")
     if language:
         where.append("m.language = ?")
         args.append(language)
@@ -49,8 +48,10 @@ def list_media(conn: sqlite3.Connection, *, sort: str = "added", limit: int = 50
         args.append(state)
     cond = " WHERE " + " AND ".join(where)
     total = conn.execute("SELECT COUNT(*) FROM media m" + cond, args).fetchone()[0]
-    rows = conn.execute(f"{_SELECT}{cond} ORDER BY {SORTS[sort]}, m.id LIMIT ? OFFSET ?", [*args, limit, offset])
-    return {"total": total, "offset": offset, "limit": limit, "sort": sort, "items": [_item(r) for r in rows]}
+    rows = conn.execute(f"{_SELECT}{cond} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?", [*args, limit, offset])
+    # a media whose files are all gone is marked removed by the next scan; until then it has no path
+    return {"total": total, "offset": offset, "limit": limit, "sort": sort,
+            "items": [_item(r) for r in rows if r["path"] is not None]}
 
 
 def _item(row: sqlite3.Row) -> dict[str, Any]:

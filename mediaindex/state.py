@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from . import jobqueue
 from .jobqueue import Job  # noqa: F401  (imported from here too)
+from .datalock import writer_alive
 from .models import Media, ProbeResult, Transcript
 from .safety import redact
 
@@ -48,6 +49,10 @@ CREATE TABLE IF NOT EXISTS files (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
+CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
+CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
+CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
+CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
@@ -459,6 +464,9 @@ class State:
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())
+        counts["interrupted"] = 0
+        if counts["running"] and not writer_alive(self.path.parent):  # its writer was killed (kill -9)
+            counts["interrupted"], counts["running"] = counts["running"], 0
         failed = [{"path": r[0], "error": redact((r[1] or "").removeprefix(f"{r[0]}: "))} for r in self.conn.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ? OFFSET ?",
             (-1 if failed_limit is None else failed_limit, failed_offset))]

@@ -290,3 +290,25 @@ def test_search_without_a_library_says_so_and_creates_nothing(tmp_path):
     r = run("search", "x", "--data-dir", str(missing), code=2)
     assert "no library in" in r.output and str(missing) in r.output
     assert not missing.exists()
+
+
+def test_status_shows_files_of_a_killed_writer_as_interrupted(corpus, data_dir):
+    """After `kill -9` of a watcher its files stay `running` in the database: status says interrupted."""
+    from mediaindex.datalock import lock_data_dir
+    from mediaindex.state import State
+
+    state = State(data_dir / "state.sqlite3")
+    state.set_file(str(corpus / "talks" / "space_station.mp3"), size=1, mtime=1.0, status="running")
+    state.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (data_dir / "writer.lock").write_text(f"`mediaindex watch` (pid {dead.stdout.strip()})")
+    r = run("status", "--data-dir", str(data_dir), code=0)
+    assert "1 interrupted" in r.output and "0 running" in r.output
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    assert out["files"]["interrupted"] == 1 and out["files"]["running"] == 0
+    lock = lock_data_dir(data_dir, "watch")  # a live writer: its files are running
+    try:
+        out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+        assert out["files"]["running"] == 1 and out["files"]["interrupted"] == 0
+    finally:
+        lock.close()
