@@ -37,7 +37,11 @@
     status: null,
     userScrolledAt: 0,
     statusTimer: null,
+    libSeq: 0,
+    lib: { sort: "added", kind: "", page: 0 }, // the library view (shown while the search box is empty)
   };
+  const LIB_PAGE = 25;
+  const LIB_SORTS = ["added", "-added", "modified", "title", "duration", "-duration"];
 
   // ---- API ---------------------------------------------------------------------------------
 
@@ -100,19 +104,33 @@
     const m = location.pathname.match(/^\/m\/([^/]{1,200})\/?$/);
     let t = parseFloat(params.get("t") || "0");
     if (!Number.isFinite(t) || t < 0) t = 0;
-    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "" };
+    const sort = params.get("sort");
+    const page = parseInt(params.get("page") || "1", 10);
+    const lib = { sort: LIB_SORTS.includes(sort) ? sort : "added",
+                  kind: ["audio", "video"].includes(params.get("kind")) ? params.get("kind") : "",
+                  page: Number.isFinite(page) && page > 1 ? page - 1 : 0 };
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib };
   }
 
   function urlFor(mediaId, t, q) {
     const params = new URLSearchParams();
     if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
     if (q) params.set("q", q);
+    else if (!mediaId) { // the library view's state: a link to it shows the same page
+      if (state.lib.sort !== "added") params.set("sort", state.lib.sort);
+      if (state.lib.kind) params.set("kind", state.lib.kind);
+      if (state.lib.page) params.set("page", String(state.lib.page + 1));
+    }
     const qs = params.toString();
     return (mediaId ? `/m/${mediaId}` : "/") + (qs ? `?${qs}` : "");
   }
 
   async function route(autoplay) {
     const r = parseRoute();
+    if (!r.q && JSON.stringify(r.lib) !== JSON.stringify(state.lib)) {
+      state.lib = r.lib;
+      if (!state.q) loadLibrary();
+    }
     if (r.q !== state.q) {
       $("q").value = r.q;
       state.q = r.q;
@@ -155,8 +173,10 @@
       renderResults(null, true);
       renderIdleSummary();
       loadFacets(params, my, controller.signal);
+      loadLibrary();
       return;
     }
+    $("library").hidden = true;
     try {
       const result = await api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal);
       if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
@@ -170,6 +190,59 @@
       if (e.name === "AbortError" || my !== state.seq) return;
       $("summary").textContent = `Search failed: ${e.message}`;
     }
+  }
+
+  // ---- library ------------------------------------------------------------------------------
+
+  async function loadLibrary() {
+    const my = ++state.libSeq;
+    const f = state.filters;
+    let page;
+    try {
+      page = await api("/api/media", { sort: state.lib.sort, kind: state.lib.kind, lang: f.lang, path: f.path,
+                                       limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
+    } catch (e) {
+      if (my === state.libSeq) $("library-note").textContent = `Could not list the library: ${e.message}`;
+      return;
+    }
+    if (my !== state.libSeq || state.q.trim()) return;
+    renderLibrary(page);
+  }
+
+  function renderLibrary(page) {
+    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path;
+    $("lib-sort").value = state.lib.sort;
+    $("lib-kind").value = state.lib.kind;
+    const list = $("library-list");
+    list.replaceChildren();
+    for (const m of page.items) {
+      const li = el("li", "lib-item");
+      const b = el("button", "lib-open");
+      b.type = "button";
+      b.dataset.id = m.id;
+      b.append(el("span", "lib-title", m.title));
+      const meta = [folderLabel(m.folder)];
+      if (m.duration) meta.push(clock(m.duration));
+      if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
+      if (m.language) meta.push(m.language);
+      if (m.engine) meta.push(m.engine);
+      if (m.status !== "indexed") meta.push(m.status);
+      b.append(el("span", "lib-meta", meta.join(" · ")));
+      b.title = m.path;
+      li.append(b);
+      list.append(li);
+    }
+    const pages = Math.max(1, Math.ceil(page.total / LIB_PAGE));
+    $("lib-page").textContent = `Page ${state.lib.page + 1} of ${pages} · ${page.total} recording${page.total === 1 ? "" : "s"}`;
+    $("lib-prev").disabled = state.lib.page === 0;
+    $("lib-next").disabled = state.lib.page + 1 >= pages;
+    $("library-note").textContent = "";
+  }
+
+  function setLibrary(change) {
+    Object.assign(state.lib, change);
+    history.pushState(null, "", urlFor(null, 0, ""));
+    loadLibrary();
   }
 
   async function loadFacets(params, my, signal) {
@@ -717,6 +790,16 @@
       runSearch(false);
     });
     $("transcript").addEventListener("click", onTranscriptClick);
+    $("lib-sort").addEventListener("change", () => setLibrary({ sort: $("lib-sort").value, page: 0 }));
+    $("lib-kind").addEventListener("change", () => setLibrary({ kind: $("lib-kind").value, page: 0 }));
+    $("lib-prev").addEventListener("click", () => setLibrary({ page: Math.max(0, state.lib.page - 1) }));
+    $("lib-next").addEventListener("click", () => setLibrary({ page: state.lib.page + 1 }));
+    $("library-list").addEventListener("click", (ev) => {
+      const b = ev.target.closest(".lib-open");
+      if (!b) return;
+      history.pushState(null, "", urlFor(b.dataset.id, 0, ""));
+      openMedia(b.dataset.id, 0, true);
+    });
     for (const evName of ["wheel", "touchmove"]) {
       $("transcript").addEventListener(evName, () => { state.userScrolledAt = Date.now(); }, { passive: true });
     }
@@ -741,6 +824,7 @@
     window.addEventListener("popstate", () => route(false));
     const first = parseRoute();
     state.q = first.q;
+    state.lib = first.lib;
     $("q").value = first.q;
     pollStatus();
     runSearch(true);
