@@ -154,6 +154,8 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate):
         for rec in failed:
             reason = (rec.error or "").removeprefix(f"{rec.path}: ")
             click.echo(f"  failed: {printable(rec.path)}: {printable(reason)}", err=True)
+        if failed:
+            click.echo("  once the cause is fixed, index them again: mediaindex retry [PATH...]", err=True)
         for path, reason in plan.unreadable:
             click.echo(f"  skipped: {printable(path)}: {printable(reason)}", err=True)
         for root in plan.offline:
@@ -246,6 +248,50 @@ def print_estimate(pipeline: Pipeline, plan) -> None:
         click.echo(f"note: {name}: {note}")
     if skipped:
         click.echo(f"{skipped} file(s) not counted (not media, or no engine takes them)")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@data_dir_option
+@click.option("--transcriber", help="Transcription engine (default: from config, else local-whisper).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
+@click.pass_context
+def retry(ctx, paths, data_dir, transcriber, workers):
+    """Index again the files that failed: all of them, or those at or under PATHS.
+
+    For a failure whose cause is gone (an engine fixed or changed, a network back) while the
+    file itself did not change, so that `index` alone would skip it. Exit status as `index`.
+    """
+    _require_library(data_dir)
+    pipeline = open_pipeline(data_dir)
+    try:
+        lock = lock_data_dir(pipeline.config.data_dir, "retry")
+    except DataDirBusy as e:
+        pipeline.close()
+        raise click_error(e) from None
+    try:
+        under = [normalize_location(p) for p in paths] if paths else None
+        again = pipeline.state.requeue_failed(under)
+        roots = list(under) if under else _roots_of(again, pipeline.state.roots())
+    finally:
+        lock.close()
+        pipeline.close()
+    if not again:
+        click.echo("no failed file to retry" + (" there" if paths else ""), err=True)
+        return
+    click.echo(f"retrying {len(again)} failed file(s)", err=True)
+    ctx.invoke(index, paths=tuple(roots), data_dir=data_dir, transcriber=transcriber, index_name=None,
+               workers=workers, estimate=False)
+
+
+def _roots_of(paths: list[str], roots) -> list[str]:
+    """The known roots that hold these paths (a path outside every root stands for itself)."""
+    out: list[str] = []
+    for p in paths:
+        holder = max((r for r in roots if p == r or p.startswith(r.rstrip("/") + "/")), key=len, default=p)
+        if holder not in out:
+            out.append(holder)
+    return out
 
 
 def _terminal_snippet(snippet: str, color: bool) -> str:

@@ -312,3 +312,27 @@ def test_status_shows_files_of_a_killed_writer_as_interrupted(corpus, data_dir):
         assert out["files"]["running"] == 1 and out["files"]["interrupted"] == 0
     finally:
         lock.close()
+
+
+def test_retry_indexes_failed_files_again_all_or_under_a_path(corpus, data_dir):
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "mediaindex retry" in r.output  # index says how to retry
+    # unchanged files: `index` skips them, `retry` runs them again
+    assert "0 new or changed" in run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber",
+                                     "manifest", code=1).output
+    empty = corpus / "broken" / "empty.mp3"
+    r = run("retry", str(empty), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "retrying 1 failed file(s)" in r.output and "1 new or changed" in r.output
+    assert r.output.count(f"failed: {empty}: ") == 1
+    r = run("retry", "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "retrying 4 failed file(s)" in r.output and "4 new or changed" in r.output and "4 failed" in r.output
+    # the cause is gone (here: the file was repaired): it is indexed, the others still fail
+    empty.write_bytes((corpus / "talks" / "space_station.mp3").read_bytes())
+    r = run("retry", str(corpus / "broken"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "3 failed" in r.output
+    r = run("retry", str(corpus / "talks"), "--data-dir", str(data_dir), code=0)
+    assert "no failed file to retry there" in r.output
+
+
+def test_retry_without_a_library(tmp_path):
+    run("retry", "--data-dir", str(tmp_path / "nowhere"), code=2)
