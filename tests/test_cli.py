@@ -336,3 +336,24 @@ def test_retry_indexes_failed_files_again_all_or_under_a_path(corpus, data_dir):
 
 def test_retry_without_a_library(tmp_path):
     run("retry", "--data-dir", str(tmp_path / "nowhere"), code=2)
+
+
+def test_mediaindexignore_leaves_files_and_folders_out(corpus, data_dir):
+    (corpus / ".mediaindexignore").write_text("# drafts and the broken ones\n*draft*\nbroken/\n")
+    (corpus / "video" / ".mediaindexignore").write_text("chess_*\n")
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    assert "0 failed" in r.output  # broken/ is not scanned
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    from mediaindex.state import State
+
+    state = State(data_dir / "state.sqlite3")
+    paths = set(state.file_signatures())
+    state.close()
+    assert out["files"]["failed"] == 0 and paths
+    assert not [p for p in paths if "/broken/" in p or "draft" in p or "/chess_" in p], paths
+    assert any(p.endswith("space_station.mp3") for p in paths)
+    # ignoring a file that was indexed takes it out of the index at the next scan
+    (corpus / ".mediaindexignore").write_text("*draft*\nbroken/\ntalks/space_station.mp3\n")
+    run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    r = run("search", "lettuce chamber", "--data-dir", str(data_dir), "--json", code=0)
+    assert json.loads(r.output)["total"] == 0
