@@ -486,7 +486,7 @@ def test_library_view_sorts_filters_pages_and_restores_from_a_link(site, browser
     shortest = min((m for m in (p.state.get_media(i) for i in p.state.all_media_ids()) if m), key=lambda m: m.duration)
     pg.wait_for_function("t => document.querySelector('#library-list .lib-title').textContent === t", arg=shortest.title)
     pg.select_option("#lib-kind", "video")
-    pg.wait_for_function("() => location.search.includes('kind=video')")
+    pg.wait_for_function("() => location.search.includes('show=video')")
     pg.wait_for_function("() => document.getElementById('lib-page').textContent.includes('Page 1 of 1')")
     titles = pg.locator("#library-list .lib-title").all_inner_texts()
     assert titles and "ferry" in titles
@@ -537,3 +537,28 @@ def test_library_on_a_phone(site, browser):
         assert not page.errors, page.errors
     finally:
         page.close()
+
+
+def test_a_search_link_restores_its_filters(site, browser, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "the")
+    pg.locator(".facet-btn", has_text="media/talks").wait_for()
+    pg.locator(".facet-btn", has_text="media/talks").click()
+    pg.wait_for_function("() => location.search.includes('path=')")
+    pg.wait_for_function("() => [...document.querySelectorAll('#results .hit')].length > 0")
+    link = pg.url
+    other = Page(browser, viewport={"width": 1280, "height": 860})
+    try:
+        other.page.goto(link)
+        other.page.wait_for_selector(".facet-btn[aria-pressed='true']")
+        assert "media/talks" in other.page.locator(".facet-btn[aria-pressed='true']").inner_text()
+        other.page.locator("#results .hit").first.wait_for()
+        assert other.page.input_value("#q") == "the"
+        paths = other.page.eval_on_selector_all("#results .hit", "hs => hs.map(h => h.textContent)")
+        assert paths and all("bread_baking" in t or "space_station" in t for t in paths), paths
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    assert not page.errors, page.errors

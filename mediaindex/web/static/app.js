@@ -41,6 +41,7 @@
     lib: { sort: "added", kind: "", page: 0 }, // the library view (shown while the search box is empty)
   };
   const LIB_PAGE = 25;
+  const FILTER_KEYS = ["lang", "kind", "emotion", "path"]; // the facet filters, in the URL too
   const LIB_SORTS = ["added", "-added", "modified", "title", "duration", "-duration"];
 
   // ---- API ---------------------------------------------------------------------------------
@@ -107,18 +108,21 @@
     const sort = params.get("sort");
     const page = parseInt(params.get("page") || "1", 10);
     const lib = { sort: LIB_SORTS.includes(sort) ? sort : "added",
-                  kind: ["audio", "video"].includes(params.get("kind")) ? params.get("kind") : "",
+                  kind: ["audio", "video"].includes(params.get("show")) ? params.get("show") : "",
                   page: Number.isFinite(page) && page > 1 ? page - 1 : 0 };
-    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib };
+    const filters = {};
+    for (const k of FILTER_KEYS) filters[k] = params.get(k) || null;
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters };
   }
 
   function urlFor(mediaId, t, q) {
     const params = new URLSearchParams();
     if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
     if (q) params.set("q", q);
-    else if (!mediaId) { // the library view's state: a link to it shows the same page
+    if (!mediaId) for (const k of FILTER_KEYS) if (state.filters[k]) params.set(k, state.filters[k]);
+    if (!q && !mediaId) { // the library view's state: a link to it shows the same page
       if (state.lib.sort !== "added") params.set("sort", state.lib.sort);
-      if (state.lib.kind) params.set("kind", state.lib.kind);
+      if (state.lib.kind) params.set("show", state.lib.kind);
       if (state.lib.page) params.set("page", String(state.lib.page + 1));
     }
     const qs = params.toString();
@@ -127,6 +131,10 @@
 
   async function route(autoplay) {
     const r = parseRoute();
+    if (!r.mediaId && JSON.stringify(r.filters) !== JSON.stringify(state.filters)) {
+      state.filters = r.filters;
+      runSearch(true);
+    }
     if (!r.q && JSON.stringify(r.lib) !== JSON.stringify(state.lib)) {
       state.lib = r.lib;
       if (!state.q) loadLibrary();
@@ -357,6 +365,7 @@
         if (n) b.append(el("span", "count", f.estimated ? `~${n}` : n));
         b.addEventListener("click", () => {
           state.filters[param] = on ? null : value;
+          if (!state.media) history.pushState(null, "", urlFor(null, 0, state.q.trim()));
           runSearch(true);
         });
         group.append(b);
@@ -825,6 +834,7 @@
     const first = parseRoute();
     state.q = first.q;
     state.lib = first.lib;
+    state.filters = first.filters;
     $("q").value = first.q;
     pollStatus();
     runSearch(true);
