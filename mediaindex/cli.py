@@ -284,6 +284,38 @@ def retry(ctx, paths, data_dir, transcriber, workers):
                workers=workers, estimate=False)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@data_dir_option
+@click.option("--transcriber", required=True, help="The engine (or engine:model) to transcribe them with now.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
+@click.pass_context
+def reindex(ctx, paths, data_dir, transcriber, workers):
+    """Transcribe the recordings at or under PATHS again with another engine or model.
+
+    The old transcript stays searchable until the new one is ready (then it replaces it; a
+    failure keeps the old one). Exit status as `index`.
+    """
+    _require_library(data_dir)
+    pipeline = open_pipeline(data_dir, transcriber=transcriber)
+    try:
+        pipeline.check_transcriber()  # an unknown engine is a usage error before anything changes
+        lock = lock_data_dir(pipeline.config.data_dir, "reindex")
+    except Exception as e:
+        pipeline.close()
+        raise click_error(e, pipeline.config.state_path) or e
+    try:
+        again = pipeline.state.requeue_failed([normalize_location(p) for p in paths], ("indexed", "failed"))
+    finally:
+        lock.close()
+        pipeline.close()
+    if not again:
+        raise click.UsageError(f"nothing indexed at or under {', '.join(printable(p) for p in paths)}")
+    click.echo(f"transcribing {len(again)} file(s) again with {printable(transcriber)}", err=True)
+    ctx.invoke(index, paths=tuple(paths), data_dir=data_dir, transcriber=transcriber, index_name=None,
+               workers=workers)
+
+
 def _roots_of(paths: list[str], roots) -> list[str]:
     """The known roots that hold these paths (a path outside every root stands for itself)."""
     out: list[str] = []

@@ -238,15 +238,18 @@ class State:
                 (path, size, mtime, media_id, status, redact(error), now, now),
             )
 
-    def requeue_failed(self, under: list[str] | None = None) -> list[str]:
-        """Mark the failed files (all, or those at or under these paths) queued, so that the next
-        scan indexes them again although they did not change; returns their paths."""
-        paths = [r[0] for r in self.conn.execute("SELECT path FROM files WHERE status = 'failed' ORDER BY path")]
+    def requeue_failed(self, under: list[str] | None = None, statuses: tuple[str, ...] = ("failed",)) -> list[str]:
+        """Mark the failed files (or those in these statuses; all, or those at or under these
+        paths) queued, so that the next scan indexes them again although they did not change;
+        returns their paths."""
+        marks = ",".join("?" * len(statuses))
+        paths = [r[0] for r in self.conn.execute(
+            f"SELECT path FROM files WHERE status IN ({marks}) ORDER BY path", statuses)]
         if under is not None:
             paths = [p for p in paths if any(p == u or p.startswith(u.rstrip("/") + "/") for u in under)]
         with self.tx() as c:
-            c.executemany("UPDATE files SET status = 'queued', updated = ? WHERE path = ? AND status = 'failed'",
-                          [(time.time(), p) for p in paths])
+            c.executemany(f"UPDATE files SET status = 'queued', updated = ? WHERE path = ? AND status IN ({marks})",
+                          [(time.time(), p, *statuses) for p in paths])
         return paths
 
     def set_file_status(self, path: str, status: str, error: str | None = None) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -357,3 +358,76 @@ def test_mediaindexignore_leaves_files_and_folders_out(corpus, data_dir):
     run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
     r = run("search", "lettuce chamber", "--data-dir", str(data_dir), "--json", code=0)
     assert json.loads(r.output)["total"] == 0
+
+
+class _OtherEngine:
+    """A second engine for `reindex`: the manifest's words with "lettuce" heard as "cabbage", or
+    an engine that fails on every file."""
+
+    def __init__(self, manifest_module, fail=False):
+        from mediaindex import PermanentError, Transcriber, TranscriberLimits
+
+        base = manifest_module.ManifestTranscriber()
+
+        class Other(Transcriber):
+            name = "broken-engine" if fail else "other-engine"
+            limits = TranscriberLimits(word_timestamps=True)
+
+            def transcribe(self, request):
+                if fail:
+                    raise PermanentError("the engine refused the file")
+                t = base.transcribe(request)
+                for s in t.segments:
+                    s.text = s.text.replace("lettuce", "cabbage")
+                    for w in s.words:
+                        w.text = w.text.replace("lettuce", "cabbage")
+                t.engine = t.model = self.name
+                return t
+
+        self.engine = Other()
+
+
+@pytest.fixture
+def other_engines(manifest_transcriber):
+    from mediaindex import hookimpl
+    from mediaindex.plugins import load_plugins
+
+    pm = load_plugins()
+    names = []
+    for fail in (False, True):
+        engine = _OtherEngine(manifest_transcriber, fail).engine
+
+        @hookimpl
+        def register_transcribers(register, engine=engine):
+            register(engine)
+
+        plugin = types.ModuleType(f"test_other_{fail}")
+        plugin.register_transcribers = register_transcribers
+        names.append(pm.register(plugin, name=f"test-other-{fail}"))
+    yield
+    for name in names:
+        pm.unregister(name=name)
+
+
+def test_reindex_with_another_engine_keeps_the_old_transcript_until_the_new_one_is_ready(corpus, data_dir,
+                                                                                        other_engines):
+    talks = corpus / "talks"
+    space = talks / "space_station.mp3"
+    run("index", str(talks), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+
+    def total(q):
+        return json.loads(run("search", q, "--data-dir", str(data_dir), "--json").output)["total"]
+
+    assert total("lettuce") == 1 and total("cabbage") == 0
+    r = run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "no-such-engine", code=2)
+    assert "unknown transcriber" in r.output
+    # an engine that fails: the old transcript stays searchable
+    run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "broken-engine", code=1)
+    assert total("lettuce") == 1
+    r = run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "other-engine", code=0)
+    assert "transcribing 1 file(s) again with other-engine" in r.output and "1 indexed (1 transcribed)" in r.output
+    assert total("cabbage") == 1 and total("lettuce") == 0
+    out = json.loads(run("search", "cabbage", "--data-dir", str(data_dir), "--json").output)
+    assert out["hits"][0]["path"] == str(space)
+    r = run("reindex", str(corpus / "music"), "--data-dir", str(data_dir), "--transcriber", "other-engine", code=2)
+    assert "nothing indexed" in r.output
