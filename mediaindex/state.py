@@ -53,6 +53,7 @@ CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the libr
 CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
 CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
 CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
+CREATE INDEX IF NOT EXISTS media_video ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
