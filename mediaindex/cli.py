@@ -172,14 +172,25 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate):
 
 
 @cli.command()
+@click.argument("paths", nargs=-1)
 @data_dir_option
 @click.option("--index", "index_name", help="Index backend to rebuild (default: the configured one).")
-def reindex(data_dir, index_name):
-    """Rebuild an index from the cached transcripts, never transcribing again.
+@click.option("--transcriber", help="With PATHS: the engine (or engine:model) to transcribe them with again.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
+@click.pass_context
+def reindex(ctx, paths, data_dir, index_name, transcriber, workers):
+    """Rebuild an index from the cached transcripts, never transcribing again; or, with PATHS and
+    --transcriber, transcribe the recordings at or under PATHS again with another engine.
 
-    Moves a library to another backend (``--index meilisearch``) or refreshes one. Documents of
-    media the state no longer has are dropped. Exit status 1 when a media could not be rebuilt.
+    Without PATHS: moves a library to another backend (``--index meilisearch``) or refreshes
+    one. Documents of media the state no longer has are dropped. Exit status 1 when a media
+    could not be rebuilt. With PATHS: the old transcript stays searchable until the new one is
+    ready (then it replaces it; a failure keeps the old one); exit status as `index`.
     """
+    if paths or transcriber:
+        if not (paths and transcriber):
+            raise click.UsageError("to transcribe again, give both: reindex PATH... --transcriber NAME")
+        return _retranscribe(ctx, paths, data_dir, transcriber, workers)
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         lock = lock_data_dir(pipeline.config.data_dir, "reindex")
@@ -284,18 +295,8 @@ def retry(ctx, paths, data_dir, transcriber, workers):
                workers=workers, estimate=False)
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, required=True)
-@data_dir_option
-@click.option("--transcriber", required=True, help="The engine (or engine:model) to transcribe them with now.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
-@click.pass_context
-def reindex(ctx, paths, data_dir, transcriber, workers):
-    """Transcribe the recordings at or under PATHS again with another engine or model.
-
-    The old transcript stays searchable until the new one is ready (then it replaces it; a
-    failure keeps the old one). Exit status as `index`.
-    """
+def _retranscribe(ctx, paths, data_dir, transcriber, workers):
+    """`reindex PATH... --transcriber NAME`: queue the files again and index them with NAME."""
     _require_library(data_dir)
     pipeline = open_pipeline(data_dir, transcriber=transcriber)
     try:
@@ -313,7 +314,7 @@ def reindex(ctx, paths, data_dir, transcriber, workers):
         raise click.UsageError(f"nothing indexed at or under {', '.join(printable(p) for p in paths)}")
     click.echo(f"transcribing {len(again)} file(s) again with {printable(transcriber)}", err=True)
     ctx.invoke(index, paths=tuple(paths), data_dir=data_dir, transcriber=transcriber, index_name=None,
-               workers=workers)
+               workers=workers, estimate=False)
 
 
 def _roots_of(paths: list[str], roots) -> list[str]:
