@@ -154,6 +154,8 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate):
         for rec in failed:
             reason = (rec.error or "").removeprefix(f"{rec.path}: ")
             click.echo(f"  failed: {printable(rec.path)}: {printable(reason)}", err=True)
+        if failed:
+            click.echo("  once the cause is fixed, index them again: mediaindex retry [PATH...]", err=True)
         for path, reason in plan.unreadable:
             click.echo(f"  skipped: {printable(path)}: {printable(reason)}", err=True)
         for root in plan.offline:
@@ -170,14 +172,25 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate):
 
 
 @cli.command()
+@click.argument("paths", nargs=-1)
 @data_dir_option
 @click.option("--index", "index_name", help="Index backend to rebuild (default: the configured one).")
-def reindex(data_dir, index_name):
-    """Rebuild an index from the cached transcripts, never transcribing again.
+@click.option("--transcriber", help="With PATHS: the engine (or engine:model) to transcribe them with again.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
+@click.pass_context
+def reindex(ctx, paths, data_dir, index_name, transcriber, workers):
+    """Rebuild an index from the cached transcripts, never transcribing again; or, with PATHS and
+    --transcriber, transcribe the recordings at or under PATHS again with another engine.
 
-    Moves a library to another backend (``--index meilisearch``) or refreshes one. Documents of
-    media the state no longer has are dropped. Exit status 1 when a media could not be rebuilt.
+    Without PATHS: moves a library to another backend (``--index meilisearch``) or refreshes
+    one. Documents of media the state no longer has are dropped. Exit status 1 when a media
+    could not be rebuilt. With PATHS: the old transcript stays searchable until the new one is
+    ready (then it replaces it; a failure keeps the old one); exit status as `index`.
     """
+    if paths or transcriber:
+        if not (paths and transcriber):
+            raise click.UsageError("to transcribe again, give both: reindex PATH... --transcriber NAME")
+        return _retranscribe(ctx, paths, data_dir, transcriber, workers)
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         lock = lock_data_dir(pipeline.config.data_dir, "reindex")
@@ -248,6 +261,72 @@ def print_estimate(pipeline: Pipeline, plan) -> None:
         click.echo(f"{skipped} file(s) not counted (not media, or no engine takes them)")
 
 
+@cli.command()
+@click.argument("paths", nargs=-1)
+@data_dir_option
+@click.option("--transcriber", help="Transcription engine (default: from config, else local-whisper).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Files transcribed at once.")
+@click.pass_context
+def retry(ctx, paths, data_dir, transcriber, workers):
+    """Index again the files that failed: all of them, or those at or under PATHS.
+
+    For a failure whose cause is gone (an engine fixed or changed, a network back) while the
+    file itself did not change, so that `index` alone would skip it. Exit status as `index`.
+    """
+    _require_library(data_dir)
+    pipeline = open_pipeline(data_dir)
+    try:
+        lock = lock_data_dir(pipeline.config.data_dir, "retry")
+    except DataDirBusy as e:
+        pipeline.close()
+        raise click_error(e) from None
+    try:
+        under = [normalize_location(p) for p in paths] if paths else None
+        again = pipeline.state.requeue_failed(under)
+        roots = list(under) if under else _roots_of(again, pipeline.state.roots())
+    finally:
+        lock.close()
+        pipeline.close()
+    if not again:
+        click.echo("no failed file to retry" + (" there" if paths else ""), err=True)
+        return
+    click.echo(f"retrying {len(again)} failed file(s)", err=True)
+    ctx.invoke(index, paths=tuple(roots), data_dir=data_dir, transcriber=transcriber, index_name=None,
+               workers=workers, estimate=False)
+
+
+def _retranscribe(ctx, paths, data_dir, transcriber, workers):
+    """`reindex PATH... --transcriber NAME`: queue the files again and index them with NAME."""
+    _require_library(data_dir)
+    pipeline = open_pipeline(data_dir, transcriber=transcriber)
+    try:
+        pipeline.check_transcriber()  # an unknown engine is a usage error before anything changes
+        lock = lock_data_dir(pipeline.config.data_dir, "reindex")
+    except Exception as e:
+        pipeline.close()
+        raise click_error(e, pipeline.config.state_path) or e
+    try:
+        again = pipeline.state.requeue_failed([normalize_location(p) for p in paths], ("indexed", "failed"))
+    finally:
+        lock.close()
+        pipeline.close()
+    if not again:
+        raise click.UsageError(f"nothing indexed at or under {', '.join(printable(p) for p in paths)}")
+    click.echo(f"transcribing {len(again)} file(s) again with {printable(transcriber)}", err=True)
+    ctx.invoke(index, paths=tuple(paths), data_dir=data_dir, transcriber=transcriber, index_name=None,
+               workers=workers, estimate=False)
+
+
+def _roots_of(paths: list[str], roots) -> list[str]:
+    """The known roots that hold these paths (a path outside every root stands for itself)."""
+    out: list[str] = []
+    for p in paths:
+        holder = max((r for r in roots if p == r or p.startswith(r.rstrip("/") + "/")), key=len, default=p)
+        if holder not in out:
+            out.append(holder)
+    return out
+
+
 def _terminal_snippet(snippet: str, color: bool) -> str:
     on, off = ("\x1b[1;33m", "\x1b[0m") if color else ("[", "]")
     parts = re.split(r"(</?mark>)", snippet)  # the text is escaped; only the highlight is ours
@@ -264,6 +343,15 @@ def _shell_quote(path: str) -> str:
         return f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else f"\\x{o:02x}" if o < 0x80 else f"\\u{o:04x}"
 
     return "$'" + CONTROL_CHARS.sub(escape, path.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+
+
+def _require_library(data_dir) -> None:
+    """A usage error (exit 2) when there is no library in data_dir: searching must not create one."""
+    with cli_errors(setup=True):  # a bad config
+        config = Config.load(data_dir)
+    if not config.data_dir.is_dir():
+        raise click.UsageError(f"no library in {printable(str(config.data_dir))} (run `mediaindex index PATH` "
+                               "to make one, or give --data-dir)")
 
 
 @cli.command()
@@ -283,6 +371,7 @@ def _shell_quote(path: str) -> str:
 def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, path_prefix, index_name, as_json):
     """Find the moments where QUERY was said."""
     query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
+    _require_library(data_dir)
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = under(path_prefix) if path_prefix else None
@@ -350,6 +439,9 @@ def status(data_dir, as_json):
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
     f = summary["files"]
+    if f.get("interrupted"):
+        click.echo(f"{f['interrupted']} interrupted (the writer stopped while indexing; they run again at the "
+                   "next `index` or `watch`)")
     click.echo(f"{f['indexed']} indexed, {f['queued']} queued, {f['running']} running, {f['failed']} failed, "
                f"{f.get('ignored', 0)} not media ({f['total']} files; {summary.get('hours_indexed', 0)} h of media; spent {summary.get('spent', 0)})")
     for engine, spend in summary.get("spent_by_engine", {}).items():

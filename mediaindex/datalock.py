@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 from typing import IO
 
@@ -35,3 +36,22 @@ def lock_data_dir(data_dir: Path, command: str) -> IO[str]:
     except OSError:  # a full disk: the lock is held all the same, only the holder's name is missing
         pass
     return f
+
+
+def writer_alive(data_dir: Path) -> bool:
+    """Whether a writer (``index``, ``watch``) holds this data dir now. Read from the pid it
+    wrote in the lock file, without taking the lock (a writer starting meanwhile must not fail)."""
+    try:
+        text = (Path(data_dir) / "writer.lock").read_text(errors="replace")
+    except OSError:
+        return False
+    m = re.search(r"\(pid (\d+)\)", text)
+    if not m:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True

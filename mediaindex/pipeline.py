@@ -28,7 +28,7 @@ from .paths import open_beside
 from .plugins import load_plugins, register_each
 from .probe import probe
 from .safety import terminal_safe
-from .scan import ScanPlan, is_likely_media, plan_scan
+from .scan import ScanPlan, is_ignored, is_likely_media, plan_scan
 from .state import Job, State
 
 DEFAULT_TRANSCRIBER = "local"
@@ -462,7 +462,8 @@ class Pipeline:
         """Run one claimed job; record its outcome in the queue and the files table."""
         reporter = reporter or NullReporter()
         try:
-            if job.action == "remove" and self.storage_for(job.path).stat(job.path) is None:
+            if job.action == "remove" and (self.storage_for(job.path).stat(job.path) is None
+                                           or (is_local(job.path) and is_ignored(job.path))):
                 outcome = self.remove_path(job.path)
             else:
                 outcome = self.process_path(job.path, reporter)

@@ -128,9 +128,9 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None,
         else:
             yield FileStat(root, root_st.st_size, root_st.st_mtime)
         return
-    stack = [root]
+    stack: list[tuple[str, tuple]] = [(root, ())]
     while stack:
-        folder = stack.pop()
+        folder, rules = stack.pop()
         if folder in excluded:
             continue
         try:
@@ -141,12 +141,17 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None,
             if not isinstance(e, NotADirectoryError):
                 skip(folder, f"cannot read folder: {e.strerror or e}")
             continue
+        if any(e.name == IGNORE_FILE for e in entries):
+            rules = rules + _ignore_rules(folder, skip)
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if rules and ignored(entry.path, is_dir, rules):
+                    continue
+                if is_dir:
+                    stack.append((entry.path, rules))
                 elif entry.is_file() and is_candidate_name(entry.name):
                     if not _storable(entry.path):
                         skip(entry.path, "the name is not valid UTF-8 (rename the file)")
@@ -159,6 +164,46 @@ def walk(root: str, problems: list[tuple[str, str]] | None = None,
                 if is_candidate_name(entry.name):
                     skip(entry.path, f"cannot read: {e.strerror or e}")
                 continue
+
+
+IGNORE_FILE = ".mediaindexignore"
+
+
+def _ignore_rules(folder: str, skip) -> tuple:
+    """The folder's .mediaindexignore (gitignore syntax, relative to the folder), as a rule."""
+    import pathspec
+
+    path = os.path.join(folder, IGNORE_FILE)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return ((folder, pathspec.GitIgnoreSpec.from_lines(f)),)
+    except (OSError, ValueError) as e:  # unreadable, or a pattern pathspec refuses
+        skip(path, f"cannot use the ignore file: {getattr(e, 'strerror', None) or e}")
+        return ()
+
+
+def ignored(path: str, is_dir: bool, rules: tuple) -> bool:
+    """Whether a .mediaindexignore at or above path's folder leaves it out."""
+    for base, spec in rules:
+        rel = os.path.relpath(path, base).replace(os.sep, "/")
+        if spec.match_file(rel + "/" if is_dir else rel):
+            return True
+    return False
+
+
+def is_ignored(path: str) -> bool:
+    """Whether a .mediaindexignore in a folder above this local path leaves it out (a remove job
+    for a file that is still there, but now ignored, removes it; watch mode skips its events)."""
+    rules: list = []
+    folder = os.path.dirname(path)
+    while True:
+        if os.path.isfile(os.path.join(folder, IGNORE_FILE)):
+            rules[:0] = _ignore_rules(folder, lambda *a: None)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return bool(rules) and ignored(path, False, tuple(rules))
 
 
 @dataclass

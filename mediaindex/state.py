@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from . import jobqueue
 from .jobqueue import Job  # noqa: F401  (imported from here too)
+from .datalock import writer_alive
 from .models import Media, ProbeResult, Transcript
 from .safety import redact
 
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS files (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
+CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
+CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
+CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
+CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
+CREATE INDEX IF NOT EXISTS media_video ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
@@ -232,6 +238,20 @@ class State:
                 "error=excluded.error, updated=excluded.updated",
                 (path, size, mtime, media_id, status, redact(error), now, now),
             )
+
+    def requeue_failed(self, under: list[str] | None = None, statuses: tuple[str, ...] = ("failed",)) -> list[str]:
+        """Mark the failed files (or those in these statuses; all, or those at or under these
+        paths) queued, so that the next scan indexes them again although they did not change;
+        returns their paths."""
+        marks = ",".join("?" * len(statuses))
+        paths = [r[0] for r in self.conn.execute(
+            f"SELECT path FROM files WHERE status IN ({marks}) ORDER BY path", statuses)]
+        if under is not None:
+            paths = [p for p in paths if any(p == u or p.startswith(u.rstrip("/") + "/") for u in under)]
+        with self.tx() as c:
+            c.executemany(f"UPDATE files SET status = 'queued', updated = ? WHERE path = ? AND status IN ({marks})",
+                          [(time.time(), p, *statuses) for p in paths])
+        return paths
 
     def set_file_status(self, path: str, status: str, error: str | None = None) -> None:
         with self.tx() as c:
@@ -460,7 +480,10 @@ class State:
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
         counts["total"] = sum(counts.values())
-        failed = [{"path": r[0], "error": redact(r[1])} for r in self.conn.execute(
+        counts["interrupted"] = 0
+        if counts["running"] and not writer_alive(self.path.parent):  # its writer was killed (kill -9)
+            counts["interrupted"], counts["running"] = counts["running"], 0
+        failed = [{"path": r[0], "error": redact((r[1] or "").removeprefix(f"{r[0]}: "))} for r in self.conn.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path LIMIT ? OFFSET ?",
             (-1 if failed_limit is None else failed_limit, failed_offset))]
         retrying = self.conn.execute(

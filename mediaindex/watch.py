@@ -48,7 +48,7 @@ from .errors import FatalError, UsageError
 from .jobqueue import Job, WorkerPool
 from .pipeline import NullReporter, Pipeline, Reporter
 from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
-                   is_under, offline_reason, walk)
+                   is_ignored, is_under, offline_reason, walk)
 
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
@@ -590,7 +590,8 @@ class Watcher:
             return False
         rel = os.path.relpath(path, os.path.dirname(root) if path == root else root)
         parts = Path(rel).parts
-        return not any(p.startswith(".") for p in parts[:-1]) and is_candidate_name(parts[-1])
+        return (not any(p.startswith(".") for p in parts[:-1]) and is_candidate_name(parts[-1])
+                and not is_ignored(path))
 
     def _known_under(self, folder: str) -> list[str]:
         if not _storable(folder):  # nothing under a name that is not UTF-8 was ever stored

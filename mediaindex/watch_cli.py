@@ -41,8 +41,9 @@ class WatchProgress:
     """The pipeline's Reporter plus the watcher's log, for a terminal or a log file.
 
     On a TTY: one status line rewritten in place (queued / running / done / failed, the file
-    being transcribed with its %, an ETA); only notable events (failures, offline roots, scans)
-    are printed above it. Otherwise: one plain line per event, nothing rewritten.
+    being transcribed with its %, an ETA); events (a file indexed or failed, offline roots,
+    scans) are printed above it. Otherwise: one plain line per event, nothing rewritten.
+    "failed" counts the files failed now: one that failed, then was indexed, no longer counts.
     """
 
     def __init__(self, watcher_ref: Callable[[], Watcher | None], stream=None, tty: bool | None = None,
@@ -55,7 +56,7 @@ class WatchProgress:
         self.current: dict[str, tuple[float, float | None]] = {}  # path -> (pct, started)
         self.started_at: dict[str, float] = {}
         self.done = 0
-        self.failed = 0
+        self.failed_paths: set[str] = set()
         self.retrying = 0
         self.removed = 0
         self.avg_job: float | None = None  # moving average of seconds per job (ETA)
@@ -84,10 +85,12 @@ class WatchProgress:
             if t0 is not None and status == "indexed":
                 took = time.monotonic() - t0
                 self.avg_job = took if self.avg_job is None else 0.8 * self.avg_job + 0.2 * took
+            if status != "failed":
+                self.failed_paths.discard(path)
             if status == "indexed":
                 self.done += 1
             elif status == "failed":
-                self.failed += 1
+                self.failed_paths.add(path)
             elif status == "retry":
                 self.retrying += 1
             elif status == "removed":
@@ -104,7 +107,7 @@ class WatchProgress:
     # log lines
     def event(self, message: str, important: bool = False) -> None:
         if self.tty:
-            if important or not message.startswith(("indexed:", "removed:", "queued:", "ignored:")):
+            if important or not message.startswith(("queued:", "ignored:")):
                 self._emit(message)
         else:
             if not message.startswith("queued:"):
@@ -133,7 +136,7 @@ class WatchProgress:
             except Exception:
                 pass
         with self.lock:
-            parts = [f"{queued} queued", f"{running} running", f"{self.done} done", f"{self.failed} failed"]
+            parts = [f"{queued} queued", f"{running} running", f"{self.done} done", f"{len(self.failed_paths)} failed"]
             if self.current:
                 path, (pct, _) = next(iter(self.current.items()))
                 more = f" +{len(self.current) - 1}" if len(self.current) > 1 else ""

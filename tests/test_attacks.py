@@ -173,7 +173,7 @@ def test_thousands_of_empty_media_files_each_fail_clearly(tmp_path, count):
     try:
         summary = state.summary()
         assert summary["files"]["failed"] == count and summary["files"]["total"] == count
-        assert all(f["error"] == f"{f['path']}: empty file (0 bytes)" for f in summary["failed"])
+        assert all(f["error"] == "empty file (0 bytes)" for f in summary["failed"])  # the path is beside it
     finally:
         state.close()
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from click.testing import CliRunner
@@ -273,3 +274,160 @@ def test_errors_map_to_exit_codes_and_redacted_messages():
     assert exit_status(DiskFull("full"))[0] == 1
     assert exit_status(ValueError("a bug")) is None and exit_status(ValueError("bad"), setup=True)[0] == 2
     assert exit_status(RuntimeError("a bug")) is None  # a bug keeps its traceback
+
+
+def test_status_names_each_failed_path_once(indexed, data_dir):
+    empty = str(indexed / "broken" / "empty.mp3")
+    r = run("status", "--data-dir", str(data_dir), code=0)
+    line = next(x for x in r.output.splitlines() if x.startswith(f"failed: {empty}"))
+    assert line.count(empty) == 1, line
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    item = next(i for i in out["failed"] if i["path"] == empty)
+    assert empty not in item["error"] and item["error"]
+
+
+def test_search_without_a_library_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "nowhere"
+    r = run("search", "x", "--data-dir", str(missing), code=2)
+    assert "no library in" in r.output and str(missing) in r.output
+    assert not missing.exists()
+
+
+def test_status_shows_files_of_a_killed_writer_as_interrupted(corpus, data_dir):
+    """After `kill -9` of a watcher its files stay `running` in the database: status says interrupted."""
+    from mediaindex.datalock import lock_data_dir
+    from mediaindex.state import State
+
+    state = State(data_dir / "state.sqlite3")
+    state.set_file(str(corpus / "talks" / "space_station.mp3"), size=1, mtime=1.0, status="running")
+    state.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (data_dir / "writer.lock").write_text(f"`mediaindex watch` (pid {dead.stdout.strip()})")
+    r = run("status", "--data-dir", str(data_dir), code=0)
+    assert "1 interrupted" in r.output and "0 running" in r.output
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    assert out["files"]["interrupted"] == 1 and out["files"]["running"] == 0
+    lock = lock_data_dir(data_dir, "watch")  # a live writer: its files are running
+    try:
+        out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+        assert out["files"]["running"] == 1 and out["files"]["interrupted"] == 0
+    finally:
+        lock.close()
+
+
+def test_retry_indexes_failed_files_again_all_or_under_a_path(corpus, data_dir):
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "mediaindex retry" in r.output  # index says how to retry
+    # unchanged files: `index` skips them, `retry` runs them again
+    assert "0 new or changed" in run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber",
+                                     "manifest", code=1).output
+    empty = corpus / "broken" / "empty.mp3"
+    r = run("retry", str(empty), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "retrying 1 failed file(s)" in r.output and "1 new or changed" in r.output
+    assert r.output.count(f"failed: {empty}: ") == 1
+    r = run("retry", "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "retrying 4 failed file(s)" in r.output and "4 new or changed" in r.output and "4 failed" in r.output
+    # the cause is gone (here: the file was repaired): it is indexed, the others still fail
+    empty.write_bytes((corpus / "talks" / "space_station.mp3").read_bytes())
+    r = run("retry", str(corpus / "broken"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "3 failed" in r.output
+    r = run("retry", str(corpus / "talks"), "--data-dir", str(data_dir), code=0)
+    assert "no failed file to retry there" in r.output
+
+
+def test_retry_without_a_library(tmp_path):
+    run("retry", "--data-dir", str(tmp_path / "nowhere"), code=2)
+
+
+def test_mediaindexignore_leaves_files_and_folders_out(corpus, data_dir):
+    (corpus / ".mediaindexignore").write_text("# drafts and the broken ones\n*draft*\nbroken/\n")
+    (corpus / "video" / ".mediaindexignore").write_text("chess_*\n")
+    r = run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    assert "0 failed" in r.output  # broken/ is not scanned
+    out = json.loads(run("status", "--data-dir", str(data_dir), "--json", code=0).output)
+    from mediaindex.state import State
+
+    state = State(data_dir / "state.sqlite3")
+    paths = set(state.file_signatures())
+    state.close()
+    assert out["files"]["failed"] == 0 and paths
+    assert not [p for p in paths if "/broken/" in p or "draft" in p or "/chess_" in p], paths
+    assert any(p.endswith("space_station.mp3") for p in paths)
+    # ignoring a file that was indexed takes it out of the index at the next scan
+    (corpus / ".mediaindexignore").write_text("*draft*\nbroken/\ntalks/space_station.mp3\n")
+    run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    r = run("search", "lettuce chamber", "--data-dir", str(data_dir), "--json", code=0)
+    assert json.loads(r.output)["total"] == 0
+
+
+class _OtherEngine:
+    """A second engine for `reindex`: the manifest's words with "lettuce" heard as "cabbage", or
+    an engine that fails on every file."""
+
+    def __init__(self, manifest_module, fail=False):
+        from mediaindex import PermanentError, Transcriber, TranscriberLimits
+
+        base = manifest_module.ManifestTranscriber()
+
+        class Other(Transcriber):
+            name = "broken-engine" if fail else "other-engine"
+            limits = TranscriberLimits(word_timestamps=True)
+
+            def transcribe(self, request):
+                if fail:
+                    raise PermanentError("the engine refused the file")
+                t = base.transcribe(request)
+                for s in t.segments:
+                    s.text = s.text.replace("lettuce", "cabbage")
+                    for w in s.words:
+                        w.text = w.text.replace("lettuce", "cabbage")
+                t.engine = t.model = self.name
+                return t
+
+        self.engine = Other()
+
+
+@pytest.fixture
+def other_engines(manifest_transcriber):
+    from mediaindex import hookimpl
+    from mediaindex.plugins import load_plugins
+
+    pm = load_plugins()
+    names = []
+    for fail in (False, True):
+        engine = _OtherEngine(manifest_transcriber, fail).engine
+
+        @hookimpl
+        def register_transcribers(register, engine=engine):
+            register(engine)
+
+        plugin = types.ModuleType(f"test_other_{fail}")
+        plugin.register_transcribers = register_transcribers
+        names.append(pm.register(plugin, name=f"test-other-{fail}"))
+    yield
+    for name in names:
+        pm.unregister(name=name)
+
+
+def test_reindex_with_another_engine_keeps_the_old_transcript_until_the_new_one_is_ready(corpus, data_dir,
+                                                                                        other_engines):
+    talks = corpus / "talks"
+    space = talks / "space_station.mp3"
+    run("index", str(talks), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+
+    def total(q):
+        return json.loads(run("search", q, "--data-dir", str(data_dir), "--json").output)["total"]
+
+    assert total("lettuce") == 1 and total("cabbage") == 0
+    r = run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "no-such-engine", code=2)
+    assert "unknown transcriber" in r.output
+    # an engine that fails: the old transcript stays searchable
+    run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "broken-engine", code=1)
+    assert total("lettuce") == 1
+    r = run("reindex", str(space), "--data-dir", str(data_dir), "--transcriber", "other-engine", code=0)
+    assert "transcribing 1 file(s) again with other-engine" in r.output and "1 indexed (1 transcribed)" in r.output
+    assert total("cabbage") == 1 and total("lettuce") == 0
+    out = json.loads(run("search", "cabbage", "--data-dir", str(data_dir), "--json").output)
+    assert out["hits"][0]["path"] == str(space)
+    r = run("reindex", str(corpus / "music"), "--data-dir", str(data_dir), "--transcriber", "other-engine", code=2)
+    assert "nothing indexed" in r.output

@@ -405,12 +405,16 @@ def test_progress_plain_lines_and_tty_status_line():
     prog.started("/m/c.mp3", 60.0)
     prog.progress("/m/c.mp3", 45.0, 60.0)
     prog._draw()
-    for i in range(50):  # many successes: no new lines, only the status line changes
+    for i in range(50):  # each file indexed gets a line above the status line
         prog.finished(f"/m/{i}.mp3", "indexed", None)
-    assert "\n" not in tty.text
+    assert tty.text.count("\n") == 50 and "indexed: /m/49.mp3" in tty.text
     assert "c.mp3  75%" in prog.status_line() and "50 done" in prog.status_line()
     prog.finished("/m/bad.mp3", "failed", "corrupt")
-    assert tty.text.count("\n") == 1 and "failed: /m/bad.mp3: corrupt" in tty.text
+    assert tty.text.count("\n") == 51 and "failed: /m/bad.mp3: corrupt" in tty.text
+    assert "1 failed" in prog.status_line()
+    # the file is fixed and indexed: it no longer counts as failed (as in `mediaindex status`)
+    prog.finished("/m/bad.mp3", "indexed", None)
+    assert "0 failed" in prog.status_line() and "51 done" in prog.status_line()
     prog.stop()
 
 

@@ -1246,3 +1246,32 @@ def test_a_response_nobody_reads_is_dropped(corpus_src, tmp_path, monkeypatch):
         sock.close()
         handle.stop()
         p.close()
+
+
+# ---- the library ---------------------------------------------------------------------------
+
+def test_library_lists_sorts_filters_and_pages(client, indexed):
+    p, media = indexed
+    everything = client.get("/api/media", params={"limit": 100}).json()
+    assert everything["total"] == len(everything["items"]) == p.state.summary()["media"]
+    item = everything["items"][0]
+    assert {"id", "title", "folder", "duration", "added", "language", "engine", "status", "path"} <= set(item)
+    added = [i["added"] for i in everything["items"]]
+    assert added == sorted(added, reverse=True)  # recently added first
+    durations = [i["duration"] for i in client.get("/api/media", params={"sort": "-duration", "limit": 100}).json()["items"]]
+    assert durations == sorted(durations)
+    titles = [i["title"] for i in client.get("/api/media", params={"sort": "title", "limit": 100}).json()["items"]]
+    assert len(titles) == everything["total"]
+    talks = client.get("/api/media", params={"path": str(media / "talks")}).json()
+    assert 0 < talks["total"] < everything["total"]
+    assert all(i["folder"] == str(media / "talks") for i in talks["items"])
+    video = client.get("/api/media", params={"kind": "video"}).json()
+    assert video["total"] >= 1 and all(i["has_video"] for i in video["items"])
+    zh = client.get("/api/media", params={"lang": "zh"}).json()
+    assert zh["total"] >= 1 and all(i["language"] == "zh" for i in zh["items"])
+    # pages follow each other without overlap or gap
+    ids = [i["id"] for off in range(0, everything["total"], 3)
+           for i in client.get("/api/media", params={"limit": 3, "offset": off}).json()["items"]]
+    assert ids == [i["id"] for i in everything["items"]]
+    r = client.get("/api/media", params={"sort": "size"})
+    assert r.status_code == 400 and "sort" in r.json()["error"]

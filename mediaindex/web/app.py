@@ -53,7 +53,7 @@ from ..textsearch import parse_query
 from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
                     playable_path, read_file, stream_response)
 from .params import (MAX_FAILED_LIMIT, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param, int_param,
-                     search_query, valid_media_id)
+                     library_params, search_query, valid_media_id)
 from .security import LOOPBACK_HOSTS, Guard, client_address, cookie_value, login_cookie, login_token, set_cookie
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
@@ -204,6 +204,13 @@ class WebApp:
                           for w in s.words],
             } for s in transcript.segments]
         return out
+
+    async def library(self, request: Request) -> Response:
+        from ..library import list_media
+
+        args = library_params(request)
+        return JSONResponse(await self.run(lambda: list_media(self.state.conn, **args)),
+                            headers={"cache-control": "no-store"})
 
     async def media(self, request: Request) -> Response:
         return JSONResponse(await self.run(self._media_json, request.path_params["media_id"]))
@@ -388,6 +395,7 @@ def create_app(pipeline, token: str | None = None):
         Route("/api/status", web.status, methods=["GET"]),
         Route("/api/openapi.json", web.openapi, methods=["GET"]),
         Route("/api/login", web.login, methods=["POST"]),
+        Route("/api/media", web.library, methods=["GET"]),
         Route(mid, web.media, methods=["GET"]),
         Route(mid + "/stream", web.stream, methods=["GET", "HEAD"]),
         Route(mid + "/captions.vtt", web.captions, methods=["GET"]),

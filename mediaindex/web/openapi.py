@@ -197,6 +197,25 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                                                      "properties": {"token": {"type": "string"}}}}}},
                 "responses": {"204": {"description": "Logged in (cookie set)"}, "400": _ERROR, "401": _ERROR,
                               "408": _ERROR, "413": _ERROR, "415": _ERROR}}},
+            "/api/media": {"get": {
+                "summary": "The library", "description": "Every recording (title, folder, duration, date added, "
+                "language, engine, state), sorted, filtered and paged; recently added first.",
+                "parameters": [
+                    _q("sort", "Order: added, modified, title, duration (largest or newest first); a leading - "
+                               "reverses it.", {"type": "string", "enum": ["added", "-added", "modified", "-modified",
+                                                                         "title", "-title", "duration", "-duration"],
+                                                "default": "added"}),
+                    _q("path", "Only recordings under this absolute folder or storage URI.", {"type": "string"}),
+                    _q("lang", "Only recordings in this language.", {"type": "string"}),
+                    _q("kind", "Only audio or only video.", {"type": "string", "enum": ["audio", "video"]}),
+                    _q("state", "Only recordings in this state.", {"type": "string", "enum": ["pending", "indexed"]}),
+                    _q("limit", "Recordings per page.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
+                    _q("offset", "Recordings to skip.", {"type": "integer", "minimum": 0, "default": 0})],
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                        "sort": {"type": "string"}, "items": {"type": "array", "items": {"type": "object"}}}}}}},
+                    "400": _ERROR}}},
             "/api/media/{media_id}": media_get(
                 "Media and transcript", "Metadata plus every transcript segment with its word times.",
                 {"application/json": {"schema": {"$ref": "#/components/schemas/Media"}}}),

@@ -108,6 +108,30 @@ def search_query(request: Request) -> SearchQuery:
     )
 
 
+def library_params(request: Request) -> dict:
+    """The arguments of library.list_media for /api/media, validated."""
+    from ..library import KINDS as MEDIA_KINDS, SORTS, STATES
+
+    def choice(name: str, allowed) -> str | None:
+        value = request.query_params.get(name) or None
+        if value is not None and value not in allowed:
+            raise ApiError(400, f"{name} must be one of {', '.join(allowed)}, not {value[:40]!r}")
+        return value
+
+    path = request.query_params.get("path") or None
+    if path is not None and ("\x00" in path or len(path) > 4096 or not (os.path.isabs(path) or not is_local(path))):
+        raise ApiError(400, "path must be an absolute folder path or a storage URI")
+    return {
+        "sort": choice("sort", tuple(SORTS)) or "added",
+        "limit": int_param(request, "limit", 50, 1, MAX_LIMIT),
+        "offset": int_param(request, "offset", 0, 0, 10**9),
+        "folder": path_prefix(path) if path else None,
+        "language": facet_param(request, "lang"),
+        "kind": choice("kind", MEDIA_KINDS),
+        "state": choice("state", STATES),
+    }
+
+
 def valid_media_id(media_id: str) -> str:
     if not MEDIA_ID.fullmatch(media_id):
         raise ApiError(404, "no such media (a media id is a hex string)")

@@ -37,7 +37,12 @@
     status: null,
     userScrolledAt: 0,
     statusTimer: null,
+    libSeq: 0,
+    lib: { sort: "added", kind: "", page: 0 }, // the library view (shown while the search box is empty)
   };
+  const LIB_PAGE = 25;
+  const FILTER_KEYS = ["lang", "kind", "emotion", "path"]; // the facet filters, in the URL too
+  const LIB_SORTS = ["added", "-added", "modified", "title", "duration", "-duration"];
 
   // ---- API ---------------------------------------------------------------------------------
 
@@ -97,22 +102,43 @@
 
   function parseRoute() {
     const params = new URLSearchParams(location.search);
-    const m = location.pathname.match(/^\/m\/([0-9a-f]{8,64})\/?$/);
+    const m = location.pathname.match(/^\/m\/([^/]{1,200})\/?$/);
     let t = parseFloat(params.get("t") || "0");
     if (!Number.isFinite(t) || t < 0) t = 0;
-    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "" };
+    const sort = params.get("sort");
+    const page = parseInt(params.get("page") || "1", 10);
+    const lib = { sort: LIB_SORTS.includes(sort) ? sort : "added",
+                  kind: ["audio", "video"].includes(params.get("show")) ? params.get("show") : "",
+                  page: Number.isFinite(page) && page > 1 ? page - 1 : 0 };
+    const filters = {};
+    for (const k of FILTER_KEYS) filters[k] = params.get(k) || null;
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters };
   }
 
   function urlFor(mediaId, t, q) {
     const params = new URLSearchParams();
     if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
     if (q) params.set("q", q);
+    if (!mediaId) for (const k of FILTER_KEYS) if (state.filters[k]) params.set(k, state.filters[k]);
+    if (!q && !mediaId) { // the library view's state: a link to it shows the same page
+      if (state.lib.sort !== "added") params.set("sort", state.lib.sort);
+      if (state.lib.kind) params.set("show", state.lib.kind);
+      if (state.lib.page) params.set("page", String(state.lib.page + 1));
+    }
     const qs = params.toString();
     return (mediaId ? `/m/${mediaId}` : "/") + (qs ? `?${qs}` : "");
   }
 
   async function route(autoplay) {
     const r = parseRoute();
+    if (!r.mediaId && JSON.stringify(r.filters) !== JSON.stringify(state.filters)) {
+      state.filters = r.filters;
+      runSearch(true);
+    }
+    if (!r.q && JSON.stringify(r.lib) !== JSON.stringify(state.lib)) {
+      state.lib = r.lib;
+      if (!state.q) loadLibrary();
+    }
     if (r.q !== state.q) {
       $("q").value = r.q;
       state.q = r.q;
@@ -156,8 +182,10 @@
       renderResults(null, true);
       renderIdleSummary();
       loadFacets(params, my, controller.signal);
+      loadLibrary();
       return;
     }
+    $("library").hidden = true;
     try {
       const result = await api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal);
       if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
@@ -171,6 +199,59 @@
       if (e.name === "AbortError" || my !== state.seq) return;
       $("summary").textContent = `Search failed: ${e.message}`;
     }
+  }
+
+  // ---- library ------------------------------------------------------------------------------
+
+  async function loadLibrary() {
+    const my = ++state.libSeq;
+    const f = state.filters;
+    let page;
+    try {
+      page = await api("/api/media", { sort: state.lib.sort, kind: state.lib.kind, lang: f.lang, path: f.path,
+                                       limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
+    } catch (e) {
+      if (my === state.libSeq) $("library-note").textContent = `Could not list the library: ${e.message}`;
+      return;
+    }
+    if (my !== state.libSeq || state.q.trim()) return;
+    renderLibrary(page);
+  }
+
+  function renderLibrary(page) {
+    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path;
+    $("lib-sort").value = state.lib.sort;
+    $("lib-kind").value = state.lib.kind;
+    const list = $("library-list");
+    list.replaceChildren();
+    for (const m of page.items) {
+      const li = el("li", "lib-item");
+      const b = el("button", "lib-open");
+      b.type = "button";
+      b.dataset.id = m.id;
+      b.append(el("span", "lib-title", m.title));
+      const meta = [folderLabel(m.folder)];
+      if (m.duration) meta.push(clock(m.duration));
+      if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
+      if (m.language) meta.push(m.language);
+      if (m.engine) meta.push(m.engine);
+      if (m.status !== "indexed") meta.push(m.status);
+      b.append(el("span", "lib-meta", meta.join(" · ")));
+      b.title = m.path;
+      li.append(b);
+      list.append(li);
+    }
+    const pages = Math.max(1, Math.ceil(page.total / LIB_PAGE));
+    $("lib-page").textContent = `Page ${state.lib.page + 1} of ${pages} · ${page.total} recording${page.total === 1 ? "" : "s"}`;
+    $("lib-prev").disabled = state.lib.page === 0;
+    $("lib-next").disabled = state.lib.page + 1 >= pages;
+    $("library-note").textContent = "";
+  }
+
+  function setLibrary(change) {
+    Object.assign(state.lib, change);
+    history.pushState(null, "", urlFor(null, 0, ""));
+    loadLibrary();
   }
 
   async function loadFacets(params, my, signal) {
@@ -288,6 +369,7 @@
         if (n) b.append(el("span", "count", f.estimated ? `~${n}` : n));
         b.addEventListener("click", () => {
           state.filters[param] = on ? null : value;
+          if (!state.media) history.pushState(null, "", urlFor(null, 0, state.q.trim()));
           runSearch(true);
         });
         group.append(b);
@@ -316,12 +398,12 @@
     $("media-note").textContent = "Loading…";
     let media;
     try {
-      media = await api(`/api/media/${mediaId}`);
+      media = await api(`/api/media/${encodeURIComponent(mediaId)}`);
     } catch (e) {
       if (my !== state.mediaSeq) return; // another media was opened (or the player closed) meanwhile
       $("media-title").textContent = "Not found";
       $("media-meta").textContent = "";
-      $("media-note").textContent = e.status === 404 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
+      $("media-note").textContent = e.status === 404 || e.status === 400 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
       if (state.player) state.player.pause(); // a detached media element would play on
       $("player-box").replaceChildren();
       $("transcript").replaceChildren();
@@ -400,8 +482,11 @@
   function seekAndPlay(t, autoplay) {
     const p = state.player;
     if (!p) return;
-    const target = Math.max(0, t || 0);
+    let target = Math.max(0, t || 0);
     const go = () => {
+      // a link past the end (?t=9999 on a 25 s file) starts at the last moment, not hours in
+      const duration = Number.isFinite(p.duration) && p.duration > 0 ? p.duration : (state.media && state.media.duration);
+      if (duration && target > duration) target = Math.max(0, duration - LEAD_S);
       if (Math.abs(p.currentTime - target) > 0.25) p.currentTime = target;
       highlight(true);
       if (autoplay !== false) {
@@ -447,14 +532,13 @@
       ts.setAttribute("aria-label", `Play from ${clock(seg.start)}`);
       p.append(ts, " ");
       const words = seg.words && seg.words.length ? seg.words : [{ text: seg.text, start: seg.start, end: seg.end }];
-      words.forEach((w, i) => {
-        const s = el("span", "w", w.text);
+      for (const [text, w] of wordPieces(seg.text || "", words)) {
+        if (!w) { p.append(text); continue; }
+        const s = el("span", "w", text);
         s.dataset.start = String(w.start);
         p.append(s);
         state.words.push({ start: w.start, el: s });
-        const next = words[i + 1];
-        if (next && !(CJK.test(w.text.slice(-1)) && CJK.test(next.text.charAt(0)))) p.append(" ");
-      });
+      }
       box.append(p);
     }
     state.words.sort((a, b) => a.start - b.start);
@@ -480,6 +564,34 @@
       if (events) b.classList.add("tl-event");
       box.append(b);
     }
+  }
+
+  // The segment's text as [text, word] pieces (word null for the text between words): the
+  // engine's tokens carry their own spacing ("50" ",000"), so the text shows as the export
+  // does. Words not found in the text (an engine that normalises it) are joined by spaces.
+  function wordPieces(text, words) {
+    const out = [];
+    let at = 0;
+    for (const w of words) {
+      const token = (w.text || "").trim();
+      const i = token ? text.indexOf(token, at) : -1;
+      if (i < 0) return spacedPieces(words);
+      if (i > at) out.push([text.slice(at, i), null]);
+      out.push([token, w]);
+      at = i + token.length;
+    }
+    if (at < text.length) out.push([text.slice(at), null]);
+    return out;
+  }
+
+  function spacedPieces(words) {
+    const out = [];
+    words.forEach((w, i) => {
+      out.push([w.text.trim(), w]);
+      const next = words[i + 1];
+      if (next && !(CJK.test(w.text.slice(-1)) && CJK.test(next.text.charAt(0)))) out.push([" ", null]);
+    });
+    return out;
   }
 
   function onTranscriptClick(ev) {
@@ -690,6 +802,8 @@
     if (ev.key === "Escape" && active === $("q") && $("q").value) {
       $("q").value = "";
       onInput();
+    } else if (ev.key === "Escape" && !$("player-pane").hidden) {
+      closePlayer(true);
     }
   }
 
@@ -713,6 +827,16 @@
     });
     $("transcript").addEventListener("click", onTranscriptClick);
     $("timeline").addEventListener("click", onTranscriptClick);
+    $("lib-sort").addEventListener("change", () => setLibrary({ sort: $("lib-sort").value, page: 0 }));
+    $("lib-kind").addEventListener("change", () => setLibrary({ kind: $("lib-kind").value, page: 0 }));
+    $("lib-prev").addEventListener("click", () => setLibrary({ page: Math.max(0, state.lib.page - 1) }));
+    $("lib-next").addEventListener("click", () => setLibrary({ page: state.lib.page + 1 }));
+    $("library-list").addEventListener("click", (ev) => {
+      const b = ev.target.closest(".lib-open");
+      if (!b) return;
+      history.pushState(null, "", urlFor(b.dataset.id, 0, ""));
+      openMedia(b.dataset.id, 0, true);
+    });
     for (const evName of ["wheel", "touchmove"]) {
       $("transcript").addEventListener(evName, () => { state.userScrolledAt = Date.now(); }, { passive: true });
     }
@@ -737,6 +861,8 @@
     window.addEventListener("popstate", () => route(false));
     const first = parseRoute();
     state.q = first.q;
+    state.lib = first.lib;
+    state.filters = first.filters;
     $("q").value = first.q;
     pollStatus();
     runSearch(true);
