@@ -405,3 +405,18 @@ def fit_bytes(path: str | os.PathLike, max_bytes: int, out_dir: str | os.PathLik
     raise PermanentError(f"{path}: {seconds:.1f} s of audio does not fit in {max_bytes} bytes even at "
                          f"{rates[-1]} ({codec}: {smallest} bytes; tried {', '.join(tried)}): "
                          "split it into shorter chunks first")
+
+
+def uncovered(a: float, b: float, covered: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Parts of [a, b] that no interval in ``covered`` (sorted by start) overlaps: the voiced
+    stretches between silences, the wordless stretches between segments."""
+    out, t = [], a
+    for ca, cb in covered:
+        if cb <= t or ca >= b:
+            continue
+        if ca > t:
+            out.append((t, ca))
+        t = max(t, cb)
+    if t < b:
+        out.append((t, b))
+    return out

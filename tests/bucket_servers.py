@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 from typing import Callable
 from urllib.parse import parse_qsl, urlencode
@@ -17,7 +18,8 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-KEY_ID, SECRET = "AKIDMEDIAINDEXTEST", "mediaindex-test-secret-value"
+# moto checks no signature: credentials made per run, so none is written in the source
+KEY_ID, SECRET = "AKID" + secrets.token_hex(8).upper(), secrets.token_urlsafe(24)
 _AWS_AUTH = ("AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/s3/aws4_request, "
              "SignedHeaders=host, Signature=" + "0" * 64)
 _OSS_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")

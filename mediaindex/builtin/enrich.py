@@ -28,6 +28,7 @@ from typing import Any
 
 from ..hookspecs import hookimpl
 from ..models import Segment
+from .. import audio
 from . import lyrics, sound
 
 VERSION = f"1+{sound.VERSION}"
@@ -228,7 +229,7 @@ def _apply_timeline(transcript, timeline: sound.Timeline) -> None:
     for a, b, kind in timeline.spans:
         if kind not in ("music", "singing"):
             continue
-        for ga, gb in _gaps(a, b, worded):
+        for ga, gb in audio.uncovered(a, b, worded):
             t = ga
             while gb - t >= MUSIC_SEGMENT_MIN:
                 end = min(gb, t + MUSIC_SEGMENT_MAX)
@@ -248,19 +249,6 @@ def _apply_timeline(transcript, timeline: sound.Timeline) -> None:
                                                source="sound", events=[name]))
             i += 1
 
-
-def _gaps(a: float, b: float, covered: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Parts of [a, b] no interval in ``covered`` (sorted) overlaps."""
-    out, t = [], a
-    for ca, cb in covered:
-        if cb <= t or ca >= b:
-            continue
-        if ca > t:
-            out.append((t, ca))
-        t = max(t, cb)
-    if t < b:
-        out.append((t, b))
-    return out
 
 
 def _languages(media, transcript) -> None:

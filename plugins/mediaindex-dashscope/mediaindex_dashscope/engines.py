@@ -228,15 +228,7 @@ class FlashTranscriber(_Base):
 
 def voiced(start: float, end: float, silences: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The stretches of [start, end] outside the silences (all of it when none is voiced)."""
-    spans, t = [], start
-    for a, b in silences:
-        if b <= t or a >= end:
-            continue
-        if a > t:
-            spans.append((t, a))
-        t = max(t, b)
-    if t < end:
-        spans.append((t, end))
+    spans = audio.uncovered(start, end, silences)
     spans = [(a, b) for a, b in spans if b - a > 0.2]
     return spans or [(start, end)]
 
