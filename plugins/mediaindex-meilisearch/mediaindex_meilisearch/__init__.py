@@ -108,6 +108,7 @@ class MeiliIndex(IndexBackend):
     """Segment documents in a Meilisearch index. Cheap to construct; connects on first use."""
 
     name = "meilisearch"
+    forgives = frozenset({"typo", "compound"})  # the server's own; the core adds numbers, spellings, sound-alikes
 
     def __init__(self, url: str, api_key: str | None, uid: str = DEFAULT_UID, *, batch_docs: int = BATCH_DOCS,
                  timeout: float = 10.0, task_timeout: float = TASK_TIMEOUT):
