@@ -3,9 +3,10 @@
 It follows Meilisearch's published behaviour (documents, asynchronous tasks, settings, filters,
 facets, ``_matchesPosition`` in UTF-8 bytes, typo tolerance: 1 typo from 5 letters, 2 from 9, a
 typo on the first letter counts as two, the last query word is a prefix unless the query ends
-with a space, concatenated and split query words), and every request it gets and every answer it gives is validated against the
-corrected OpenAPI description (meili_spec.py): ``violations`` lists what failed, and an invalid
-request is answered 400 like the real server would.
+with a space, 2-3 query words also match joined, a word also matches split in two), and every
+request it gets and every answer it gives is validated against the corrected OpenAPI
+description (meili_spec.py): ``violations`` lists what failed, and an invalid request is
+answered 400 like the real server would.
 
 Faults for tests: ``fail_requests(n, status)`` (``status=0`` drops the connection),
 ``fail_tasks(n, code)``, ``stop()``/``start()`` (connection refused in between).

@@ -110,7 +110,8 @@ class WordBook:
             return
         a = array("i")
         a.frombytes(row[0])
-        c.executemany("UPDATE words SET n = max(0, n - ?) WHERE id = ?", [(a[k + 1], a[k]) for k in range(0, len(a), 2)])
+        c.executemany("UPDATE words SET n = max(0, n - ?) WHERE id = ?",
+                      [(a[k + 1], a[k]) for k in range(0, len(a), 2)])
         c.execute("DELETE FROM media WHERE id = ?", (media_id,))
 
     def remove(self, media_id: str) -> None:
