@@ -405,11 +405,18 @@ def test_nonsense_still_finds_nothing(forgiving_corpus, query):
 
 
 def test_forgiven_words_leave_with_their_media(forgiving_corpus):
-    """A word whose media left the library is no longer offered (counts go down on delete)."""
-    assert top(q(forgiving_corpus, "kathryn ")) == ("coast", 4)
-    forgiving_corpus.delete("coast")
-    assert q(forgiving_corpus, "kathryn ").hits == []
-    assert q(forgiving_corpus, "seventeen ").total == 2  # "17" left with coast
+    """A word whose media was rewritten without it or left the library is no longer offered
+    (the core's counts go down on upsert and delete)."""
+    ix = forgiving_corpus
+    assert top(q(ix, "kathryn ")) == ("coast", 4) and q(ix, "seventeen ").total == 3
+    ix.upsert(media("coast", "/radio/coast/ep01.mp3", language="en"),
+              [seg(0, "Mister Thornbri built the harbor wall in 1953", 0.0, language="en")])
+    assert q(ix, "kathryn ").hits == []  # "Katherine" is gone
+    assert q(ix, "seventeen ").total == 2  # and "17"
+    assert top(q(ix, "thornbury ")) == ("coast", 0)
+    ix.delete("coast")
+    assert q(ix, "thornbury ").hits == []
+    assert [top(q(ix, "1953 "))] == [("kitchen", 1)] and q(ix, "1953 ").total == 1
 
 
 def test_facets_count_forgiven_matches(forgiving_corpus):

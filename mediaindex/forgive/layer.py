@@ -170,15 +170,16 @@ class ForgivingIndex(IndexBackend):
         if exact.hits and not exact.partial:
             if len(exact.hits) >= want and exact.total > COUNT_CAP:  # a page of exact hits: count the others
                 more = self.inner.search(replace(wide, limit=0))
-                hits, total = exact.hits, max(exact.total, more.total)
+                hits, total, counted = exact.hits, max(exact.total, more.total), False
             else:  # the exact hits, then those only an alternative found (counted when few)
                 ask = want + exact.total
                 more = self.inner.search(replace(wide, limit=ask))
                 seen = {_key(h, query.one_per_media) for h in exact.hits}
-                extra = [h for h in more.hits if _key(h, query.one_per_media) not in seen and self._core_found(h, plan)]
-                hits = exact.hits + extra
-                total = exact.total + len(extra) if len(more.hits) < ask else max(exact.total + len(extra), more.total)
-            res = replace(more, total=total, partial=False, total_exact=exact.total_exact and total == exact.total)
+                extra = [h for h in more.hits
+                         if _key(h, query.one_per_media) not in seen and self._core_found(h, plan)]
+                hits, counted = exact.hits + extra, len(more.hits) < ask  # (every match of the alternatives seen)
+                total = exact.total + len(extra) if counted else max(exact.total + len(extra), more.total)
+            res = replace(more, total=total, partial=False, total_exact=exact.total_exact and counted)
             first = self._picks(exact.hits[:1], plan)[0]  # (a typo the server forgave)
             exact_total = 0 if any(a.why not in EXACT for a in first.values()) else exact.total
         else:
