@@ -15,10 +15,11 @@ returns only when Meilisearch has applied it, and a failed task is raised, never
 - Search: the query is parsed by the core (:func:`mediaindex.forgive.query.parse_search`) and sent
   as plain words and quoted phrases, never as the user's own syntax. The server forgives typos and
   split/joined words (``forgives``); numbers, spellings and sound-alike names come from the core
-  as ``OR`` alternatives (:mod:`mediaindex.forgive.layer`), one search per combination. Every word must match
-  (``matchingStrategy: all``); when nothing does, words are dropped (``frequency``, then ``last``)
-  and the result is ``partial``. The jump time comes from ``_matchesPosition``, whose ``start`` and
-  ``length`` count UTF-8 bytes: they are turned into character offsets before the word lookup.
+  as ``OR`` alternatives (:mod:`mediaindex.forgive.layer`), one search per combination. Every word
+  must match (``matchingStrategy: all``); when nothing does, words are dropped (``frequency``, then
+  ``last``) and the result is ``partial``. The jump time comes from ``_matchesPosition``, whose
+  ``start`` and ``length`` count UTF-8 bytes: they are turned into character offsets before the
+  word lookup.
 """
 from __future__ import annotations
 
