@@ -287,3 +287,15 @@ def test_core_forgives_what_the_server_cannot(meili_env, make_pipeline, small_co
     assert p.index.search(SearchQuery("90 minutes ")).hits == []  # the words are gone with the file
     assert p.reconcile() == (len(FILES), 0)  # rebuilt from the cached transcripts
     assert p.index.search(SearchQuery("90 minutes ")).did_you_mean == "ninety minutes"
+
+
+def test_a_damaged_word_list_forgives_nothing_and_search_still_works(double, tmp_path):
+    from mediaindex.forgive.layer import forgiving
+
+    bad = tmp_path / "words.sqlite3"
+    bad.write_bytes(b"this is not a database " * 100)
+    ix = forgiving(MeiliIndex(double.url, double.master_key, "w"), bad)
+    ix.inner.upsert(media("a", "/x/a.mp3"), [seg(0, "the lighthouse keeper was 17", 0.0)])
+    r = ix.search(SearchQuery("lighthouse seventeen "))
+    assert r.hits == [] or r.partial  # "17" is not offered: the word list cannot be read
+    assert ix.search(SearchQuery("lighthose ")).did_you_mean == "lighthouse"  # the server's typo is still said

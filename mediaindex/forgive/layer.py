@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import re
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -143,16 +144,17 @@ class ForgivingIndex(IndexBackend):
                 return word_df(t.tokens[0]) or int(self.book.has_prefix(t.tokens[0]))
             return min(word_df(x) for x in (t.tokens if not t.cjk else [t.raw]))
 
-        plan = expand(terms, self.book.vocabulary(), df, word_df, self.kinds)
-        if plan is None:
+        try:
+            plan = expand(terms, self.book.vocabulary(), df, word_df, self.kinds)
+            out, changed = [], False
+            for t in plan or ():
+                if isinstance(t, AnyOf) and not all(a.why == "or" for a in t.alts):
+                    keep = [a for a in t.alts[1:] if a.why in self.kinds and df(a.term) > 0][:MAX_ALTS]
+                    changed |= bool(keep)
+                    t = AnyOf([], t.raw, alts=[t.alts[0], *keep]) if keep else t.alts[0].term
+                out.append(t)
+        except sqlite3.Error:  # a word list that cannot be read (damaged, locked) forgives nothing
             return None
-        out, changed = [], False
-        for t in plan:
-            if isinstance(t, AnyOf) and not all(a.why == "or" for a in t.alts):
-                keep = [a for a in t.alts[1:] if a.why in self.kinds and df(a.term) > 0][:MAX_ALTS]
-                changed |= bool(keep)
-                t = AnyOf([], t.raw, alts=[t.alts[0], *keep]) if keep else t.alts[0].term
-            out.append(t)
         return out if changed else None
 
     # ---- search -----------------------------------------------------------------------------
