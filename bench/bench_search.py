@@ -17,7 +17,13 @@ dir, then measures
 - the same mix while ``--long-clients`` clients send long queries nonstop, all through 4 search
   threads as in a web server process (how much heavy clients slow the others);
 - facets latency (no cache): the empty query, with and without filters; frequent, mid and rare
-  words (``--facets-only``: only this).
+  words (``--facets-only``: only this);
+- the Meilisearch path's own cost in the core (mediaindex.forgive.layer, ``--no-core``: skip):
+  filling the core's word list (``WordBook.set_media``, per media, timed apart from ``upsert``)
+  and, per query of the mix and of the misspelled category, the expansion (``plan`` + ``render``:
+  numbers, spellings, sound-alikes, as for a backend that forgives only typos and compounds)
+  and the "did you mean" explanation of 20 hits; how many queries it expands (each expanded
+  query costs the backend a second request).
 
 Usage::
 
@@ -114,6 +120,7 @@ def main() -> None:
     ap.add_argument("--facets-only", action="store_true", help="measure only the facets")
     ap.add_argument("--long-clients", type=int, default=8, help="threads sending long queries during the"
                     " contention run (0: skip it)")
+    ap.add_argument("--no-core", action="store_true", help="skip the core's forgiving (the Meilisearch path)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with this process's CPU time, not the wall clock (on a busy machine: what it "
                          "would take on a quiet one, roughly)")
@@ -131,21 +138,31 @@ def main() -> None:
         for p in tmp.glob("index.sqlite3*"):
             p.unlink()
     ix = SqliteIndex(db)
+    book = None
+    if not args.no_core and not args.facets_only:
+        from mediaindex.forgive.wordbook import WordBook
+
+        if not args.search_only:
+            for p in tmp.glob("words.sqlite3*"):
+                p.unlink()
+        book = WordBook(tmp / "words.sqlite3")
     if not args.search_only:
-        build(args, ix, vocab, cum, rng, tmp)
+        build(args, ix, vocab, cum, rng, tmp, book)
     if not args.facets_only:
-        search_bench(args, ix, vocab)
+        search_bench(args, ix, vocab, book)
     facets_bench(ix, vocab)
     ix.close()
+    if book is not None:
+        book.close()
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build(args, ix, vocab, cum, rng, tmp) -> None:
+def build(args, ix, vocab, cum, rng, tmp, book=None) -> None:
     total_seconds = args.hours * 3600
     n_media = max(1, math.ceil(total_seconds / (args.media_hours * 3600)))
     nseg = nwords = 0
-    t_index = 0.0
+    t_index = t_book = 0.0
     t_wall = time.perf_counter()
     print(f"building {args.hours:g} h in {n_media} media at {ix.path} ...", flush=True)
     for i in range(n_media):
@@ -154,6 +171,10 @@ def build(args, ix, vocab, cum, rng, tmp) -> None:
         t0 = clock()
         ix.upsert(m, segs)
         t_index += clock() - t0
+        if book is not None:
+            t0 = clock()
+            book.set_media(m.id, [sg.text for sg in segs] + [m.title or ""])
+            t_book += clock() - t0
         nseg += len(segs)
         nwords += sum(len(s.words) for s in segs)
         if (i + 1) % 100 == 0:
@@ -163,6 +184,10 @@ def build(args, ix, vocab, cum, rng, tmp) -> None:
     print(f"indexed {nseg:,} segments ({nwords:,} words) in {t_index:.1f} s inside upsert "
           f"({t_wall:.1f} s wall incl. data generation): {nseg / t_index:,.0f} segments/s, "
           f"{nwords / t_index:,.0f} words/s; DB {size / 1e6:,.0f} MB")
+    if book is not None:
+        bsize = sum(p.stat().st_size for p in tmp.glob("words.sqlite3*"))
+        print(f"the core's word list (the Meilisearch path, outside upsert): {t_book:.1f} s, "
+              f"{nseg / t_book:,.0f} segments/s; {bsize / 1e6:,.1f} MB, {len(book.vocabulary()):,} words")
     if args.optimize:
         t0 = time.perf_counter()
         ix.optimize()
@@ -216,7 +241,7 @@ def contention(ix, mix: dict[str, list[str]], longs: list[str], clients: int, th
           f"queries ({len(long_ms)}) p50 {pct(long_ms, 50):.1f} / max {max(long_ms):.1f} ms")
 
 
-def search_bench(args, ix, vocab) -> None:
+def search_bench(args, ix, vocab, book=None) -> None:
     q = args.queries
     conn = ix._conn()
     maxid = conn.execute("SELECT max(id) FROM docs").fetchone()[0]
@@ -298,8 +323,54 @@ def search_bench(args, ix, vocab) -> None:
         stopped += bool(getattr(r, "stopped_early", False))
     print(f"long queries (440 characters of frequent words, {len(longs)}): p50 {pct(ts, 50):.1f} / "
           f"p95 {pct(ts, 95):.1f} / max {max(ts):.1f} ms, {stopped} stopped early")
+    if book is not None:
+        core_bench(ix, book, mix, misspelled, meant)
     if args.long_clients:
         contention(ix, mix, longs, args.long_clients)
+
+
+def core_bench(ix, book, mix: dict[str, list[str]], misspelled: list[str], meant: list[str]) -> None:
+    """The core's expansion and explanation for a backend that forgives typos and compounds
+    only (Meilisearch): CPU work in this process, before and after the backend's requests."""
+    from mediaindex.forgive.layer import ForgivingIndex, render
+    from mediaindex.forgive.query import parse_search
+
+    class Remote:  # what the meilisearch plugin declares
+        forgives = frozenset({"typo", "compound"})
+        library = None
+
+    core = ForgivingIndex(Remote(), book)  # type: ignore[arg-type]
+    print("\nthe core's expansion for the Meilisearch path (plan + render; explain = did-you-mean of 20 hits), ms:")
+    print(f"| {'category':<26} | {'plan p50':>8} | {'plan p95':>8} | {'explain p95':>11} | {'expanded':>8} |")
+    print(f"|{'-' * 28}|{'-' * 10}|{'-' * 10}|{'-' * 13}|{'-' * 10}|")
+    allt: list[float] = []
+    for name, qs in [*mix.items(), ("misspelled", misspelled)]:
+        if not qs:
+            continue
+        ts, ex, expanded, meant_found = [], [], 0, 0
+        for i, s in enumerate(qs):
+            hits = ix.search(SearchQuery(s, limit=20)).hits
+            t0 = clock()
+            terms, excluded = parse_search(s)
+            plan = core.plan(terms)
+            if plan is not None:
+                render(plan, excluded, terms[-1].prefix)
+            ts.append((clock() - t0) * 1000)
+            t0 = clock()
+            core._picks(hits, plan or terms)
+            ex.append((clock() - t0) * 1000)
+            expanded += plan is not None
+            if name == "misspelled" and plan is not None and any(
+                    meant[i] in (a.term.raw for a in getattr(t, "alts", ())) for t in plan):
+                meant_found += 1
+        if name != "misspelled":
+            allt += ts
+        print(f"| {name:<26} | {pct(ts, 50):8.3f} | {pct(ts, 95):8.3f} | {pct(ex, 95):11.3f} | "
+              f"{expanded:>3}/{len(qs):<4} |")
+        if name == "misspelled":
+            print(f"misspelled queries whose meant word the core offers (sound-alikes; typos are the "
+                  f"server's): {meant_found}/{len(qs)}")
+    print(f"existing mix overall: plan p50 {pct(allt, 50):.3f} / p95 {pct(allt, 95):.3f} ms")
 
 
 def facets_bench(ix, vocab, repeat: int = 7) -> None:

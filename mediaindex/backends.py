@@ -323,6 +323,11 @@ class IndexBackend(abc.ABC):
 
     name: str = ""
     library: str | None = None  # the library this process writes (see above); None: no scoping
+    # What the backend's own search forgives, of ``mediaindex.forgive.query.KINDS`` (typo, sound,
+    # number, spelling, compound). For the rest the core keeps the library's words and hands
+    # ``search``/``facets`` a query whose words are ORed with their alternatives
+    # (``harbour OR harbor``), and says what was forgiven (``mediaindex.forgive.layer``).
+    forgives: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def upsert(self, media: Media, segments: list[Segment]) -> None:

@@ -22,6 +22,7 @@ from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectI
 from .config import Config
 from .dberrors import DiskFull, StateDamaged, database_error
 from .errors import BudgetExceeded, NotReady, UsageError
+from .forgive.layer import forgiving
 from .jobqueue import WorkerPool
 from .models import Media, ProbeResult, Segment, Transcript
 from .paths import open_beside
@@ -88,7 +89,8 @@ class Pipeline:
         index_name = index or config.get("index") or DEFAULT_INDEX
         if index_name not in self.indexes:
             raise UsageError(f"unknown index {index_name!r}; available: {', '.join(sorted(self.indexes)) or 'none'}")
-        self.index = self.indexes[index_name]
+        # what the backend cannot forgive itself, the core does (mediaindex.forgive.layer)
+        self.index = self.indexes[index_name] = forgiving(self.indexes[index_name], config.data_dir / "words.sqlite3")
         if state is None:
             try:
                 state = State(config.state_path)
@@ -425,7 +427,8 @@ class Pipeline:
         in_index = self.index.media_ids()
         indexed = set(self.state.all_media_ids("indexed"))
         rebuilt = dropped = 0
-        for media_id in indexed - in_index:
+        missing_words = getattr(self.index, "missing_words", None)  # the core's word list was lost or is new
+        for media_id in (indexed - in_index) | (missing_words(indexed & in_index) if missing_words else set()):
             try:
                 self.reindex(media_id)
                 rebuilt += 1

@@ -3,9 +3,10 @@
 It follows Meilisearch's published behaviour (documents, asynchronous tasks, settings, filters,
 facets, ``_matchesPosition`` in UTF-8 bytes, typo tolerance: 1 typo from 5 letters, 2 from 9, a
 typo on the first letter counts as two, the last query word is a prefix unless the query ends
-with a space), and every request it gets and every answer it gives is validated against the
-corrected OpenAPI description (meili_spec.py): ``violations`` lists what failed, and an invalid
-request is answered 400 like the real server would.
+with a space, 2-3 query words also match joined, a word also matches split in two), and every
+request it gets and every answer it gives is validated against the corrected OpenAPI
+description (meili_spec.py): ``violations`` lists what failed, and an invalid request is
+answered 400 like the real server would.
 
 Faults for tests: ``fail_requests(n, status)`` (``status=0`` drops the connection),
 ``fail_tasks(n, code)``, ``stop()``/``start()`` (connection refused in between).
@@ -302,6 +303,53 @@ class Index:
             out.append(best)
         return out
 
+    # -- concatenated and split queries (docs: learn/advanced/concat) --
+
+    def _splits(self, terms: list[dict]) -> dict[int, list[str]]:
+        """The best split of each single query word into two words that follow each other in
+        the documents: the cut whose pair is the most frequent ("newspaper" -> "news paper")."""
+        out: dict[int, list[str]] = {}
+        wanted = [i for i, t in enumerate(terms) if not t["phrase"] and len(t["words"][0]) > 1]
+        if not wanted:
+            return out
+        pairs: dict[tuple[str, str], int] = {}
+        for d in self.docs.values():
+            for attr in self.searchable(d):
+                v = d.get(attr)
+                for x in (v if isinstance(v, list) else [v]):
+                    if isinstance(x, str):
+                        toks = [t for t, _, _ in tokens(x)]
+                        for pair in set(zip(toks, toks[1:])):
+                            pairs[pair] = pairs.get(pair, 0) + 1
+        for i in wanted:
+            w = terms[i]["words"][0]
+            cuts = [(pairs.get((w[:k], w[k:]), 0), [w[:k], w[k:]]) for k in range(1, len(w))]
+            n, best = max(cuts, key=lambda c: c[0])
+            if n:
+                out[i] = best
+        return out
+
+    def _compounds(self, doc: dict, terms: list[dict], m: list, splits: dict[int, list[str]]) -> list:
+        """Per-term matches with Meilisearch's concatenations and splits added: 2 or 3 query
+        words in a row also match their concatenation ("news paper" -> "newspaper"), a word also
+        matches its best split as two adjacent words (which counts as one typo)."""
+        for i in range(len(terms)):
+            for n in (2, 3):
+                group = terms[i:i + n]
+                if len(group) < n or any(t["phrase"] for t in group) or all(m[k] for k in range(i, i + n)):
+                    continue
+                got = self.match(doc, [{"words": ["".join(t["words"][0] for t in group)], "phrase": True,
+                                        "prefix": False}])[0]
+                if got is not None:
+                    for k in range(i, i + n):
+                        m[k] = m[k] or got
+        for i, words in splits.items():
+            if m[i] is None:
+                got = self.match(doc, [{"words": words, "phrase": True, "prefix": False}])[0]
+                if got is not None:
+                    m[i] = [got[0] + 1, *got[1:]]
+        return m
+
     def search(self, body: dict) -> dict:
         started = time.perf_counter()
         q = body.get("q") or ""
@@ -325,7 +373,8 @@ class Index:
         if not terms:
             ranked = [(0, d, None) for d in docs]
         else:
-            matches = {id(d): self.match(d, terms) for d in docs}
+            splits = self._splits(terms)
+            matches = {id(d): self._compounds(d, terms, self.match(d, terms), splits) for d in docs}
             needed = self._needed(terms, docs, matches, strategy)
             for order, d in enumerate(docs):
                 m = matches[id(d)]
@@ -362,7 +411,8 @@ class Index:
                         entry = {"start": b, "length": ln}
                         if idx is not None:
                             entry["indices"] = [idx]
-                        pos.setdefault(attr, []).append(entry)
+                        if entry not in pos.setdefault(attr, []):  # (query words joined into one match it once)
+                            pos[attr].append(entry)
                 for v in pos.values():
                     v.sort(key=lambda e: (e.get("indices", [0]), e["start"]))
                 hit["_matchesPosition"] = pos

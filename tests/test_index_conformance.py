@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from mediaindex.builtin.sqlite_index import SqliteIndex
+from mediaindex.forgive.layer import forgiving
 from mediaindex.models import SearchQuery
 
 from test_sqlite_index import media, seg
@@ -44,17 +45,21 @@ def meili_backend():
 
 @pytest.fixture(params=BACKENDS)
 def ix(request, tmp_path):
+    """The backend as the pipeline uses it: with the core's forgiving where it forgives less
+    than the embedded index (mediaindex.forgive.layer)."""
     if request.param == "sqlite":
-        index = SqliteIndex(tmp_path / "index.sqlite3")
+        index = forgiving(SqliteIndex(tmp_path / "index.sqlite3"), tmp_path / "words.sqlite3")
         yield index
         index.close()
         return
     index, double, cleanup = meili_backend()
+    index = forgiving(index, tmp_path / "words.sqlite3")
     yield index
     try:
         if double is not None:
             assert double.violations == [], "\n".join(double.violations)
     finally:
+        index.book.close()
         cleanup()
 
 
@@ -194,7 +199,7 @@ def twin(ix):
         return SqliteIndex(ix.path)
     from mediaindex_meilisearch import MeiliIndex
 
-    return MeiliIndex(ix.url, ix._api_key, ix.uid)
+    return MeiliIndex(ix.inner.url, ix.inner._api_key, ix.inner.uid)
 
 
 def test_libraries_share_one_index(ix):
@@ -273,20 +278,149 @@ def test_typo_query(ix):
     r = q(ix, "lighthose ")
     assert top(r) == ("t", 0) and r.hits[0].time == pytest.approx(0.5, abs=0.5)
     assert q(ix, "lihgthouse keper ").total == 1  # a swap, a missing letter
-    if not isinstance(ix, SqliteIndex):  # (the embedded index also forgives by sound: "xeeper" ~ "keeper")
+    if not isinstance(ix, SqliteIndex):  # (the embedded index counts a first-letter typo as one)
         assert q(ix, "xeeper ").total == 0  # a typo on the first letter counts as two (6 letters: 1 allowed)
-        assert q(ix, "lamb ").total == 0  # 4 letters: no typo allowed
+    r = q(ix, "lamb ")  # 4 letters: no typo allowed, but it sounds like "lamp" (the core's, for Meilisearch)
+    assert r.forgiven == [{"word": "lamb", "matched": ["lamp"], "why": "sound"}]
     assert q(ix, "qzvvx ").total == 0  # nonsense finds nothing
     ix.upsert(media("k", "/x/k.mp3"), [seg(0, "add cinnamon to the tomatoes", 0.0)])
     assert top(q(ix, "cinamon ")) == ("k", 0) and top(q(ix, "tomatos ")) == ("k", 0)  # issue 14's cases
 
 
 def test_compound_words(ix):
-    """Split and joined words: the embedded index (issue 14) and a real Meilisearch; the double
-    does not implement Meilisearch's word concatenation and splitting."""
-    if not isinstance(ix, SqliteIndex) and not REAL_MEILI:
-        pytest.skip("compounds: against a real Meilisearch only (MEILI_URL)")
+    """Split and joined words: the embedded index (issue 14), Meilisearch by itself (its
+    concatenated and split queries, which the double follows), and both say so."""
     ix.upsert(media("c", "/x/c.mp3"), [seg(0, "a loaf of sourdough bread", 0.0),
                                        seg(1, "my e mail inbox is full", 10.0)])
-    assert top(q(ix, "sour dough ")) == ("c", 0)
-    assert top(q(ix, "email ")) == ("c", 1)
+    r = q(ix, "sour dough ")
+    assert top(r) == ("c", 0) and r.hits[0].forgiven
+    assert [f["why"] for f in r.forgiven] == ["compound"] and "sourdough" in r.forgiven[0]["matched"]
+    r = q(ix, "email ")
+    assert top(r) == ("c", 1) and r.did_you_mean == "e mail"
+    assert top(q(ix, "loaf sourdough ")) == ("c", 0) and not q(ix, "loaf sourdough ").hits[0].forgiven
+
+
+# ---- search that forgives: the same cases on every backend (issue 14) ------------------------
+# The embedded index forgives all of it itself; for Meilisearch the server forgives typos (and
+# compounds) and the core the rest: it keeps the library's words and ORs each query word with
+# its alternatives (mediaindex.forgive.layer).
+
+FORGIVE = [  # (media, path, segments): the transcripts hold one form, the queries the other
+    ("coast", "/radio/coast/ep01.mp3", [
+        "Mister Thornbri built the harbor wall in 1953",
+        "She was 17 when she sailed to France",
+        "The prize was 50,000 pounds",
+        "We met on the third day",
+        "Katherine read the weather report",
+    ]),
+    ("kitchen", "/radio/kitchen/bake.mp3", [
+        "Thornton and Thorne walked home",
+        "Seventeen seagulls followed the ferry in nineteen fifty three",
+        "Fifty thousand people watched the race",
+        "The colour of the pancake batter",
+        "The harbour master waved",
+    ]),
+    ("misc", "/radio/misc/other.mp3", [
+        "seventeen candles on the cake",
+        "the color of the sea",
+    ]),
+]
+
+
+@pytest.fixture
+def forgiving_corpus(ix):
+    for mid, path, texts in FORGIVE:
+        ix.upsert(media(mid, path, language="en"), [seg(i, t, 10.0 * i, language="en") for i, t in enumerate(texts)])
+    return ix
+
+
+def top3(r) -> list[tuple[str, int]]:
+    return [(h.media_id, h.segment_index) for h in r.hits[:3]]
+
+
+@pytest.mark.parametrize("query, where, why", [
+    ("seventeen ", ("coast", 1), "number"),  # "17"
+    ("17 ", ("kitchen", 1), "number"),  # "Seventeen"
+    ("nineteen fifty three ", ("coast", 0), "number"),  # "1953"
+    ("1953 ", ("kitchen", 1), "number"),  # "nineteen fifty three"
+    ("fifty thousand ", ("coast", 2), "number"),  # "50,000"
+    ("50,000 ", ("kitchen", 2), "number"),  # "Fifty thousand"
+    ("3rd day ", ("coast", 3), "number"),  # "third"
+    ("harbour wall ", ("coast", 0), "spelling"),  # "harbor"
+    ("harbor master ", ("kitchen", 4), "spelling"),  # "harbour"
+    ("kathryn ", ("coast", 4), "sound"),  # "Katherine": 3 edits, but it sounds the same
+])
+def test_forgiven_numbers_spellings_and_sound_alikes(forgiving_corpus, query, where, why):
+    r = q(forgiving_corpus, query)
+    assert where in top3(r), (query, top3(r))
+    assert not r.partial
+    h = next(h for h in r.hits if (h.media_id, h.segment_index) == where)
+    assert h.forgiven
+    assert any(f["why"] == why for f in r.forgiven), r.forgiven
+
+
+def test_sound_alike_name_says_what_it_matched(forgiving_corpus):
+    """A name typed by ear finds the engine's spelling, and says so; near names do not win."""
+    r = q(forgiving_corpus, "thornbury ")  # the engine wrote "Thornbri" (2 edits, or the same sound)
+    assert top(r) == ("coast", 0) and r.hits[0].forgiven
+    assert r.did_you_mean == "thornbri"
+    assert "<mark>Thornbri</mark>" in r.hits[0].snippet
+    r = q(forgiving_corpus, "kathryn report ")
+    assert top(r) == ("coast", 4) and r.did_you_mean == "katherine report"
+    assert r.forgiven == [{"word": "kathryn", "matched": ["katherine"], "why": "sound"}]
+
+
+def test_exact_matches_rank_above_forgiven_ones(forgiving_corpus):
+    r = q(forgiving_corpus, "seventeen ")
+    assert {top(r), (r.hits[1].media_id, r.hits[1].segment_index)} == {("kitchen", 1), ("misc", 0)}
+    assert (r.hits[2].media_id, r.hits[2].segment_index) == ("coast", 1)  # "17"
+    assert [h.forgiven for h in r.hits] == [False, False, True]
+    assert r.total == 3 and r.did_you_mean is None
+    assert r.forgiven == [{"word": "seventeen", "matched": ["17"], "why": "number"}]
+    r = q(forgiving_corpus, "colour ")
+    assert [(h.media_id, h.segment_index, h.forgiven) for h in r.hits] == [("kitchen", 3, False), ("misc", 1, True)]
+    assert r.forgiven == [{"word": "colour", "matched": ["color"], "why": "spelling"}]
+    pages = [q(forgiving_corpus, "seventeen ", limit=1, offset=i) for i in range(4)]
+    assert [p.total for p in pages] == [3, 3, 3, 3]  # the forgiven hits are counted: pages reach them
+    assert [(p.hits[0].segment_index, p.hits[0].forgiven) for p in pages[1:3]][-1] == (1, True)
+    assert {p.hits[0].media_id for p in pages[:3]} == {"kitchen", "misc", "coast"} and pages[3].hits == []
+
+
+def test_did_you_mean_for_a_typo(forgiving_corpus):
+    """The server's own typos are said too (which word matched instead)."""
+    r = q(forgiving_corpus, "catherine ")  # 1 edit (and the same sound) from "Katherine"
+    assert top(r) == ("coast", 4)
+    assert r.did_you_mean == "katherine" and r.hits[0].forgiven
+    r = q(forgiving_corpus, "katherine ")
+    assert r.did_you_mean is None and r.forgiven == [] and not r.hits[0].forgiven
+
+
+@pytest.mark.parametrize("query", ["xqzvwk ", "blorptangle ", "zzyzx qwrtp ", "seventy seventeen zzyzx "])
+def test_nonsense_still_finds_nothing(forgiving_corpus, query):
+    r = q(forgiving_corpus, query)
+    assert r.hits == [] or r.partial
+    assert r.did_you_mean is None and not any(h.forgiven for h in r.hits)
+    if query.count(" ") == 1:
+        assert r.total == 0
+
+
+def test_forgiven_words_leave_with_their_media(forgiving_corpus):
+    """A word whose media was rewritten without it or left the library is no longer offered
+    (the core's counts go down on upsert and delete)."""
+    ix = forgiving_corpus
+    assert top(q(ix, "kathryn ")) == ("coast", 4) and q(ix, "seventeen ").total == 3
+    ix.upsert(media("coast", "/radio/coast/ep01.mp3", language="en"),
+              [seg(0, "Mister Thornbri built the harbor wall in 1953", 0.0, language="en")])
+    assert q(ix, "kathryn ").hits == []  # "Katherine" is gone
+    assert q(ix, "seventeen ").total == 2  # and "17"
+    assert top(q(ix, "thornbury ")) == ("coast", 0)
+    ix.delete("coast")
+    assert q(ix, "thornbury ").hits == []
+    assert [top(q(ix, "1953 "))] == [("kitchen", 1)] and q(ix, "1953 ").total == 1
+
+
+def test_facets_count_forgiven_matches(forgiving_corpus):
+    assert forgiving_corpus.facets(SearchQuery("seventeen ")).folder == {
+        "/radio/coast": 1, "/radio/kitchen": 1, "/radio/misc": 1}
+    r = forgiving_corpus.search(SearchQuery("colour ", facets=True))
+    assert r.facets.folder == {"/radio/kitchen": 1, "/radio/misc": 1}

@@ -254,3 +254,48 @@ def test_master_key_stays_on_the_server_side():
     assert '"127.0.0.1:8844:8844"' in app_block and "./media:/media:ro" in app_block
     assert '"--index", "meilisearch"' in app_block and "condition: service_healthy" in app_block
     assert ".env" in (root / ".dockerignore").read_text().split()  # the keys never go into the image
+
+
+@pytest.mark.usefixtures("manifest_transcriber")
+def test_core_forgives_what_the_server_cannot(meili_env, make_pipeline, small_corpus, data_dir):
+    """Numbers through the pipeline (the core keeps the library's words in words.sqlite3), said
+    in the CLI and the API; a lost word list is rebuilt by reconcile from the cached transcripts."""
+    from starlette.testclient import TestClient
+
+    from mediaindex.cli import cli
+    from mediaindex.web.app import create_app
+
+    p = make_pipeline(index="meilisearch")
+    p.enqueue_plan(p.plan([str(small_corpus)]))
+    assert {o.status for o in p.run_jobs()} == {"indexed"}
+    r = p.index.search(SearchQuery("90 minutes "))  # the transcript says "ninety minutes"
+    assert r.hits and r.hits[0].path.endswith("space_station.mp3") and r.hits[0].forgiven
+    assert r.did_you_mean == "ninety minutes"
+    with TestClient(create_app(p), base_url="http://127.0.0.1") as c:
+        out = c.get("/api/search", params={"q": "112 steps"}).json()
+        assert out["did_you_mean"] == "one hundred and twelve steps" and out["hits"][0]["forgiven"] is True
+        assert out["forgiven"] == [{"word": "112", "matched": ["one hundred and twelve"], "why": "number"}]
+    p.close()
+    res = CliRunner().invoke(cli, ["search", "90 minutes", "--index", "meilisearch", "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    assert "no exact match: showing results for 'ninety minutes'" in res.output
+
+    (data_dir / "words.sqlite3").unlink()
+    for extra in ("-wal", "-shm"):
+        (data_dir / f"words.sqlite3{extra}").unlink(missing_ok=True)
+    p = make_pipeline(index="meilisearch")
+    assert p.index.search(SearchQuery("90 minutes ")).hits == []  # the words are gone with the file
+    assert p.reconcile() == (len(FILES), 0)  # rebuilt from the cached transcripts
+    assert p.index.search(SearchQuery("90 minutes ")).did_you_mean == "ninety minutes"
+
+
+def test_a_damaged_word_list_forgives_nothing_and_search_still_works(double, tmp_path):
+    from mediaindex.forgive.layer import forgiving
+
+    bad = tmp_path / "words.sqlite3"
+    bad.write_bytes(b"this is not a database " * 100)
+    ix = forgiving(MeiliIndex(double.url, double.master_key, "w"), bad)
+    ix.inner.upsert(media("a", "/x/a.mp3"), [seg(0, "the lighthouse keeper was 17", 0.0)])
+    r = ix.search(SearchQuery("lighthouse seventeen "))
+    assert r.hits == [] or r.partial  # "17" is not offered: the word list cannot be read
+    assert ix.search(SearchQuery("lighthose ")).did_you_mean == "lighthouse"  # the server's typo is still said

@@ -73,7 +73,8 @@ from typing import Any, Iterable, Sequence
 
 from mediaindex.backends import FacetCounts, IndexBackend, TransientError
 from mediaindex.dberrors import IndexDamaged, database_error, is_damaged
-from mediaindex.forgive.query import EXACT, AnyOf, Excluded, best_start, expand, flatten, match_cost, parse_search
+from mediaindex.forgive.query import KINDS, AnyOf, Excluded, best_start, expand, flatten, match_cost, parse_search
+from mediaindex.forgive.query import forgiven_summary as _forgiven_summary
 from mediaindex.forgive.vocab import Vocabulary, sound_key
 from mediaindex.hookspecs import hookimpl
 from mediaindex.models import Media, SearchHit, SearchQuery, SearchResult, Segment
@@ -177,6 +178,7 @@ class SqliteIndex(IndexBackend):
     """SQLite FTS5 index in one file. Cheap to construct; the database opens on first use."""
 
     name = "sqlite"
+    forgives = KINDS  # all of it, from its own vocabulary (mediaindex.forgive)
     REOPEN_CHECK = 1.0  # seconds: how often a thread checks that its file was not replaced
     BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's lock, then TransientError
 
@@ -1008,30 +1010,6 @@ def _facet_counts(rows: Iterable[tuple], estimated: bool = False) -> FacetCounts
             for name in (vals[5] or "").split():
                 events[name] = events.get(name, 0) + n
     return out
-
-
-def _forgiven_summary(hits: list[SearchHit], picks: list[dict[int, Any]], terms: list[Term],
-                      exact_total: int) -> tuple[str | None, list[dict[str, Any]]]:
-    """(did you mean, [{word, matched, why}]) for the hits shown: which index words matched
-    instead of the words as typed. ``did_you_mean`` only when nothing matched as typed."""
-    def typed(p: int) -> str:
-        t = terms[p]
-        return t.alts[0].term.raw if isinstance(t, AnyOf) else t.raw
-
-    found: dict[tuple[str, str], list[str]] = {}
-    for pick in picks:
-        for p, a in sorted(pick.items()):
-            if a.why not in EXACT:
-                words = found.setdefault((typed(p), a.why), [])
-                if a.term.raw not in words:
-                    words.append(a.term.raw)
-    forgiven = [{"word": w, "matched": m, "why": why} for (w, why), m in found.items()]
-    did_you_mean = None
-    if exact_total == 0 and hits and hits[0].forgiven:
-        top = picks[0]
-        did_you_mean = " ".join(top[p].term.raw if p in top and top[p].why not in EXACT else typed(p)
-                                for p in range(len(terms)))
-    return did_you_mean, forgiven
 
 
 def _tf(term: Term, low: str, toks: list[str], ascii_doc: bool) -> int:

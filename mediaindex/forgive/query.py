@@ -13,7 +13,7 @@ index does not have, index words within a few typos or that sound the same.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mediaindex.textsearch import Term, _chunk_terms
 
@@ -23,6 +23,7 @@ from .vocab import Vocabulary
 _QUOTES = "\"\u201c\u201d\u201e"
 EXACT = ("exact", "or")  # the reasons an alternative counts as the query as typed
 MAX_FUZZY_WORDS = 4  # query words that get typo/sound-alike candidates, at most
+KINDS = frozenset({"number", "spelling", "compound", "typo", "sound"})  # what can be forgiven
 
 
 @dataclass
@@ -156,12 +157,12 @@ def _number_run(terms: Sequence[Term], i: int) -> tuple[int, list[Alt]]:
 
 
 def _word_alts(t: Term, vocab: Vocabulary, df: Callable[[Term], int], word_df: Callable[[str], int],
-               fuzzy: list[int]) -> list[Alt]:
+               fuzzy: list[int], kinds: frozenset[str] = KINDS) -> list[Alt]:
     """Alternatives of one term (besides the term itself). ``fuzzy[0]``: how many more words
     may get typo and sound-alike candidates (decremented here)."""
     alts: list[Alt] = []
     if t.cjk:
-        if df(t) == 0 and fuzzy[0] > 0:
+        if df(t) == 0 and fuzzy[0] > 0 and "sound" in kinds:
             fuzzy[0] -= 1
             alts += [Alt(Term([w], w, cjk=True), "sound", 1) for w, _ in vocab.sounds_like(t.raw, word_df)]
         return alts
@@ -180,22 +181,24 @@ def _word_alts(t: Term, vocab: Vocabulary, df: Callable[[Term], int], word_df: C
     if any(ch.isdigit() for ch in w) or fuzzy[0] <= 0:
         return alts  # codes and numbers are not typos; a long query pays for a few words only
     fuzzy[0] -= 1
-    typos = vocab.typos(w, word_df)
+    typos = vocab.typos(w, word_df) if "typo" in kinds else []
     alts += [Alt(Term([c], c), "typo", d) for c, d in typos]
     have = {c for c, _ in typos}
-    alts += [Alt(Term([c], c), "sound", 1 if d <= 2 else 2) for c, d in vocab.sounds_like(w, word_df)
-             if c not in have]
+    if "sound" in kinds:
+        alts += [Alt(Term([c], c), "sound", 1 if d <= 2 else 2) for c, d in vocab.sounds_like(w, word_df)
+                 if c not in have]
     return alts
 
 
 def expand(terms: Sequence[Term], vocab: Vocabulary, df: Callable[[Term], int],
-           word_df: Callable[[str], int]) -> list[Term] | None:
+           word_df: Callable[[str], int], kinds: frozenset[str] = KINDS) -> list[Term] | None:
     """The query's positions with their alternatives (:class:`AnyOf`), or None when no word
     has any. ``df`` counts a term's documents, ``word_df`` an index word's (0: not there).
 
     Typos and sounds-like are tried only for a word the index has never seen (nor its other
     spelling), for the first :data:`MAX_FUZZY_WORDS` such words; numbers, spellings,
-    hyphens/apostrophes, splits and joins always.
+    hyphens/apostrophes, splits and joins always. ``kinds``: typo and sound-alike candidates are
+    looked for only when named there (the other kinds are cheap: callers drop what they do not want).
     """
     fuzzy = [MAX_FUZZY_WORDS]
     out: list[Term] = []
@@ -220,7 +223,7 @@ def expand(terms: Sequence[Term], vocab: Vocabulary, df: Callable[[Term], int],
                 changed = True
                 i += 2
                 continue
-        extra = [] if isinstance(t, AnyOf) else _word_alts(t, vocab, df, word_df, fuzzy)
+        extra = [] if isinstance(t, AnyOf) else _word_alts(t, vocab, df, word_df, fuzzy, kinds)
         if extra:
             out.append(AnyOf([], t.raw, alts=[Alt(t)] + extra))
             changed = True
@@ -291,3 +294,38 @@ def match_cost(matches: Sequence[tuple[int, int, int]], pos: Sequence[int], alts
             best[p] = c
     forgiven = sum(c[0] for c in best.values())
     return forgiven, sum(c[1] for c in best.values())
+
+
+def forgiven_summary(hits: Sequence[Any], picks: Sequence[dict[int, Alt]], terms: Sequence[Term],
+                     exact_total: int) -> tuple[str | None, list[dict[str, Any]]]:
+    """(did you mean, [{word, matched, why}]) for the hits shown: which index words matched
+    instead of the words as typed. ``did_you_mean`` only when nothing matched as typed. Query
+    positions in a row matched by one and the same alternative (two words joined into one by a
+    server) count as one word."""
+    def typed(p: int) -> str:
+        t = terms[p]
+        return t.alts[0].term.raw if isinstance(t, AnyOf) else t.raw
+
+    def groups(pick: dict[int, Alt]) -> list[tuple[list[int], Alt | None]]:
+        out: list[tuple[list[int], Alt | None]] = []
+        for p in range(len(terms)):
+            a = pick.get(p)
+            if out and a is not None and out[-1][1] is a:
+                out[-1][0].append(p)
+            else:
+                out.append(([p], a))
+        return out
+
+    found: dict[tuple[str, str], list[str]] = {}
+    for pick in picks:
+        for ps, a in groups(pick):
+            if a is not None and a.why not in EXACT:
+                words = found.setdefault((" ".join(typed(p) for p in ps), a.why), [])
+                if a.term.raw not in words:
+                    words.append(a.term.raw)
+    forgiven = [{"word": w, "matched": m, "why": why} for (w, why), m in found.items()]
+    did_you_mean = None
+    if exact_total == 0 and hits and hits[0].forgiven:
+        did_you_mean = " ".join(a.term.raw if a is not None and a.why not in EXACT else " ".join(typed(p) for p in ps)
+                                for ps, a in groups(picks[0]))
+    return did_you_mean, forgiven

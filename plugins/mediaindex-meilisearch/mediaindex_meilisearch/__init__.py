@@ -13,10 +13,13 @@ returns only when Meilisearch has applied it, and a failed task is raised, never
 - Meilisearch unreachable, timing out or answering 5xx/429: TransientError (the job queue
   retries, the web API answers 503). A rejected key: FatalError.
 - Search: the query is parsed by the core (:func:`mediaindex.forgive.query.parse_search`) and sent
-  as plain words and quoted phrases, never as the user's own syntax. Every word must match
-  (``matchingStrategy: all``); when nothing does, words are dropped (``frequency``, then ``last``)
-  and the result is ``partial``. The jump time comes from ``_matchesPosition``, whose ``start`` and
-  ``length`` count UTF-8 bytes: they are turned into character offsets before the word lookup.
+  as plain words and quoted phrases, never as the user's own syntax. The server forgives typos and
+  split/joined words (``forgives``); numbers, spellings and sound-alike names come from the core
+  as ``OR`` alternatives (:mod:`mediaindex.forgive.layer`), one search per combination. Every word
+  must match (``matchingStrategy: all``); when nothing does, words are dropped (``frequency``, then
+  ``last``) and the result is ``partial``. The jump time comes from ``_matchesPosition``, whose
+  ``start`` and ``length`` count UTF-8 bytes: they are turned into character offsets before the
+  word lookup.
 """
 from __future__ import annotations
 
@@ -108,6 +111,7 @@ class MeiliIndex(IndexBackend):
     """Segment documents in a Meilisearch index. Cheap to construct; connects on first use."""
 
     name = "meilisearch"
+    forgives = frozenset({"typo", "compound"})  # the server's own; the core adds numbers, spellings, sound-alikes
 
     def __init__(self, url: str, api_key: str | None, uid: str = DEFAULT_UID, *, batch_docs: int = BATCH_DOCS,
                  timeout: float = 10.0, task_timeout: float = TASK_TIMEOUT):
