@@ -164,6 +164,18 @@ def test_one_hit_per_media(ix):
     assert ix.search(SearchQuery("common ")).total == 14
 
 
+def test_moments_of_one_media(ix):
+    """A grouped answer asks for one media's hits (media_id) after the best hit of each media."""
+    for m in ("a", "b", "c"):
+        ix.upsert(media(m, f"/x/{m}.mp3"), [seg(i, f"common word {m}{i}", i * 5.0) for i in range(12)])
+    best = ix.search(SearchQuery("common ", one_per_media=True, limit=2, offset=1))
+    assert best.total == 3 and len(best.hits) == 2
+    for h in best.hits:
+        r = ix.search(SearchQuery("common ", media_id=h.media_id, limit=5))
+        assert r.total == 12 and len(r.hits) == 5 and {x.media_id for x in r.hits} == {h.media_id}
+    assert ix.search(SearchQuery("common ", media_id="nosuchmedia")).total == 0
+
+
 def test_facets(filled):
     f = filled.facets(SearchQuery(""))
     assert f.language == {"en": 4, "fr": 2}

@@ -112,6 +112,33 @@ def test_search_partial_flag_and_paging(client):
     assert len(page["hits"]) == 2 and page["limit"] == 2 and page["offset"] == 1
 
 
+def test_search_grouped_by_recording(client):
+    flat = client.get("/api/search", params={"q": "the", "limit": 100}).json()
+    by_media: dict[str, list] = {}
+    for h in flat["hits"]:
+        by_media.setdefault(h["media_id"], []).append(h)
+    r = client.get("/api/search", params={"q": "the", "group": "media", "limit": 100}).json()
+    assert r["group"] == "media" and r["total"] == len(by_media) == len(r["groups"])
+    assert [g["best"] for g in r["groups"]] == r["hits"]  # hits: the best hit of each recording
+    for g in r["groups"]:
+        times = [m["time"] for m in g["moments"]]
+        assert times == sorted(times) and {m["media_id"] for m in g["moments"]} == {g["media_id"]}
+        assert sorted(m["segment_index"] for m in g["moments"]) == sorted(
+            h["segment_index"] for h in by_media[g["media_id"]]), g["title"]
+        assert g["moments_total"] == len(by_media[g["media_id"]])
+        assert set(g["best"]) == set(flat["hits"][0]) and all(set(m) == set(g["best"]) for m in g["moments"])
+    assert max(len(g["moments"]) for g in r["groups"]) > 1  # several moments in one recording: one result
+    # pages are pages of recordings: each once, in the same order as one big page
+    pages = [client.get("/api/search", params={"q": "the", "group": "media", "limit": 2, "offset": o}).json()
+             for o in range(0, r["total"], 2)]
+    assert [g["media_id"] for p in pages for g in p["groups"]] == [g["media_id"] for g in r["groups"]]
+    assert all(p["total"] == r["total"] for p in pages)
+    few = client.get("/api/search", params={"q": "the", "group": "media", "moments": 1}).json()
+    assert all(len(g["moments"]) == 1 for g in few["groups"])
+    assert client.get("/api/search", params={"q": "the", "group": "episode"}).status_code == 400
+    assert client.get("/api/search", params={"q": "the", "group": "none"}).json() == flat | {"limit": 20, "hits": flat["hits"][:20]}
+
+
 def test_search_filters(client, indexed):
     _, media = indexed
     zh = client.get("/api/search", params={"q": "天气", "lang": "zh"}).json()

@@ -414,7 +414,7 @@ def test_more_results_twice_quickly_skips_nothing(site, page):
     total = p.index.search(SearchQuery(q="t*", limit=1)).total
     assert 20 < total <= 40
     pg = page.page
-    pg.goto(f"{handle.url}?q=t*")
+    pg.goto(f"{handle.url}?q=t*&group=none")  # one line per moment: 20 a page
     pg.locator("#results .hit").nth(19).wait_for()
     pg.evaluate("() => { const m = document.getElementById('more'); m.click(); m.click(); }")  # a double click
     pg.wait_for_function(f"() => document.querySelectorAll('#results .hit').length >= {total}", timeout=5000)
@@ -562,3 +562,56 @@ def test_a_search_link_restores_its_filters(site, browser, page):
     finally:
         other.close()
     assert not page.errors, page.errors
+
+
+def test_grouped_results_show_moments_as_chips_and_a_flat_toggle(site, browser, page):
+    handle, p, media = site
+    flat = p.index.search(SearchQuery(q="the", limit=100)).hits  # the box searches "the" as a prefix
+    space = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    moments = sorted(h.time for h in flat if h.media_id == space.id)
+    assert len(moments) >= 2
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "the ")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('recordings found')")
+    assert pg.locator("#results .hit").count() == len({h.media_id for h in flat})  # one result per recording
+    group = pg.locator("#results .hit-item", has=pg.locator(".hit-title", has_text="space_station"))
+    chips = group.locator(".moment")
+    assert chips.all_inner_texts() == [f"0:{int(t):02d}" for t in moments]
+    assert group.locator(".snippet mark").count() >= 1 and "talks" in group.locator(".hit-folder").inner_text()
+    shot(pg, "14-grouped")
+    chips.nth(1).click()  # a chip plays from its moment
+    t = wait_playing(pg)
+    assert abs(t - max(0.0, moments[1] - 1)) <= 1.5, (t, moments[1])
+    assert f"/m/{space.id}?t=" in pg.url and pg.locator("#media-title").inner_text() == "space_station"
+    # the flat list: one line per moment, kept in the URL
+    pg.click("#group-toggle")
+    pg.wait_for_function("() => location.search.includes('group=none')")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('moments found')")
+    assert pg.locator("#results .hit").count() == min(20, len(flat)) and pg.locator("#results .moment").count() == 0
+    other = Page(browser, viewport={"width": 1280, "height": 860})
+    try:
+        other.page.goto(pg.url)
+        other.page.wait_for_function("() => document.getElementById('summary').textContent.includes('moments found')")
+        assert other.page.get_attribute("#group-toggle", "aria-pressed") == "true"
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    pg.click("#group-toggle")  # and back
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('recordings found')")
+    assert "group=" not in pg.url
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_grouped_results_on_a_phone(site, browser):
+    handle, p, media = site
+    page = Page(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        pg = page.page
+        pg.goto(handle.url + "?q=the+")
+        pg.locator("#results .moment").first.wait_for()
+        assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shot(pg, "15-phone-grouped")
+        assert not page.errors, page.errors
+    finally:
+        page.close()

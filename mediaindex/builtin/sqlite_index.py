@@ -543,6 +543,12 @@ class SqliteIndex(IndexBackend):
             return [], 0
         match = self._match(terms, exclude)
         fsql, fparams = self._filters(q)
+        if q.media_id:  # one media (a grouped answer's moments): its ids are consecutive, FTS5 reads that range
+            lo, hi = c.execute("SELECT min(id), max(id) FROM docs WHERE media_id = ?", (q.media_id,)).fetchone()
+            if lo is None:
+                return [], 0
+            fsql += " AND fts.rowid BETWEEN ? AND ?"
+            fparams = [*fparams, lo, hi]
         join = " JOIN docs d ON d.id = fts.rowid" if fsql else ""
         bm25_ok = sum(self._cost(t, df) for t, df in zip(terms, dfs)) <= BM25_DF_BUDGET
         if bm25_ok and min(dfs) <= RANK_CAP:  # few matches, rare words: one exact query

@@ -44,7 +44,7 @@ from .. import __version__
 from ..backends import FatalError, TransientError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
-from ..hits import search_json
+from ..hits import MOMENTS, grouped_search, search_json
 from ..models import Media
 from ..paths import is_under
 from ..plugins import load_plugins
@@ -52,8 +52,8 @@ from ..safety import add_secret
 from ..textsearch import parse_query
 from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
                     playable_path, read_file, stream_response)
-from .params import (MAX_FAILED_LIMIT, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param, int_param,
-                     library_params, search_query, valid_media_id)
+from .params import (MAX_FAILED_LIMIT, MAX_MOMENTS, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param,
+                     group_param, int_param, library_params, search_query, valid_media_id)
 from .security import LOOPBACK_HOSTS, Guard, client_address, cookie_value, login_cookie, login_token, set_cookie
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
@@ -159,6 +159,9 @@ class WebApp:
 
     async def search(self, request: Request) -> Response:
         query = search_query(request)
+        moments = int_param(request, "moments", MOMENTS, 1, MAX_MOMENTS)
+        if group_param(request) == "media":
+            return JSONResponse(await self.run(grouped_search, self.index, query, moments))
         result = await self.run(self.index.search, query)
         return JSONResponse(search_json(result, query))
 

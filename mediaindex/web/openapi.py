@@ -114,7 +114,19 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                      "word": {"type": "string"}, "why": {"type": "string"},
                                      "matched": {"type": "array", "items": {"type": "string"}}}}},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
-                    "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
+                    "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                    "group": {"type": "string", "enum": ["media"], "description": "Only with `group=media`: "
+                              "`total`, `limit` and `offset` count recordings; `hits` holds each one's best hit."},
+                    "groups": {"type": "array", "description": "Only with `group=media`: one per recording, best "
+                               "first.", "items": {"$ref": "#/components/schemas/Group"}}}},
+                "Group": {"type": "object", "properties": {
+                    "media_id": {"type": "string"}, "title": {"type": "string"}, "path": {"type": "string"},
+                    "folder": {"type": "string"},
+                    "best": {"$ref": "#/components/schemas/Hit", "description": "The best ranked hit (its snippet)."},
+                    "moments": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"},
+                                "description": "The recording's hits (at most `moments`), in time order."},
+                    "moments_total": {"type": "integer", "description": "Hits in this recording in all."},
+                    "moments_exact": {"type": "boolean", "description": "False when `moments_total` is an estimate."}}},
                 "Facets": {"type": "object", "description": "Documents per value of each facet; an index "
                            "or plugin may add facets beside these (`source` and `event`: sound events, from the enrichers).",
                            "properties": {
@@ -164,8 +176,15 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
         "paths": {
             "/api/search": {"get": {
-                "summary": "Search", "description": "Ranked hits, each with the time of its first matched word.",
+                "summary": "Search", "description": "Ranked hits, each with the time of its first matched word; "
+                "with `group=media`, recordings, each with its moments (hits of the same shape) in time order.",
                 "parameters": [*_FILTERS,
+                               _q("group", "`none`: one hit per moment (the default). `media`: one result per "
+                                  "recording (its best hit, and its moments in `groups`); limit and offset then "
+                                  "page over recordings.", {"type": "string", "enum": ["none", "media"],
+                                                            "default": "none"}),
+                               _q("moments", "With `group=media`: moments listed per recording.",
+                                  {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}),
                                _q("limit", "Hits per page.", {"type": "integer", "minimum": 0, "maximum": 100, "default": 20}),
                                _q("offset", "Hits to skip.", {"type": "integer", "minimum": 0, "maximum": 10000, "default": 0})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {

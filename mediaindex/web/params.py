@@ -108,6 +108,18 @@ def search_query(request: Request) -> SearchQuery:
     )
 
 
+GROUPS = ("none", "media")
+MAX_MOMENTS = 50
+
+
+def group_param(request: Request) -> str:
+    """``group`` of /api/search: ``none`` (flat hits, the default) or ``media`` (by recording)."""
+    group = request.query_params.get("group") or "none"
+    if group not in GROUPS:
+        raise ApiError(400, f"group must be one of {', '.join(GROUPS)}, not {group[:40]!r}")
+    return group
+
+
 def library_params(request: Request) -> dict:
     """The arguments of library.list_media for /api/media, validated."""
     from ..library import KINDS as MEDIA_KINDS, SORTS, STATES

@@ -39,6 +39,7 @@
     statusTimer: null,
     libSeq: 0,
     lib: { sort: "added", kind: "", page: 0 }, // the library view (shown while the search box is empty)
+    group: "media", // results: one per recording with its moments ("media"), or one per moment ("none")
   };
   const LIB_PAGE = 25;
   const FILTER_KEYS = ["lang", "kind", "emotion", "path"]; // the facet filters, in the URL too
@@ -112,13 +113,15 @@
                   page: Number.isFinite(page) && page > 1 ? page - 1 : 0 };
     const filters = {};
     for (const k of FILTER_KEYS) filters[k] = params.get(k) || null;
-    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters };
+    const group = params.get("group") === "none" ? "none" : "media";
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters, group };
   }
 
   function urlFor(mediaId, t, q) {
     const params = new URLSearchParams();
     if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
     if (q) params.set("q", q);
+    if (q && state.group === "none") params.set("group", "none");
     if (!mediaId) for (const k of FILTER_KEYS) if (state.filters[k]) params.set(k, state.filters[k]);
     if (!q && !mediaId) { // the library view's state: a link to it shows the same page
       if (state.lib.sort !== "added") params.set("sort", state.lib.sort);
@@ -139,9 +142,10 @@
       state.lib = r.lib;
       if (!state.q) loadLibrary();
     }
-    if (r.q !== state.q) {
+    if (r.q !== state.q || r.group !== state.group) {
       $("q").value = r.q;
       state.q = r.q;
+      state.group = r.group;
       runSearch(true);
     }
     if (r.mediaId) {
@@ -168,7 +172,7 @@
   function searchParams() {
     const f = state.filters;
     return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path,
-             source: f.source, event: f.event };
+             source: f.source, event: f.event, group: state.group === "media" ? "media" : null };
   }
 
   async function runSearch(reset) {
@@ -188,6 +192,7 @@
     $("library").hidden = true;
     try {
       const result = await api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal);
+      delete params.group; // facets count moments either way
       if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
       renderResults(result, reset);
       // Facets cost more than the search: ask once typing has paused.
@@ -278,9 +283,12 @@
   function renderResults(result, reset) {
     const list = $("results");
     if (reset) list.replaceChildren();
+    $("group-toggle").hidden = !result;
+    $("group-toggle").setAttribute("aria-pressed", state.group === "none" ? "true" : "false");
     if (!result) { $("more").hidden = true; return; }
     state.total = result.total;
     const shown = state.offset + result.hits.length;
+    const unit = result.groups ? "recording" : "moment";
     if (!result.hits.length && reset) {
       $("summary").textContent = `No match for “${result.query}”.`;
     } else {
@@ -288,9 +296,10 @@
       const forgiven = (result.forgiven || []).map((f) => `${f.word} → ${f.matched.join(", ")}`).join("; ");
       const note = result.did_you_mean ? ` No exact match; showing results for “${result.did_you_mean}”.`
         : forgiven ? ` Also matched: ${forgiven}.` : "";
-      $("summary").textContent = `${result.total} moment${result.total === 1 ? "" : "s"} found.${partial}${note}`;
+      $("summary").textContent = `${result.total} ${unit}${result.total === 1 ? "" : "s"} found.${partial}${note}`;
     }
-    result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
+    if (result.groups) result.groups.forEach((g, i) => list.append(renderGroup(g, state.offset + i)));
+    else result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
     $("more").hidden = shown >= result.total;
   }
 
@@ -321,6 +330,43 @@
     });
     li.append(a);
     return li;
+  }
+
+  // One recording with several moments: its best hit (title, snippet, folder), then a chip per
+  // moment in time order; a chip plays from that moment.
+  function renderGroup(g, n) {
+    const li = renderHit(g.best, n);
+    li.classList.add("group");
+    if (g.moments.length < 2) return li;
+    const box = el("div", "moments");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", `${g.moments_total} moments in ${g.title}`);
+    for (const m of g.moments) {
+      const b = el("a", "moment", clock(m.time));
+      b.href = urlFor(m.media_id, m.jump, state.q.trim());
+      b.dataset.jump = String(m.jump);
+      b.title = m.text;
+      b.setAttribute("aria-label", `Play from ${clock(m.time)}: ${m.text}`);
+      b.addEventListener("click", (ev) => {
+        if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
+        ev.preventDefault();
+        selectHit(li.querySelector(".hit"));
+        history.pushState(null, "", b.getAttribute("href"));
+        openMedia(m.media_id, m.jump, true);
+      });
+      box.append(b);
+    }
+    const more = g.moments_total - g.moments.length;
+    if (more > 0) box.append(el("span", "muted moments-more", `+${more} more`));
+    li.append(box);
+    return li;
+  }
+
+  function setGroup(group) {
+    state.group = group;
+    const r = parseRoute();
+    history.pushState(null, "", urlFor(r.mediaId, r.mediaId ? currentTime(r.t) : 0, state.q.trim()));
+    runSearch(true);
   }
 
   function selectHit(a) {
@@ -825,6 +871,7 @@
       state.offset = $("results").children.length;
       runSearch(false);
     });
+    $("group-toggle").addEventListener("click", () => setGroup(state.group === "none" ? "media" : "none"));
     $("transcript").addEventListener("click", onTranscriptClick);
     $("timeline").addEventListener("click", onTranscriptClick);
     $("lib-sort").addEventListener("change", () => setLibrary({ sort: $("lib-sort").value, page: 0 }));
@@ -863,6 +910,7 @@
     state.q = first.q;
     state.lib = first.lib;
     state.filters = first.filters;
+    state.group = first.group;
     $("q").value = first.q;
     pollStatus();
     runSearch(true);
