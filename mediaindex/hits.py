@@ -82,3 +82,11 @@ def grouped_search(index, query: SearchQuery, moments: int = MOMENTS) -> dict[st
     out["group"] = "media"
     out["groups"] = groups
     return out
+
+
+def years(months: dict[str, int]) -> dict[str, int]:
+    """The ``year`` facet from the ``month`` one (``YYYY-MM``, or ``YYYY`` when only the year is known)."""
+    out: dict[str, int] = {}
+    for month, n in months.items():
+        out[month[:4]] = out.get(month[:4], 0) + n
+    return out

@@ -176,6 +176,24 @@ def test_moments_of_one_media(ix):
     assert ix.search(SearchQuery("common ", media_id="nosuchmedia")).total == 0
 
 
+def test_recording_dates_filter_and_facets(ix):
+    """The date facets: the month of the recording from its date/year tag, else its file's."""
+    ix.upsert(media("a", "/x/a.mp3", tags={"date": "2019-03-04"}), [seg(0, "common a", 0.0), seg(1, "common b", 5.0)])
+    ix.upsert(media("b", "/x/b.mp3", tags={"year": "2019"}), [seg(0, "common c", 0.0)])
+    ix.upsert(media("c", "/x/c.mp3"), [seg(0, "common d", 0.0)])  # no tag: mtime 1.0, January 1970
+    months = {"2019-03": 2, "2019": 1, "1970-01": 1}
+    assert ix.facets(SearchQuery(""))["month"] == months
+    assert ix.facets(SearchQuery("common "))["month"] == months
+    assert {h.media_id for h in q(ix, "common ", date="2019").hits} == {"a", "b"}  # a year takes in its months
+    assert {h.media_id for h in q(ix, "common ", date="2019-03").hits} == {"a"}
+    assert q(ix, "common ", date="2020").total == 0
+    assert ix.facets(SearchQuery("common ", date="2019"))["month"] == {"2019-03": 2, "2019": 1}
+    assert ix.facets(SearchQuery("", date="1970-01"))["month"] == {"1970-01": 1}
+    ix.update_media(media("c", "/x/c.mp3", tags={"date": "2021-12-24"}))  # a tag read later moves it
+    assert {h.media_id for h in q(ix, "common ", date="2021-12").hits} == {"c"}
+    assert ix.facets(SearchQuery(""))["month"] == {"2019-03": 2, "2019": 1, "2021-12": 1}
+
+
 def test_facets(filled):
     f = filled.facets(SearchQuery(""))
     assert f.language == {"en": 4, "fr": 2}

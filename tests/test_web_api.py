@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -1276,6 +1277,22 @@ def test_a_response_nobody_reads_is_dropped(corpus_src, tmp_path, monkeypatch):
 
 
 # ---- the library ---------------------------------------------------------------------------
+
+def test_date_facets_and_filters(client, indexed):
+    p, media = indexed
+    month = time.strftime("%Y-%m", time.gmtime(os.stat(media / "talks" / "space_station.mp3").st_mtime))
+    f = client.get("/api/facets", params={"q": "the"}).json()
+    assert f["month"] == {month: sum(f["language"].values())} and f["year"] == {month[:4]: sum(f["language"].values())}
+    flat = client.get("/api/search", params={"q": "the", "limit": 100}).json()
+    assert client.get("/api/search", params={"q": "the", "limit": 100, "date": month}).json()["hits"] == flat["hits"]
+    assert client.get("/api/search", params={"q": "the", "date": "1999"}).json()["total"] == 0
+    assert client.get("/api/search", params={"q": "the", "date": "1999-13"}).status_code == 400
+    everything = client.get("/api/media", params={"limit": 100}).json()
+    assert client.get("/api/media", params={"limit": 100, "date": month[:4]}).json()["total"] == everything["total"]
+    assert {i["month"] for i in everything["items"]} == {month}
+    assert client.get("/api/media", params={"date": "1999-03"}).json()["total"] == 0
+    assert client.get("/api/media", params={"date": "03/1999"}).status_code == 400
+
 
 def test_library_lists_sorts_filters_and_pages(client, indexed):
     p, media = indexed

@@ -615,3 +615,66 @@ def test_grouped_results_on_a_phone(site, browser):
         assert not page.errors, page.errors
     finally:
         page.close()
+
+
+def _date_files(media: Path) -> None:
+    """Recordings of known months (no date tags in the corpus: the file's month dates them)."""
+    import calendar
+
+    for rel, (y, m) in {"talks/space_station.mp3": (2019, 3), "video/volcano_lecture.mp4": (2019, 7),
+                        "podcasts/ferry.webm": (2021, 7)}.items():
+        t = calendar.timegm((y, m, 15, 12, 0, 0))
+        os.utime(media / rel, (t, t))
+
+
+@pytest.fixture(scope="module")
+def dated_site(corpus_src, tmp_path_factory):
+    from mediaindex.web.server import start_server
+
+    p, media = build_index(corpus_src, tmp_path_factory.mktemp("webui-dates"), extra=_date_files)
+    handle = start_server(p, port=0)
+    yield handle, p, media
+    handle.stop()
+    p.close()
+
+
+def test_date_chips_filter_and_live_in_the_url(dated_site, browser, page):
+    handle, p, media = dated_site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "the")
+    pg.locator("#facet-year").wait_for()
+    years = pg.locator(".facet:has(#facet-year) .facet-btn .facet-val").all_inner_texts()
+    assert {"2019", "2021"} <= set(years) and years == sorted(years, reverse=True)
+    assert pg.locator("#facet-month").count() == 0  # months once a year is chosen
+    pg.locator(".facet:has(#facet-year) .facet-btn", has_text="2019").click()
+    pg.wait_for_function("() => location.search.includes('date=2019')")
+    pg.locator("#facet-month").wait_for()
+    assert pg.locator(".facet:has(#facet-month) .facet-val").all_inner_texts() == ["Mar", "Jul"]
+    pg.wait_for_function("() => document.getElementById('summary').textContent.startsWith('2 recordings')")
+    assert sorted(pg.locator("#results .hit-title").all_inner_texts()) == ["space_station", "volcano_lecture"]
+    pg.locator(".facet:has(#facet-month) .facet-btn", has_text="Jul").click()
+    pg.wait_for_function("() => location.search.includes('date=2019-07')")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.startsWith('1 recording')")
+    assert pg.locator("#results .hit-title").all_inner_texts() == ["volcano_lecture"]
+    link = pg.url
+    other = Page(browser, viewport={"width": 1280, "height": 860})
+    try:  # the link restores the chosen month
+        other.page.goto(link)
+        other.page.wait_for_function("() => document.getElementById('summary').textContent.startsWith('1 recording')")
+        assert other.page.locator("#results .hit-title").all_inner_texts() == ["volcano_lecture"]
+        other.page.locator(".facet:has(#facet-month) .facet-btn[aria-pressed='true']", has_text="Jul").wait_for()
+        assert other.page.locator(".facet:has(#facet-year) .facet-btn[aria-pressed='true']").inner_text().startswith("2019")
+        # the library view (empty search box) takes the date too
+        other.page.goto(handle.url + "?date=2021")
+        other.page.wait_for_function("() => document.getElementById('lib-page').textContent.includes('1 recording')")
+        assert other.page.locator("#library-list .lib-title").all_inner_texts() == ["ferry"]
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    # a pressed month goes back to its year; a pressed year clears the date
+    pg.locator(".facet:has(#facet-month) .facet-btn", has_text="Jul").click()
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('date') === '2019'")
+    pg.locator(".facet:has(#facet-year) .facet-btn", has_text="2019").click()
+    pg.wait_for_function("() => !location.search.includes('date=')")
+    assert not page.dialogs and not page.errors, page.errors

@@ -44,7 +44,7 @@ from .. import __version__
 from ..backends import FatalError, TransientError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
-from ..hits import MOMENTS, grouped_search, search_json
+from ..hits import MOMENTS, grouped_search, search_json, years
 from ..models import Media
 from ..paths import is_under
 from ..plugins import load_plugins
@@ -169,7 +169,8 @@ class WebApp:
         query = search_query(request)
         # keyed on the parsed query: "robot" (a prefix) and "robot " (the whole word) differ
         terms = tuple((tuple(t.tokens), t.phrase, t.prefix, t.cjk) for t in parse_query(query.q).terms)
-        key = (terms, query.language, query.emotion, query.kind, query.path_prefix, query.source, query.event)
+        key = (terms, query.language, query.emotion, query.kind, query.path_prefix, query.source, query.event,
+               query.date)
         now = time.monotonic()
         cached = self._facet_cache.get(key)
         if cached is not None and now - cached[0] < (FACET_TTL_ALL if not terms else FACET_TTL):
@@ -177,6 +178,7 @@ class WebApp:
         else:
             counts = await self.run(self.index.facets, query)
             body = {"query": query.q, **counts, "estimated": bool(getattr(counts, "estimated", False))}
+            body["year"] = years(body.get("month") or {})
             if len(self._facet_cache) >= FACET_CACHE_SIZE:
                 self._facet_cache.clear()
             self._facet_cache[key] = (now, body)

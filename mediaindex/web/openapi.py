@@ -18,6 +18,9 @@ def _q(name: str, description: str, schema: dict[str, Any], required: bool = Fal
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+_DATE_TEXT = ("Only recordings of this year (`2024`) or month (`2024-03`): the recording's `date` (or `year`) "
+              "tag when it has one, else its file's modification month (UTC). Documents indexed before dates "
+              "existed are dated by their file until `mediaindex reindex`.")
 _FILTERS = [
     _q("q", "Words to find, all of them (AND). `\"quoted words\"`: a phrase; the last word is a prefix unless "
             "the query ends with a space (search as you type); `-word` or `-\"a phrase\"`: leave out segments "
@@ -37,6 +40,7 @@ _FILTERS = [
        {"type": "string"}),
     _q("path", "Only media under this absolute folder or storage URI (or this one file).",
        {"type": "string"}),
+    _q("date", _DATE_TEXT, {"type": "string", "pattern": "^[0-9]{4}(-(0[1-9]|1[0-2]))?$"}),
 ]
 
 
@@ -134,7 +138,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "estimated": {"type": "boolean", "description": "Counts scaled from the newest matches "
                                   "of a frequent query: approximate."},
                     **{k: {"type": "object", "additionalProperties": {"type": "integer"}}
-                       for k in ("language", "emotion", "kind", "folder", "source", "event")}},
+                       for k in ("language", "emotion", "kind", "folder", "source", "event")},
+                    "month": {"type": "object", "additionalProperties": {"type": "integer"}, "description":
+                              "Documents per month of recording (`YYYY-MM`; `YYYY` when a tag gives only the "
+                              "year); absent for the empty query under a language, emotion, kind or folder filter."},
+                    "year": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "Documents per year of recording (the months added up)."}},
                            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
                 "Word": {"type": "object", "properties": {
                     "text": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
@@ -228,6 +237,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     _q("lang", "Only recordings in this language.", {"type": "string"}),
                     _q("kind", "Only audio or only video.", {"type": "string", "enum": ["audio", "video"]}),
                     _q("state", "Only recordings in this state.", {"type": "string", "enum": ["pending", "indexed"]}),
+                    _q("date", _DATE_TEXT, {"type": "string", "pattern": "^[0-9]{4}(-(0[1-9]|1[0-2]))?$"}),
                     _q("limit", "Recordings per page.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
                     _q("offset", "Recordings to skip.", {"type": "integer", "minimum": 0, "default": 0})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {

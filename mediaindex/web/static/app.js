@@ -24,7 +24,7 @@
 
   const state = {
     q: "",
-    filters: { lang: null, kind: null, emotion: null, path: null, source: null, event: null },
+    filters: { lang: null, kind: null, emotion: null, path: null, source: null, event: null, date: null },
     offset: 0,
     total: 0,
     seq: 0,
@@ -42,7 +42,7 @@
     group: "media", // results: one per recording with its moments ("media"), or one per moment ("none")
   };
   const LIB_PAGE = 25;
-  const FILTER_KEYS = ["lang", "kind", "emotion", "path"]; // the facet filters, in the URL too
+  const FILTER_KEYS = ["lang", "kind", "emotion", "path", "date"]; // the facet filters, in the URL too
   const LIB_SORTS = ["added", "-added", "modified", "title", "duration", "-duration"];
 
   // ---- API ---------------------------------------------------------------------------------
@@ -172,7 +172,7 @@
   function searchParams() {
     const f = state.filters;
     return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path,
-             source: f.source, event: f.event, group: state.group === "media" ? "media" : null };
+             source: f.source, event: f.event, date: f.date, group: state.group === "media" ? "media" : null };
   }
 
   async function runSearch(reset) {
@@ -214,7 +214,7 @@
     let page;
     try {
       page = await api("/api/media", { sort: state.lib.sort, kind: state.lib.kind, lang: f.lang, path: f.path,
-                                       limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
+                                       date: f.date, limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
     } catch (e) {
       if (my === state.libSeq) $("library-note").textContent = `Could not list the library: ${e.message}`;
       return;
@@ -224,7 +224,8 @@
   }
 
   function renderLibrary(page) {
-    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path;
+    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path
+      && !state.filters.date;
     $("lib-sort").value = state.lib.sort;
     $("lib-kind").value = state.lib.kind;
     const list = $("library-list");
@@ -382,8 +383,26 @@
     ["emotion", "emotion", "Emotion"],
     ["source", "source", "Source"],
     ["event", "event", "Sound"],
+    ["year", "date", "Year"],
+    ["month", "date", "Month"],
     ["folder", "path", "Folder"],
   ];
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+  // The date chips: years, newest first; once a year is chosen, its months in calendar order.
+  // [value, count, label, pressed, value after a click] like the other facets.
+  function dateChips(key, counts, selected) {
+    const year = selected ? selected.slice(0, 4) : null;
+    if (key === "year") {
+      const values = Object.entries(counts).sort((a, b) => (a[0] < b[0] ? 1 : -1));
+      if (year && !values.some(([v]) => v === year)) values.unshift([year, 0]);
+      return values.map(([v, n]) => [v, n, v, v === year, v === year ? null : v]);
+    }
+    if (!year) return [];
+    return Object.entries(counts).filter(([v]) => v.length === 7 && v.startsWith(year + "-"))
+      .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+      .map(([v, n]) => [v, n, MONTHS[parseInt(v.slice(5), 10) - 1] || v, v === selected, v === selected ? year : v]);
+  }
 
   function renderFacets(f) {
     const box = $("filters");
@@ -393,7 +412,8 @@
       const counts = f[key] || {};
       let entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
       const selected = state.filters[param];
-      if (!entries.length && !selected) continue;
+      const dates = param === "date" ? dateChips(key, counts, selected) : null;
+      if (dates ? !dates.length : !entries.length && !selected) continue;
       if (key === "folder") entries = entries.slice(0, 12);
       const group = el("div", "facet");
       group.setAttribute("role", "group");
@@ -401,20 +421,20 @@
       title.id = `facet-${key}`;
       group.setAttribute("aria-labelledby", title.id);
       group.append(title);
-      const values = entries.map(([v, n]) => [key === "folder" ? v + "/" : v, n, key === "folder" ? folderLabel(v) : v]);
-      if (selected && !values.some(([v]) => v === selected)) {
+      const values = dates || entries.map(([v, n]) => [key === "folder" ? v + "/" : v, n, key === "folder" ? folderLabel(v) : v]);
+      if (!dates && selected && !values.some(([v]) => v === selected)) {
         values.unshift([selected, 0, key === "folder" ? folderLabel(selected.replace(/\/$/, "")) : selected]);
       }
-      for (const [value, n, text] of values) {
+      for (const [value, n, text, pressed, next] of values) {
         const b = el("button", "facet-btn");
         b.type = "button";
-        const on = selected === value;
+        const on = dates ? pressed : selected === value;
         b.setAttribute("aria-pressed", on ? "true" : "false");
         b.title = key === "folder" ? value : `${label}: ${text}`;
         b.append(el("span", "facet-val", text));
         if (n) b.append(el("span", "count", f.estimated ? `~${n}` : n));
         b.addEventListener("click", () => {
-          state.filters[param] = on ? null : value;
+          state.filters[param] = dates ? next : on ? null : value;
           if (!state.media) history.pushState(null, "", urlFor(null, 0, state.q.trim()));
           runSearch(true);
         });
@@ -899,7 +919,7 @@
       ev.preventDefault();
       $("q").value = "";
       state.q = "";
-      state.filters = { lang: null, kind: null, emotion: null, path: null, source: null, event: null };
+      state.filters = { lang: null, kind: null, emotion: null, path: null, source: null, event: null, date: null };
       history.pushState(null, "", "/");
       closePlayer(false);
       runSearch(true);
