@@ -25,7 +25,9 @@ _SELECT = """
 SELECT m.id, m.size, m.mtime, m.status, m.error, m.engine, m.language, m.probe,
        (SELECT MIN(path) FROM files f WHERE f.media_id = m.id) AS path,
        (SELECT MIN(added) FROM files f WHERE f.media_id = m.id) AS added,
-       m.duration AS duration
+       m.duration AS duration,
+       (SELECT CASE WHEN substr(error, 1, length(path) + 2) = path || ': ' THEN substr(error, length(path) + 3)
+               ELSE error END FROM files f WHERE f.media_id = m.id AND f.status = 'failed' LIMIT 1) AS failed
 FROM media m
 """
 
@@ -76,4 +78,15 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "has_video": bool(probe.get("video_streams")), "size": row["size"], "mtime": row["mtime"],
         "added": row["added"], "language": row["language"], "engine": row["engine"],
         "status": row["status"], "error": row["error"], "month": recorded_month(tags, row["mtime"]),
+        "failed": row["failed"],  # why its file failed (retry it), else None
     }
+
+
+def queue_again(state, paths: list[str], action: str = "index") -> list[str]:
+    """Queue these files for work in the state database's job queue: a running ``watch`` (any
+    process) claims them within a second; else the next ``index`` or ``watch`` does."""
+    with state.tx():
+        for path in paths:
+            state.set_file_status(path, "queued")
+            state.jobs.enqueue(path, action)
+    return paths

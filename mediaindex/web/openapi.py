@@ -44,6 +44,25 @@ _FILTERS = [
 ]
 
 
+def _action(summary: str, description: str, body: dict[str, Any], params=()) -> dict[str, Any]:
+    """A POST that queues work in the state database's job queue (a running `watch` picks it up)."""
+    return {
+        "summary": summary, "parameters": list(params),
+        "description": description + " The work goes to the job queue in the state database: a running "
+        "`mediaindex watch` (any process on this data dir) claims it within a second, else the next `index` "
+        "or `watch` does. Against cross-site request forgery the body must be JSON and a browser's request "
+        "must come from this server's own page (`Origin`, `Sec-Fetch-Site`).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body or {"type": "object"}}}},
+        "responses": {"202": {"description": "Queued", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "queued": {"type": "array", "items": {"type": "string"}, "description": "The files queued."},
+                "action": {"type": "string"},
+                "worker": {"type": "boolean", "description": "An indexer (`watch`, `index`) holds the data dir "
+                           "now: the work starts at once."}}}}}},
+                      "400": _ERROR, "403": _ERROR, "404": _ERROR, "408": _ERROR, "409": _ERROR, "413": _ERROR,
+                      "415": _ERROR}}
+
+
 def openapi_spec(version: str) -> dict[str, Any]:
     media_get = lambda summary, description, content, extra=None, responses=None: {  # noqa: E731
         "get": {
@@ -245,6 +264,26 @@ def openapi_spec(version: str) -> dict[str, Any]:
                         "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
                         "sort": {"type": "string"}, "items": {"type": "array", "items": {"type": "object"}}}}}}},
                     "400": _ERROR}}},
+            "/api/retry": {"post": _action(
+                "Retry every failed file", "Queues every file that failed for indexing again.", {})},
+            "/api/transcribers": {"get": {
+                "summary": "Engines", "description": "The engines (and engine families) a recording can be "
+                "transcribed with; `default` is the one new files get.",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "default": {"type": ["string", "null"]},
+                        "transcribers": {"type": "array", "items": {"type": "object", "properties": {
+                            "name": {"type": "string"}, "family": {"type": ["string", "null"]},
+                            "paid": {"type": "boolean"}}}}}}}}}}}},
+            "/api/media/{media_id}/retry": {"post": _action(
+                "Retry a recording", "Queues the recording's failed files for indexing again (409: none failed).",
+                {}, [_MEDIA_ID])},
+            "/api/media/{media_id}/reindex": {"post": _action(
+                "Transcribe again", "Queues the recording's files to be transcribed again with another engine; "
+                "the old transcript stays searchable until the new one is indexed (a failure keeps it).",
+                {"type": "object", "required": ["transcriber"], "properties": {"transcriber": {
+                    "type": "string", "description": "An engine or family from /api/transcribers."}}},
+                [_MEDIA_ID])},
             "/api/media/{media_id}": media_get(
                 "Media and transcript", "Metadata plus every transcript segment with its word times.",
                 {"application/json": {"schema": {"$ref": "#/components/schemas/Media"}}}),

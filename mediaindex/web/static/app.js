@@ -66,6 +66,25 @@
     return body;
   }
 
+  /* A request that changes something: JSON, same origin (the server refuses anything else). */
+  async function post(path, body) {
+    const res = await fetch(path, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body || {}),
+    });
+    if (res.status === 401) { showLogin(); throw new ApiError(401, "a token is needed"); }
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    if (!res.ok) throw new ApiError(res.status, (data && data.error) || res.statusText);
+    return data;
+  }
+
+  function queuedNote(r, what) {
+    const n = r.queued.length;
+    const when = r.worker ? "the running indexer picks it up now" : "it runs with the next mediaindex watch or index";
+    return `${what}: ${n} file${n === 1 ? "" : "s"} queued; ${when}.`;
+  }
+
   // ---- formatting --------------------------------------------------------------------------
 
   function clock(t) {
@@ -241,10 +260,19 @@
       if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
       if (m.language) meta.push(m.language);
       if (m.engine) meta.push(m.engine);
-      if (m.status !== "indexed") meta.push(m.status);
+      if (m.failed) meta.push("failed");
+      else if (m.status !== "indexed") meta.push(m.status);
       b.append(el("span", "lib-meta", meta.join(" · ")));
-      b.title = m.path;
+      b.title = m.failed ? `${m.path}\n${m.failed}` : m.path;
       li.append(b);
+      if (m.failed) {
+        b.querySelector(".lib-meta").classList.add("lib-failed");
+        const retry = el("button", "button small lib-retry", "Retry");
+        retry.type = "button";
+        retry.dataset.retry = m.id;
+        retry.setAttribute("aria-label", `Retry ${m.title}`);
+        li.append(retry);
+      }
       list.append(li);
     }
     const pages = Math.max(1, Math.ceil(page.total / LIB_PAGE));
@@ -475,6 +503,9 @@
       $("transcript").replaceChildren();
       $("exports").replaceChildren();
       $("clip-link").hidden = true;
+      $("failed-box").hidden = true;
+      $("manage").hidden = true;
+      $("manage-note").textContent = "";
       state.media = null;
       state.player = null;
       return;
@@ -490,6 +521,7 @@
     $("media-meta").title = media.path;
     $("media-note").textContent = media.playable ? "" : OFFLINE;
     $("clip-link").hidden = !media.playable;
+    renderManage(media);
     renderExports(media);
     renderTranscript(media);
     renderTimeline(media);
@@ -531,6 +563,49 @@
     $("player-box").replaceChildren(player);
     state.player = player;
     seekAndPlay(t, autoplay);
+  }
+
+  // Retry (a failed file) and re-transcribe with another engine: queued for the indexer.
+  function renderManage(media) {
+    const failed = media.failed || [];
+    $("failed-box").hidden = !failed.length;
+    $("failed-why").textContent = failed.length ? `Indexing failed: ${failed[0].error || "unknown error"}` : "";
+    $("retry-btn").disabled = false;
+    $("reindex-btn").disabled = false;
+    $("manage-note").textContent = "";
+    $("manage").hidden = false;
+    loadEngines();
+  }
+
+  async function loadEngines() {
+    if (state.engines) return;
+    state.engines = [];
+    try {
+      const r = await api("/api/transcribers");
+      state.engines = r.transcribers;
+      const sel = $("engine-select");
+      sel.replaceChildren();
+      for (const t of r.transcribers) {
+        const o = el("option", null, t.paid ? `${t.name} (paid)` : t.name);
+        o.value = t.name;
+        if (t.name === r.default) o.selected = true;
+        sel.append(o);
+      }
+    } catch (e) {
+      state.engines = null; // try again next time
+    }
+  }
+
+  async function mediaAction(button, path, body, what) {
+    if (!state.media) return;
+    button.disabled = true;
+    try {
+      $("manage-note").textContent = queuedNote(await post(`/api/media/${state.media.id}/${path}`, body), what);
+      pollStatus();
+    } catch (e) {
+      $("manage-note").textContent = `Could not ${what.toLowerCase()}: ${e.message}`;
+      button.disabled = false;
+    }
   }
 
   function renderExports(media) {
@@ -898,7 +973,14 @@
     $("lib-kind").addEventListener("change", () => setLibrary({ kind: $("lib-kind").value, page: 0 }));
     $("lib-prev").addEventListener("click", () => setLibrary({ page: Math.max(0, state.lib.page - 1) }));
     $("lib-next").addEventListener("click", () => setLibrary({ page: state.lib.page + 1 }));
-    $("library-list").addEventListener("click", (ev) => {
+    $("library-list").addEventListener("click", async (ev) => {
+      const retry = ev.target.closest(".lib-retry");
+      if (retry) {
+        retry.disabled = true;
+        try { $("library-note").textContent = queuedNote(await post(`/api/media/${retry.dataset.retry}/retry`), "Retry"); } catch (e) { $("library-note").textContent = `Could not retry: ${e.message}`; retry.disabled = false; }
+        pollStatus();
+        return;
+      }
       const b = ev.target.closest(".lib-open");
       if (!b) return;
       history.pushState(null, "", urlFor(b.dataset.id, 0, ""));
@@ -913,6 +995,15 @@
     $("clip-link").addEventListener("mouseenter", updateClipLink);
     $("close-player").addEventListener("click", () => closePlayer(true));
     $("status-toggle").addEventListener("click", toggleStatus);
+    $("retry-btn").addEventListener("click", () => mediaAction($("retry-btn"), "retry", {}, "Retry"));
+    $("reindex-btn").addEventListener("click", () => mediaAction(
+      $("reindex-btn"), "reindex", { transcriber: $("engine-select").value }, "Re-transcribe"));
+    $("retry-all").addEventListener("click", async () => {
+      $("retry-all").disabled = true;
+      try { $("st-note").textContent = queuedNote(await post("/api/retry"), "Retry"); } catch (e) { $("st-note").textContent = `Could not retry: ${e.message}`; }
+      $("retry-all").disabled = false;
+      pollStatus();
+    });
     $("login-form").addEventListener("submit", login);
     $("home-link").addEventListener("click", (ev) => {
       if (ev.ctrlKey || ev.metaKey) return;
