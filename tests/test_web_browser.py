@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -678,3 +679,89 @@ def test_date_chips_filter_and_live_in_the_url(dated_site, browser, page):
     pg.locator(".facet:has(#facet-year) .facet-btn", has_text="2019").click()
     pg.wait_for_function("() => !location.search.includes('date=')")
     assert not page.dialogs and not page.errors, page.errors
+
+
+def test_retry_and_retranscribe_from_the_ui_reach_a_running_watch(installed_manifest_plugin, corpus, corpus_src,
+                                                                  tmp_path, browser, monkeypatch):
+    """`mediaindex watch` runs in its own process; the page (another server on the same data dir)
+    queues a retry and a re-transcription; the watcher picks both up from the state database."""
+    import subprocess
+    import sys
+
+    from conftest import registered_manifest_transcriber
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+    from test_watch import wait_for
+
+    library, data_dir, marker = tmp_path / "lib", tmp_path / "data", tmp_path / "engine-broken"
+    shutil.copytree(corpus / "talks", library)
+    marker.write_text("bread_baking.m4a")  # the engine fails on this file until the marker is gone
+    plugin_src = Path(__file__).parent / "plugins" / "mediaindex-manifest-transcriber"
+    env = {**installed_manifest_plugin, "MEDIAINDEX_MANIFEST_OTHER": "1", "MEDIAINDEX_MANIFEST_FAIL_WHILE": str(marker),
+           "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(plugin_src), os.environ.get("PYTHONPATH", "")])}
+    log = open(tmp_path / "watch.log", "wb")
+    watch = subprocess.Popen([str(Path(sys.executable).parent / "mediaindex"), "watch", str(library), "--data-dir",
+                              str(data_dir), "--no-serve", "--transcriber", "manifest", "--stable", "0.5"],
+                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_OTHER", "1")
+    page = None
+    try:
+        bread, space = str(library / "bread_baking.m4a"), str(library / "space_station.mp3")
+
+        def status(path):
+            if not (data_dir / "state.sqlite3").exists():
+                return None
+            conn = sqlite3.connect(f"file:{data_dir / 'state.sqlite3'}?mode=ro", uri=True, timeout=30)
+            try:
+                row = conn.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
+                return row[0] if row else None
+            except sqlite3.OperationalError:
+                return None
+            finally:
+                conn.close()
+        wait_for(lambda: status(bread) == "failed" and status(space) == "indexed", timeout=60,
+                 what="the first scan indexed")
+        with registered_manifest_transcriber(corpus_src, "manifest-ui"):
+            p = Pipeline(Config.load(data_dir))
+        handle = start_server(p, port=0)
+        try:
+            page = Page(browser, viewport={"width": 1280, "height": 860})
+            pg = page.page
+            # the library marks the failed recording and retries it
+            pg.goto(handle.url)
+            item = pg.locator("#library-list .lib-item", has_text="bread_baking")
+            assert "failed" in item.locator(".lib-meta").inner_text()
+            marker.unlink()  # the cause is gone
+            item.locator(".lib-retry").click()
+            pg.wait_for_function("() => document.getElementById('library-note').textContent.includes('queued')")
+            assert "picks it up now" in pg.locator("#library-note").inner_text()  # a watcher is running
+            wait_for(lambda: status(bread) == "indexed", timeout=30, what="the watcher retried it")
+            # re-transcribe: choose another engine on the recording's page
+            m = p.state.media_for_path(space)
+            pg.goto(f"{handle.url}m/{m.id}")
+            pg.locator("#transcript .w", has_text="lettuce").wait_for()
+            pg.locator("#manage summary").click()
+            pg.wait_for_function("() => [...document.querySelectorAll('#engine-select option')]"
+                                 ".some(o => o.value === 'manifest-other')")
+            pg.select_option("#engine-select", "manifest-other")
+            pg.click("#reindex-btn")
+            pg.wait_for_function("() => document.getElementById('manage-note').textContent.includes('queued')")
+            shot(pg, "16-retranscribe")
+            wait_for(lambda: p.index.search(SearchQuery(q="cabbage")).total == 1, timeout=30,
+                     what="the watcher transcribed it again")
+            assert p.index.search(SearchQuery(q="lettuce")).total == 0
+            pg.reload()
+            pg.locator("#transcript .w", has_text="cabbage").wait_for()
+            assert not page.dialogs and not page.errors, page.errors
+        finally:
+            handle.stop()
+            p.close()
+    finally:
+        if page is not None:
+            page.close()
+        watch.terminate()
+        watch.wait(20)
+        log.close()
+    assert watch.returncode == 0, (tmp_path / "watch.log").read_text()

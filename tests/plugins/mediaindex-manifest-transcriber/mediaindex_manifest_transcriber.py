@@ -64,8 +64,8 @@ class ManifestTranscriber(Transcriber):
         if os.environ.get("MEDIAINDEX_MANIFEST_FAIL_ONCE") == request.path.name and not getattr(self, "_failed", False):
             self._failed = True
             raise TransientError("simulated 503 from the engine")
-        marker = os.environ.get("MEDIAINDEX_MANIFEST_FAIL_WHILE")  # fails while this file exists
-        if marker and os.path.exists(marker):
+        marker = os.environ.get("MEDIAINDEX_MANIFEST_FAIL_WHILE")  # fails the file named in it while it exists
+        if marker and os.path.exists(marker) and Path(marker).read_text().strip() == request.path.name:
             raise PermanentError(f"the engine is misconfigured (remove {marker})")
         entry = self._table().get(_hash(request.path))
         if entry is None:
