@@ -765,3 +765,68 @@ def test_retry_and_retranscribe_from_the_ui_reach_a_running_watch(installed_mani
         watch.wait(20)
         log.close()
     assert watch.returncode == 0, (tmp_path / "watch.log").read_text()
+
+
+_BOXES = """() => {
+  const pane = document.getElementById('player-pane');
+  const parts = [...pane.querySelectorAll('#media-title, #media-meta, #media-note, #player, #timeline, '
+    + '.actions button, .actions a, #toast, #failed-box, #manage, #manage-note, #transcript-title, #transcript')];
+  // a note's text, not its box: text that overflows a squeezed box still covers what is under it
+  const rect = (e) => { if (e.tagName !== 'P') return e.getBoundingClientRect();
+    const range = document.createRange(); range.selectNodeContents(e); return range.getBoundingClientRect(); };
+  return parts.filter((e) => { const r = rect(e); return r.width > 0 && r.height > 0
+      && getComputedStyle(e).visibility !== 'hidden' && !e.closest('[hidden]'); })
+    .map((e) => { const r = rect(e);
+      return [e.id || e.textContent.trim().slice(0, 20), r.left, r.top, r.right, r.bottom]; });
+}"""
+
+
+def _overlaps(boxes):
+    """Pairs of boxes that share more than a pixel (none may contain another: they are siblings)."""
+    out = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            w = min(a[3], b[3]) - max(a[1], b[1])
+            h = min(a[4], b[4]) - max(a[2], b[2])
+            if w > 1 and h > 1:
+                out.append((a[0], b[0]))
+    return out
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 1024, "height": 540},
+                                      {"width": 390, "height": 844}], ids=["desktop", "laptop", "phone"])
+def test_status_notes_never_overlap_the_player_or_its_buttons(site, browser, viewport):
+    handle, p, media = site
+    space = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    path = media / "talks" / "bread_baking.m4a"
+    bread = p.state.media_for_path(str(path))
+    phone = viewport["width"] < 600
+    page = Page(browser, viewport=viewport, is_mobile=phone, has_touch=phone)
+    try:
+        pg = page.page
+        # a deep link in a browser that blocks autoplay: "Ready at 0:15: press play." above the player
+        pg.add_init_script("HTMLMediaElement.prototype.play = function () {"
+                           " return Promise.reject(new DOMException('blocked', 'NotAllowedError')); };")
+        pg.goto(f"{handle.url}m/{space.id}?t=15")
+        pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('Ready at')")
+        pg.click("#copy-link")  # the toast shows too
+        pg.wait_for_function("() => document.getElementById('toast').textContent.length > 0")
+        if pg.locator("#manage summary").count():  # (the re-transcribe form makes the pane taller)
+            pg.locator("#manage summary").click()
+        boxes = pg.evaluate(_BOXES)
+        assert {"media-note", "player", "toast"} <= {b[0] for b in boxes}, boxes
+        assert _overlaps(boxes) == [], boxes
+        # an offline file: the long note, no player
+        moved = path.with_name("bread_baking.m4a.away")
+        shutil.move(path, moved)
+        try:
+            pg.goto(f"{handle.url}m/{bread.id}?t=2")
+            pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('offline')")
+            boxes = pg.evaluate(_BOXES)
+            assert _overlaps(boxes) == [], boxes
+            shot(pg, f"17-{'phone' if phone else 'desktop'}-offline-note")
+        finally:
+            shutil.move(moved, path)
+        assert not [e for e in page.errors if "404" not in e], page.errors
+    finally:
+        page.close()
