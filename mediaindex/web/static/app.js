@@ -302,7 +302,8 @@
     const s = state.status;
     $("more").hidden = true;
     if (s && s.media > 0) {
-      const hours = s.hours_indexed >= 1 ? `${s.hours_indexed.toFixed(1)} hours` : `${Math.round(s.hours_indexed * 60)} minutes`;
+      const minutes = Math.round(s.hours_indexed * 60);
+      const hours = s.hours_indexed >= 1 ? `${s.hours_indexed.toFixed(1)} hours` : `${minutes} minute${minutes === 1 ? "" : "s"}`;
       $("summary").textContent = `Search ${s.media} recording${s.media === 1 ? "" : "s"} (${hours}) by what is said in them.`;
     } else {
       $("summary").textContent = "";
