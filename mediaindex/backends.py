@@ -315,7 +315,7 @@ class IndexBackend(abc.ABC):
     - **Query syntax** (``SearchQuery.q``), the same for every backend: words are ANDed,
       case- and diacritic-insensitive; ``"a phrase"`` matches the words in a row; ``word*``
       is a prefix; ``-word`` excludes; ``a OR b`` is either. Filters are fields of
-      :class:`SearchQuery` (language, emotion, kind, path_prefix, media_id, library), never
+      :class:`SearchQuery` (language, emotion, kind, path_prefix, media_id, library, date), never
       query text. An empty ``q`` matches nothing in ``search`` and everything in ``facets``.
     - **Facets**: a :class:`FacetCounts` mapping; counts of big matches may be estimated
       (``estimated=True``).

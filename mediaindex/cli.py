@@ -366,17 +366,21 @@ def _require_library(data_dir) -> None:
               help="Only words from speech recognition, lyrics, subtitles, or sound moments.")
 @click.option("--event", help="Only segments with this sound event (laughter, applause, music...).")
 @click.option("--path", "path_prefix", help="Only media under this folder.")
+@click.option("--date", help="Only recordings of this year (2024) or month (2024-03): the date tag, else the file's.")
 @click.option("--index", "index_name", help="Index backend (default: sqlite).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, path_prefix, index_name, as_json):
+def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, path_prefix, date, index_name,
+           as_json):
     """Find the moments where QUERY was said."""
     query = query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # bytes not UTF-8: U+FFFD
+    if date and not re.fullmatch(r"[0-9]{4}(-(0[1-9]|1[0-2]))?", date):
+        raise click.BadParameter(f"{date!r}: give a year (2024) or a month (2024-03)", param_hint="--date")
     _require_library(data_dir)
     pipeline = open_pipeline(data_dir, index=index_name)
     try:
         prefix = under(path_prefix) if path_prefix else None
         search_query = SearchQuery(q=query, limit=limit, offset=offset, language=lang, emotion=emotion, kind=kind,
-                                   path_prefix=prefix, source=source, event=event)
+                                   path_prefix=prefix, source=source, event=event, date=date)
         result = pipeline.index.search(search_query)
     except TransientError as e:  # an index server (Meilisearch) down or overloaded
         raise click.ClickException(printable(f"search failed: {e} (try again when it is back)")) from None

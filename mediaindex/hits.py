@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from dataclasses import replace
 from typing import Any
 
 from .backends import is_local, normalize_location
@@ -56,3 +57,36 @@ def search_json(result: SearchResult, query: SearchQuery) -> dict[str, Any]:
             "partial": result.partial, "stopped_early": result.stopped_early, "did_you_mean": result.did_you_mean,
             "forgiven": result.forgiven, "limit": query.limit, "offset": query.offset,
             "hits": [hit_json(h) for h in result.hits]}
+
+
+MOMENTS = 10  # moments listed per recording in a grouped answer (more: search that recording)
+
+
+def grouped_search(index, query: SearchQuery, moments: int = MOMENTS) -> dict[str, Any]:
+    """Hits grouped by recording: ``limit``/``offset`` page over recordings (best first, the
+    index's ``one_per_media``), each with its best hit and its first ``moments`` hits in time
+    order. The answer is the flat one (``hits``: the best hit of each recording, ``total``:
+    recordings) plus ``groups``; every hit has the flat shape (``hit_json``)."""
+    page = index.search(replace(query, one_per_media=True, facets=False))
+    out = search_json(page, query)
+    groups = []
+    for best in page.hits:
+        found = index.search(replace(query, media_id=best.media_id, limit=moments, offset=0, one_per_media=False,
+                                     facets=False))
+        hits = found.hits or [best]
+        hits.sort(key=lambda h: (h.time, h.segment_index))
+        groups.append({"media_id": best.media_id, "title": hit_json(best)["title"], "path": best.path,
+                       "folder": os.path.dirname(best.path), "best": hit_json(best),
+                       "moments": [hit_json(h) for h in hits], "moments_total": max(found.total, len(hits)),
+                       "moments_exact": found.total_exact})
+    out["group"] = "media"
+    out["groups"] = groups
+    return out
+
+
+def years(months: dict[str, int]) -> dict[str, int]:
+    """The ``year`` facet from the ``month`` one (``YYYY-MM``, or ``YYYY`` when only the year is known)."""
+    out: dict[str, int] = {}
+    for month, n in months.items():
+        out[month[:4]] = out.get(month[:4], 0) + n
+    return out

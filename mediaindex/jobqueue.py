@@ -19,7 +19,7 @@ from typing import Any, Callable
 class Job:
     id: int
     path: str
-    action: str  # index | remove
+    action: str  # index | remove | transcribe:NAME (index with engine NAME: the web UI's re-transcribe)
     attempts: int  # this one included
     error: str | None = None
 

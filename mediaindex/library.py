@@ -7,6 +7,8 @@ import os
 import sqlite3
 from typing import Any
 
+from .models import recorded_month
+
 # the title tag (an index on it); recordings without one, titled by their file name, come
 # first in file order (rowid) when sorting by title
 TITLE_KEY = "LOWER(json_extract(m.probe, '$.tags.title'))"
@@ -23,15 +25,18 @@ _SELECT = """
 SELECT m.id, m.size, m.mtime, m.status, m.error, m.engine, m.language, m.probe,
        (SELECT MIN(path) FROM files f WHERE f.media_id = m.id) AS path,
        (SELECT MIN(added) FROM files f WHERE f.media_id = m.id) AS added,
-       m.duration AS duration
+       m.duration AS duration,
+       (SELECT CASE WHEN substr(error, 1, length(path) + 2) = path || ': ' THEN substr(error, length(path) + 3)
+               ELSE error END FROM files f WHERE f.media_id = m.id AND f.status = 'failed' LIMIT 1) AS failed
 FROM media m
 """
 
 
 def list_media(conn: sqlite3.Connection, *, sort: str = "added", limit: int = 50, offset: int = 0,
                folder: str | None = None, language: str | None = None, kind: str | None = None,
-               state: str | None = None) -> dict[str, Any]:
-    """A page of recordings (with live files) and how many match in all."""
+               state: str | None = None, date: str | None = None) -> dict[str, Any]:
+    """A page of recordings (with live files) and how many match in all. ``date``: recorded in this
+    year or month (``Media.month``: the date tag, else the file's month; computed per row)."""
     where, args = ["m.status != 'removed'"], []
     if folder:
         prefix = folder.rstrip("/") + "/"
@@ -46,12 +51,21 @@ def list_media(conn: sqlite3.Connection, *, sort: str = "added", limit: int = 50
     if state:
         where.append("m.status = ?")
         args.append(state)
+    if date:
+        conn.create_function("recorded_month", 3, _month_of, deterministic=True)
+        where.append("recorded_month(json_extract(m.probe, '$.tags.date'), json_extract(m.probe, '$.tags.year'),"
+                     " m.mtime) BETWEEN ? AND ?")
+        args += [date, date + "~"]
     cond = " WHERE " + " AND ".join(where)
     total = conn.execute("SELECT COUNT(*) FROM media m" + cond, args).fetchone()[0]
     rows = conn.execute(f"{_SELECT}{cond} ORDER BY {SORTS[sort]} LIMIT ? OFFSET ?", [*args, limit, offset])
     # a media whose files are all gone is marked removed by the next scan; until then it has no path
     return {"total": total, "offset": offset, "limit": limit, "sort": sort,
             "items": [_item(r) for r in rows if r["path"] is not None]}
+
+
+def _month_of(date: str | None, year: str | None, mtime: float | None) -> str | None:
+    return recorded_month({"date": date or "", "year": year or ""}, mtime)
 
 
 def _item(row: sqlite3.Row) -> dict[str, Any]:
@@ -63,5 +77,16 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "path": path, "folder": os.path.dirname(path), "duration": probe.get("duration"),
         "has_video": bool(probe.get("video_streams")), "size": row["size"], "mtime": row["mtime"],
         "added": row["added"], "language": row["language"], "engine": row["engine"],
-        "status": row["status"], "error": row["error"],
+        "status": row["status"], "error": row["error"], "month": recorded_month(tags, row["mtime"]),
+        "failed": row["failed"],  # why its file failed (retry it), else None
     }
+
+
+def queue_again(state, paths: list[str], action: str = "index") -> list[str]:
+    """Queue these files for work in the state database's job queue: a running ``watch`` (any
+    process) claims them within a second; else the next ``index`` or ``watch`` does."""
+    with state.tx():
+        for path in paths:
+            state.set_file_status(path, "queued")
+            state.jobs.enqueue(path, action)
+    return paths

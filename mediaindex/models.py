@@ -1,6 +1,8 @@
 """Plain data types shared by the core and every plugin."""
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -117,6 +119,29 @@ class Media:
 
         return os.path.dirname(self.path)
 
+    @property
+    def month(self) -> str | None:
+        """When it was recorded, for the date facets: ``YYYY-MM`` (or ``YYYY`` when a tag gives
+        only the year) from the ``date``/``year`` tag, else the file's modification month (UTC)."""
+        return recorded_month(self.tags, self.mtime)
+
+
+_TAG_DATE = re.compile(r"((?:1[89]|2[0-9])[0-9]{2})"
+                       r"(?:[-/.](0[1-9]|1[0-2])(?![0-9])|(0[1-9]|1[0-2])(?=[0-9]{2}(?![0-9])|$))?")
+
+
+def recorded_month(tags: dict[str, str] | None, mtime: float | None) -> str | None:
+    """``YYYY-MM`` (``YYYY``) from a ``date``/``year`` tag ("2019", "2019-03-04", "20190304"),
+    else from ``mtime`` (UTC); None when neither says."""
+    for key in ("date", "year"):
+        m = _TAG_DATE.match(str((tags or {}).get(key) or "").strip())
+        if m:
+            month = m.group(2) or m.group(3)
+            return f"{m.group(1)}-{month}" if month else m.group(1)
+    if mtime and mtime > 0:
+        return time.strftime("%Y-%m", time.gmtime(mtime))
+    return None
+
 
 @dataclass
 class SearchQuery:
@@ -135,6 +160,7 @@ class SearchQuery:
     library: str | None = None  # only this library's documents (a shared index); None = all
     facets: bool = False  # also count the facets of the matches (SearchResult.facets), in one request
     one_per_media: bool = False  # only the best hit of each media (``total`` counts media)
+    date: str | None = None  # recorded in this year (YYYY) or month (YYYY-MM): Media.month
 
 
 @dataclass

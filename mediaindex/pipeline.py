@@ -32,6 +32,8 @@ from .safety import terminal_safe
 from .scan import ScanPlan, is_ignored, is_likely_media, plan_scan
 from .state import Job, State
 
+TRANSCRIBE = "transcribe:"  # a job action: transcribe the file again with the engine named after it
+
 DEFAULT_TRANSCRIBER = "local"
 DEFAULT_INDEX = "sqlite"
 
@@ -106,6 +108,7 @@ class Pipeline:
         self._locks_guard = threading.Lock()
         self._reserved = 0.0  # estimated cost of paid transcriptions in progress
         self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
+        self._job_engine = threading.local()  # a "transcribe:NAME" job's engine, in its worker thread
 
     def storage_for(self, uri: str) -> StorageBackend:
         """The storage backend that reads this location (``file`` for plain paths)."""
@@ -120,7 +123,7 @@ class Pipeline:
     def check_transcriber(self) -> list[Transcriber]:
         """The engines the chosen name stands for (itself, or its family, shortest limit first);
         UsageError when there is none, so a command can say so before any work starts."""
-        name = self.transcriber_name
+        name = getattr(self._job_engine, "name", None) or self.transcriber_name
         if name in self.transcribers:
             return [self.transcribers[name]]
         family = sorted((t for t in self.transcribers.values() if t.family == name),
@@ -136,7 +139,7 @@ class Pipeline:
         for long ones). Paid engines are only used when the user names them; nothing is chosen
         because a key happens to be set.
         """
-        name = self.transcriber_name
+        name = getattr(self._job_engine, "name", None) or self.transcriber_name
         candidates = self.check_transcriber()
         reasons = []
         for t in candidates:
@@ -468,6 +471,8 @@ class Pipeline:
             if job.action == "remove" and (self.storage_for(job.path).stat(job.path) is None
                                            or (is_local(job.path) and is_ignored(job.path))):
                 outcome = self.remove_path(job.path)
+            elif job.action.startswith(TRANSCRIBE):  # queued by the web UI: this engine, the old
+                outcome = self._transcribe_again(job, reporter)  # transcript searchable until then
             else:
                 outcome = self.process_path(job.path, reporter)
             self.state.jobs.complete(job)
@@ -502,6 +507,19 @@ class Pipeline:
             outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
         reporter.finished(job.path, outcome.status, outcome.error)
         return outcome
+
+    def _transcribe_again(self, job: Job, reporter: Reporter) -> Outcome:
+        """A ``transcribe:NAME`` job: index the file with engine NAME (an unknown one fails the file,
+        not the worker: the job may come from another process with other plugins)."""
+        self._job_engine.name = job.action[len(TRANSCRIBE):]
+        try:
+            try:
+                self.check_transcriber()
+            except UsageError as e:
+                raise PermanentError(str(e)) from None
+            return self.process_path(job.path, reporter)
+        finally:
+            self._job_engine.name = None
 
     def run_jobs(self, *, workers: int = 1, reporter: Reporter | None = None, stop: threading.Event | None = None,
                  max_attempts: int | None = None, wait_for_retries: float = 0.0) -> list[Outcome]:

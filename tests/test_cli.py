@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -71,6 +72,11 @@ def test_search_filters(indexed, data_dir):
     assert 0 < total("--path", str(indexed / "video")) < everything
     assert total("--kind", "music") == 0
     assert total("--emotion", "happy") == 0
+    month = time.strftime("%Y-%m", time.gmtime(os.stat(indexed / "talks" / "space_station.mp3").st_mtime))
+    assert total("--date", month[:4]) == total("--date", month) == everything  # no date tags: the files' month
+    assert total("--date", "1999") == 0
+    assert "give a year (2024) or a month (2024-03)" in run("search", "the", "--data-dir", str(data_dir),
+                                                             "--date", "March", code=2).output
 
 
 def test_search_human_output(indexed, data_dir):

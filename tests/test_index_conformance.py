@@ -164,6 +164,36 @@ def test_one_hit_per_media(ix):
     assert ix.search(SearchQuery("common ")).total == 14
 
 
+def test_moments_of_one_media(ix):
+    """A grouped answer asks for one media's hits (media_id) after the best hit of each media."""
+    for m in ("a", "b", "c"):
+        ix.upsert(media(m, f"/x/{m}.mp3"), [seg(i, f"common word {m}{i}", i * 5.0) for i in range(12)])
+    best = ix.search(SearchQuery("common ", one_per_media=True, limit=2, offset=1))
+    assert best.total == 3 and len(best.hits) == 2
+    for h in best.hits:
+        r = ix.search(SearchQuery("common ", media_id=h.media_id, limit=5))
+        assert r.total == 12 and len(r.hits) == 5 and {x.media_id for x in r.hits} == {h.media_id}
+    assert ix.search(SearchQuery("common ", media_id="nosuchmedia")).total == 0
+
+
+def test_recording_dates_filter_and_facets(ix):
+    """The date facets: the month of the recording from its date/year tag, else its file's."""
+    ix.upsert(media("a", "/x/a.mp3", tags={"date": "2019-03-04"}), [seg(0, "common a", 0.0), seg(1, "common b", 5.0)])
+    ix.upsert(media("b", "/x/b.mp3", tags={"year": "2019"}), [seg(0, "common c", 0.0)])
+    ix.upsert(media("c", "/x/c.mp3"), [seg(0, "common d", 0.0)])  # no tag: mtime 1.0, January 1970
+    months = {"2019-03": 2, "2019": 1, "1970-01": 1}
+    assert ix.facets(SearchQuery(""))["month"] == months
+    assert ix.facets(SearchQuery("common "))["month"] == months
+    assert {h.media_id for h in q(ix, "common ", date="2019").hits} == {"a", "b"}  # a year takes in its months
+    assert {h.media_id for h in q(ix, "common ", date="2019-03").hits} == {"a"}
+    assert q(ix, "common ", date="2020").total == 0
+    assert ix.facets(SearchQuery("common ", date="2019"))["month"] == {"2019-03": 2, "2019": 1}
+    assert ix.facets(SearchQuery("", date="1970-01"))["month"] == {"1970-01": 1}
+    ix.update_media(media("c", "/x/c.mp3", tags={"date": "2021-12-24"}))  # a tag read later moves it
+    assert {h.media_id for h in q(ix, "common ", date="2021-12").hits} == {"c"}
+    assert ix.facets(SearchQuery(""))["month"] == {"2019-03": 2, "2019": 1, "2021-12": 1}
+
+
 def test_facets(filled):
     f = filled.facets(SearchQuery(""))
     assert f.language == {"en": 4, "fr": 2}

@@ -106,6 +106,9 @@ def _scan_facets(index: SqliteIndex, where: str = "1", params=()) -> dict:
                 out.setdefault("source", {})[source] = out.get("source", {}).get(source, 0) + n
             for name in (events or "").split():
                 out.setdefault("event", {})[name] = out.get("event", {}).get(name, 0) + n
+        for month, n in index._conn().execute(  # and when they were recorded (issue 15)
+                f"SELECT month, count(*) FROM docs WHERE {where} AND month IS NOT NULL GROUP BY 1", params):
+            out.setdefault("month", {})[month] = n
     return out
 
 

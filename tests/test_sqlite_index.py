@@ -470,3 +470,25 @@ def test_partial_time_and_query_budgets(crowded, monkeypatch):
     monkeypatch.setattr(mod, "PARTIAL_QUERIES", 3)
     sent = fts_queries(ix, lambda: got.append(q(ix, text)))
     assert got[1].stopped_early and len(sent) == 1 + 3
+
+
+def test_an_index_made_before_dates_dates_by_file_month(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "index.sqlite3"
+    ix = SqliteIndex(path)
+    ix.upsert(media("a", "/x/a.mp3", tags={"date": "2019-03-04"}), [seg(0, "common a", 0.0)])
+    ix.close()
+    c = sqlite3.connect(path)  # as an older version left it: no month column, no month counts
+    c.execute("ALTER TABLE docs DROP COLUMN month")
+    c.execute("DELETE FROM facet_totals WHERE facet = 'month'")
+    c.commit()
+    c.close()
+    ix = SqliteIndex(path)
+    try:
+        assert ix.facets(SearchQuery(""))["month"] == {"1970-01": 1}  # mtime 1.0: until a reindex reads the tag
+        assert ix.search(SearchQuery("common ", date="1970")).total == 1
+        ix.upsert(media("a", "/x/a.mp3", tags={"date": "2019-03-04"}), [seg(0, "common a", 0.0)])
+        assert ix.facets(SearchQuery(""))["month"] == {"2019-03": 1}
+    finally:
+        ix.close()

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,33 @@ def test_search_partial_flag_and_paging(client):
     page = client.get("/api/search", params={"q": "the", "limit": 2, "offset": 1}).json()
     assert [h["segment_index"] for h in page["hits"]] == [h["segment_index"] for h in all_hits["hits"][1:3]]
     assert len(page["hits"]) == 2 and page["limit"] == 2 and page["offset"] == 1
+
+
+def test_search_grouped_by_recording(client):
+    flat = client.get("/api/search", params={"q": "the", "limit": 100}).json()
+    by_media: dict[str, list] = {}
+    for h in flat["hits"]:
+        by_media.setdefault(h["media_id"], []).append(h)
+    r = client.get("/api/search", params={"q": "the", "group": "media", "limit": 100}).json()
+    assert r["group"] == "media" and r["total"] == len(by_media) == len(r["groups"])
+    assert [g["best"] for g in r["groups"]] == r["hits"]  # hits: the best hit of each recording
+    for g in r["groups"]:
+        times = [m["time"] for m in g["moments"]]
+        assert times == sorted(times) and {m["media_id"] for m in g["moments"]} == {g["media_id"]}
+        assert sorted(m["segment_index"] for m in g["moments"]) == sorted(
+            h["segment_index"] for h in by_media[g["media_id"]]), g["title"]
+        assert g["moments_total"] == len(by_media[g["media_id"]])
+        assert set(g["best"]) == set(flat["hits"][0]) and all(set(m) == set(g["best"]) for m in g["moments"])
+    assert max(len(g["moments"]) for g in r["groups"]) > 1  # several moments in one recording: one result
+    # pages are pages of recordings: each once, in the same order as one big page
+    pages = [client.get("/api/search", params={"q": "the", "group": "media", "limit": 2, "offset": o}).json()
+             for o in range(0, r["total"], 2)]
+    assert [g["media_id"] for p in pages for g in p["groups"]] == [g["media_id"] for g in r["groups"]]
+    assert all(p["total"] == r["total"] for p in pages)
+    few = client.get("/api/search", params={"q": "the", "group": "media", "moments": 1}).json()
+    assert all(len(g["moments"]) == 1 for g in few["groups"])
+    assert client.get("/api/search", params={"q": "the", "group": "episode"}).status_code == 400
+    assert client.get("/api/search", params={"q": "the", "group": "none"}).json() == flat | {"limit": 20, "hits": flat["hits"][:20]}
 
 
 def test_search_filters(client, indexed):
@@ -1250,6 +1278,22 @@ def test_a_response_nobody_reads_is_dropped(corpus_src, tmp_path, monkeypatch):
 
 # ---- the library ---------------------------------------------------------------------------
 
+def test_date_facets_and_filters(client, indexed):
+    p, media = indexed
+    month = time.strftime("%Y-%m", time.gmtime(os.stat(media / "talks" / "space_station.mp3").st_mtime))
+    f = client.get("/api/facets", params={"q": "the"}).json()
+    assert f["month"] == {month: sum(f["language"].values())} and f["year"] == {month[:4]: sum(f["language"].values())}
+    flat = client.get("/api/search", params={"q": "the", "limit": 100}).json()
+    assert client.get("/api/search", params={"q": "the", "limit": 100, "date": month}).json()["hits"] == flat["hits"]
+    assert client.get("/api/search", params={"q": "the", "date": "1999"}).json()["total"] == 0
+    assert client.get("/api/search", params={"q": "the", "date": "1999-13"}).status_code == 400
+    everything = client.get("/api/media", params={"limit": 100}).json()
+    assert client.get("/api/media", params={"limit": 100, "date": month[:4]}).json()["total"] == everything["total"]
+    assert {i["month"] for i in everything["items"]} == {month}
+    assert client.get("/api/media", params={"date": "1999-03"}).json()["total"] == 0
+    assert client.get("/api/media", params={"date": "03/1999"}).status_code == 400
+
+
 def test_library_lists_sorts_filters_and_pages(client, indexed):
     p, media = indexed
     everything = client.get("/api/media", params={"limit": 100}).json()
@@ -1275,3 +1319,94 @@ def test_library_lists_sorts_filters_and_pages(client, indexed):
     assert ids == [i["id"] for i in everything["items"]]
     r = client.get("/api/media", params={"sort": "size"})
     assert r.status_code == 400 and "sort" in r.json()["error"]
+
+
+# ---- actions: retry, re-transcribe (queued in the state database) ----------------------------
+
+
+@pytest.fixture
+def managed(corpus_src, tmp_path, monkeypatch):
+    """A fresh library (actions change it) whose pipeline knows a second engine, manifest-other."""
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_OTHER", "1")
+    p, media = build_index(corpus_src, tmp_path)
+    p.close()
+    with registered_manifest_transcriber(corpus_src, "manifest-actions"):
+        p = Pipeline(Config.load(tmp_path / "data"), transcriber="manifest")
+        try:
+            with TestClient(create_app(p), base_url=BASE) as c:
+                yield c, p, media
+        finally:
+            p.close()
+
+
+def _total(p, q):
+    from mediaindex.models import SearchQuery
+
+    return p.index.search(SearchQuery(q=q)).total
+
+
+def test_actions_refuse_cross_site_requests(managed):
+    c, p, media = managed
+    m = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    url = f"/api/media/{m.id}/reindex"
+    body = {"transcriber": "manifest-other"}
+    assert c.post(url, data={"transcriber": "manifest-other"}).status_code == 415  # a form: what another site can send
+    assert c.post(url, content="{}", headers={"content-type": "text/plain"}).status_code == 415
+    assert c.post(url, json=body, headers={"origin": "http://evil.example"}).status_code == 403
+    assert c.post(url, json=body, headers={"origin": "null"}).status_code == 403
+    assert c.post(url, json=body, headers={"sec-fetch-site": "cross-site"}).status_code == 403
+    assert c.post("/api/retry", json={}, headers={"sec-fetch-site": "same-site"}).status_code == 403
+    assert p.state.jobs.depth() == 0  # nothing was queued
+    r = c.post(url, json=body, headers={"origin": BASE, "sec-fetch-site": "same-origin"})
+    assert r.status_code == 202 and r.json()["queued"] == [str(media / "talks" / "space_station.mp3")]
+    assert c.get(url).status_code == 405
+    with TestClient(create_app(p, token="a-token-of-16-chars-or-more"), base_url=BASE) as locked:
+        assert locked.post(url, json=body).status_code == 401
+        assert locked.post("/api/retry", json={}).status_code == 401
+        assert locked.post(url, json=body, headers={"authorization": "Bearer a-token-of-16-chars-or-more"}
+                           ).status_code == 202
+
+
+def test_retry_a_failed_recording_and_every_failed_file(managed):
+    c, p, media = managed
+    path = str(media / "talks" / "space_station.mp3")
+    m = p.state.media_for_path(path)
+    assert c.post(f"/api/media/{m.id}/retry", json={}).status_code == 409  # nothing of it failed
+    p.state.failed(path, f"{path}: the engine was misconfigured", retry=False)
+    item = next(i for i in c.get("/api/media", params={"limit": 100}).json()["items"] if i["id"] == m.id)
+    assert item["failed"] == "the engine was misconfigured"  # the path is said once
+    assert c.get(f"/api/media/{m.id}").json()["failed"] == [{"path": path, "error": "the engine was misconfigured"}]
+    r = c.post(f"/api/media/{m.id}/retry", json={})
+    assert r.status_code == 202 and r.json() == {"queued": [path], "action": "retry", "worker": False}
+    assert p.state.get_file(path).status == "queued" and p.state.jobs.is_active(path)
+    p.run_jobs()
+    assert p.state.get_file(path).status == "indexed" and c.get(f"/api/media/{m.id}").json()["failed"] == []
+    failed = p.state.summary()["files"]["failed"]
+    assert failed >= 3
+    r = c.post("/api/retry", json={})
+    assert r.status_code == 202 and len(r.json()["queued"]) == failed
+    assert p.state.summary()["files"]["failed"] == 0 and p.state.jobs.depth() == failed
+    p.run_jobs()
+    assert p.state.summary()["files"]["failed"] == failed  # broken files stay broken
+
+
+def test_reindex_with_another_engine_keeps_the_old_transcript_until_ready(managed):
+    c, p, media = managed
+    path = str(media / "talks" / "space_station.mp3")
+    m = p.state.media_for_path(path)
+    engines = c.get("/api/transcribers").json()
+    assert engines["default"] == "manifest"
+    assert {"manifest", "manifest-other"} <= {t["name"] for t in engines["transcribers"]}
+    r = c.post(f"/api/media/{m.id}/reindex", json={"transcriber": "no-such-engine"})
+    assert r.status_code == 400 and "manifest-other" in r.json()["error"]
+    assert c.post(f"/api/media/{m.id}/reindex", json={}).status_code == 400
+    assert c.post(f"/api/media/0123456789abcdef0123/reindex", json={"transcriber": "manifest"}).status_code == 404
+    r = c.post(f"/api/media/{m.id}/reindex", json={"transcriber": "manifest-other"})
+    assert r.status_code == 202 and r.json()["queued"] == [path]
+    assert _total(p, "lettuce") == 1 and _total(p, "cabbage") == 0  # the old transcript until the new one
+    p.run_jobs()
+    assert _total(p, "cabbage") == 1 and _total(p, "lettuce") == 0
+    assert p.state.get_media(m.id).engine == "manifest-other"

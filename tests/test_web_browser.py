@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -414,7 +415,7 @@ def test_more_results_twice_quickly_skips_nothing(site, page):
     total = p.index.search(SearchQuery(q="t*", limit=1)).total
     assert 20 < total <= 40
     pg = page.page
-    pg.goto(f"{handle.url}?q=t*")
+    pg.goto(f"{handle.url}?q=t*&group=none")  # one line per moment: 20 a page
     pg.locator("#results .hit").nth(19).wait_for()
     pg.evaluate("() => { const m = document.getElementById('more'); m.click(); m.click(); }")  # a double click
     pg.wait_for_function(f"() => document.querySelectorAll('#results .hit').length >= {total}", timeout=5000)
@@ -562,3 +563,270 @@ def test_a_search_link_restores_its_filters(site, browser, page):
     finally:
         other.close()
     assert not page.errors, page.errors
+
+
+def test_grouped_results_show_moments_as_chips_and_a_flat_toggle(site, browser, page):
+    handle, p, media = site
+    flat = p.index.search(SearchQuery(q="the", limit=100)).hits  # the box searches "the" as a prefix
+    space = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    moments = sorted(h.time for h in flat if h.media_id == space.id)
+    assert len(moments) >= 2
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "the ")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('recordings found')")
+    assert pg.locator("#results .hit").count() == len({h.media_id for h in flat})  # one result per recording
+    group = pg.locator("#results .hit-item", has=pg.locator(".hit-title", has_text="space_station"))
+    chips = group.locator(".moment")
+    assert chips.all_inner_texts() == [f"0:{int(t):02d}" for t in moments]
+    assert group.locator(".snippet mark").count() >= 1 and "talks" in group.locator(".hit-folder").inner_text()
+    shot(pg, "14-grouped")
+    chips.nth(1).click()  # a chip plays from its moment
+    t = wait_playing(pg)
+    assert abs(t - max(0.0, moments[1] - 1)) <= 1.5, (t, moments[1])
+    assert f"/m/{space.id}?t=" in pg.url and pg.locator("#media-title").inner_text() == "space_station"
+    # the flat list: one line per moment, kept in the URL
+    pg.click("#group-toggle")
+    pg.wait_for_function("() => location.search.includes('group=none')")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('moments found')")
+    assert pg.locator("#results .hit").count() == min(20, len(flat)) and pg.locator("#results .moment").count() == 0
+    other = Page(browser, viewport={"width": 1280, "height": 860})
+    try:
+        other.page.goto(pg.url)
+        other.page.wait_for_function("() => document.getElementById('summary').textContent.includes('moments found')")
+        assert other.page.get_attribute("#group-toggle", "aria-pressed") == "true"
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    pg.click("#group-toggle")  # and back
+    pg.wait_for_function("() => document.getElementById('summary').textContent.includes('recordings found')")
+    assert "group=" not in pg.url
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_grouped_results_on_a_phone(site, browser):
+    handle, p, media = site
+    page = Page(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        pg = page.page
+        pg.goto(handle.url + "?q=the+")
+        pg.locator("#results .moment").first.wait_for()
+        assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shot(pg, "15-phone-grouped")
+        assert not page.errors, page.errors
+    finally:
+        page.close()
+
+
+def _date_files(media: Path) -> None:
+    """Recordings of known months (no date tags in the corpus: the file's month dates them)."""
+    import calendar
+
+    for rel, (y, m) in {"talks/space_station.mp3": (2019, 3), "video/volcano_lecture.mp4": (2019, 7),
+                        "podcasts/ferry.webm": (2021, 7)}.items():
+        t = calendar.timegm((y, m, 15, 12, 0, 0))
+        os.utime(media / rel, (t, t))
+
+
+@pytest.fixture(scope="module")
+def dated_site(corpus_src, tmp_path_factory):
+    from mediaindex.web.server import start_server
+
+    p, media = build_index(corpus_src, tmp_path_factory.mktemp("webui-dates"), extra=_date_files)
+    handle = start_server(p, port=0)
+    yield handle, p, media
+    handle.stop()
+    p.close()
+
+
+def test_date_chips_filter_and_live_in_the_url(dated_site, browser, page):
+    handle, p, media = dated_site
+    pg = page.page
+    pg.goto(handle.url)
+    pg.fill("#q", "the")
+    pg.locator("#facet-year").wait_for()
+    years = pg.locator(".facet:has(#facet-year) .facet-btn .facet-val").all_inner_texts()
+    assert {"2019", "2021"} <= set(years) and years == sorted(years, reverse=True)
+    assert pg.locator("#facet-month").count() == 0  # months once a year is chosen
+    pg.locator(".facet:has(#facet-year) .facet-btn", has_text="2019").click()
+    pg.wait_for_function("() => location.search.includes('date=2019')")
+    pg.locator("#facet-month").wait_for()
+    assert pg.locator(".facet:has(#facet-month) .facet-val").all_inner_texts() == ["Mar", "Jul"]
+    pg.wait_for_function("() => document.getElementById('summary').textContent.startsWith('2 recordings')")
+    assert sorted(pg.locator("#results .hit-title").all_inner_texts()) == ["space_station", "volcano_lecture"]
+    pg.locator(".facet:has(#facet-month) .facet-btn", has_text="Jul").click()
+    pg.wait_for_function("() => location.search.includes('date=2019-07')")
+    pg.wait_for_function("() => document.getElementById('summary').textContent.startsWith('1 recording')")
+    assert pg.locator("#results .hit-title").all_inner_texts() == ["volcano_lecture"]
+    link = pg.url
+    other = Page(browser, viewport={"width": 1280, "height": 860})
+    try:  # the link restores the chosen month
+        other.page.goto(link)
+        other.page.wait_for_function("() => document.getElementById('summary').textContent.startsWith('1 recording')")
+        assert other.page.locator("#results .hit-title").all_inner_texts() == ["volcano_lecture"]
+        other.page.locator(".facet:has(#facet-month) .facet-btn[aria-pressed='true']", has_text="Jul").wait_for()
+        assert other.page.locator(".facet:has(#facet-year) .facet-btn[aria-pressed='true']").inner_text().startswith("2019")
+        # the library view (empty search box) takes the date too
+        other.page.goto(handle.url + "?date=2021")
+        other.page.wait_for_function("() => document.getElementById('lib-page').textContent.includes('1 recording')")
+        assert other.page.locator("#library-list .lib-title").all_inner_texts() == ["ferry"]
+        assert not other.errors, other.errors
+    finally:
+        other.close()
+    # a pressed month goes back to its year; a pressed year clears the date
+    pg.locator(".facet:has(#facet-month) .facet-btn", has_text="Jul").click()
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('date') === '2019'")
+    pg.locator(".facet:has(#facet-year) .facet-btn", has_text="2019").click()
+    pg.wait_for_function("() => !location.search.includes('date=')")
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_retry_and_retranscribe_from_the_ui_reach_a_running_watch(installed_manifest_plugin, corpus, corpus_src,
+                                                                  tmp_path, browser, monkeypatch):
+    """`mediaindex watch` runs in its own process; the page (another server on the same data dir)
+    queues a retry and a re-transcription; the watcher picks both up from the state database."""
+    import subprocess
+    import sys
+
+    from conftest import registered_manifest_transcriber
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+    from test_watch import wait_for
+
+    library, data_dir, marker = tmp_path / "lib", tmp_path / "data", tmp_path / "engine-broken"
+    shutil.copytree(corpus / "talks", library)
+    marker.write_text("bread_baking.m4a")  # the engine fails on this file until the marker is gone
+    plugin_src = Path(__file__).parent / "plugins" / "mediaindex-manifest-transcriber"
+    env = {**installed_manifest_plugin, "MEDIAINDEX_MANIFEST_OTHER": "1", "MEDIAINDEX_MANIFEST_FAIL_WHILE": str(marker),
+           "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(plugin_src), os.environ.get("PYTHONPATH", "")])}
+    log = open(tmp_path / "watch.log", "wb")
+    watch = subprocess.Popen([str(Path(sys.executable).parent / "mediaindex"), "watch", str(library), "--data-dir",
+                              str(data_dir), "--no-serve", "--transcriber", "manifest", "--stable", "0.5"],
+                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_OTHER", "1")
+    page = None
+    try:
+        bread, space = str(library / "bread_baking.m4a"), str(library / "space_station.mp3")
+
+        def status(path):
+            if not (data_dir / "state.sqlite3").exists():
+                return None
+            conn = sqlite3.connect(f"file:{data_dir / 'state.sqlite3'}?mode=ro", uri=True, timeout=30)
+            try:
+                row = conn.execute("SELECT status FROM files WHERE path = ?", (path,)).fetchone()
+                return row[0] if row else None
+            except sqlite3.OperationalError:
+                return None
+            finally:
+                conn.close()
+        wait_for(lambda: status(bread) == "failed" and status(space) == "indexed", timeout=60,
+                 what="the first scan indexed")
+        with registered_manifest_transcriber(corpus_src, "manifest-ui"):
+            p = Pipeline(Config.load(data_dir))
+        handle = start_server(p, port=0)
+        try:
+            page = Page(browser, viewport={"width": 1280, "height": 860})
+            pg = page.page
+            # the library marks the failed recording and retries it
+            pg.goto(handle.url)
+            item = pg.locator("#library-list .lib-item", has_text="bread_baking")
+            assert "failed" in item.locator(".lib-meta").inner_text()
+            marker.unlink()  # the cause is gone
+            item.locator(".lib-retry").click()
+            pg.wait_for_function("() => document.getElementById('library-note').textContent.includes('queued')")
+            assert "picks it up now" in pg.locator("#library-note").inner_text()  # a watcher is running
+            wait_for(lambda: status(bread) == "indexed", timeout=30, what="the watcher retried it")
+            # re-transcribe: choose another engine on the recording's page
+            m = p.state.media_for_path(space)
+            pg.goto(f"{handle.url}m/{m.id}")
+            pg.locator("#transcript .w", has_text="lettuce").wait_for()
+            pg.locator("#manage summary").click()
+            pg.wait_for_function("() => [...document.querySelectorAll('#engine-select option')]"
+                                 ".some(o => o.value === 'manifest-other')")
+            pg.select_option("#engine-select", "manifest-other")
+            pg.click("#reindex-btn")
+            pg.wait_for_function("() => document.getElementById('manage-note').textContent.includes('queued')")
+            shot(pg, "16-retranscribe")
+            wait_for(lambda: p.index.search(SearchQuery(q="cabbage")).total == 1, timeout=30,
+                     what="the watcher transcribed it again")
+            assert p.index.search(SearchQuery(q="lettuce")).total == 0
+            pg.reload()
+            pg.locator("#transcript .w", has_text="cabbage").wait_for()
+            assert not page.dialogs and not page.errors, page.errors
+        finally:
+            handle.stop()
+            p.close()
+    finally:
+        if page is not None:
+            page.close()
+        watch.terminate()
+        watch.wait(20)
+        log.close()
+    assert watch.returncode == 0, (tmp_path / "watch.log").read_text()
+
+
+_BOXES = """() => {
+  const pane = document.getElementById('player-pane');
+  const parts = [...pane.querySelectorAll('#media-title, #media-meta, #media-note, #player, #timeline, '
+    + '.actions button, .actions a, #toast, #failed-box, #manage, #manage-note, #transcript-title, #transcript')];
+  // a note's text, not its box: text that overflows a squeezed box still covers what is under it
+  const rect = (e) => { if (e.tagName !== 'P') return e.getBoundingClientRect();
+    const range = document.createRange(); range.selectNodeContents(e); return range.getBoundingClientRect(); };
+  return parts.filter((e) => { const r = rect(e); return r.width > 0 && r.height > 0
+      && getComputedStyle(e).visibility !== 'hidden' && !e.closest('[hidden]'); })
+    .map((e) => { const r = rect(e);
+      return [e.id || e.textContent.trim().slice(0, 20), r.left, r.top, r.right, r.bottom]; });
+}"""
+
+
+def _overlaps(boxes):
+    """Pairs of boxes that share more than a pixel (none may contain another: they are siblings)."""
+    out = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            w = min(a[3], b[3]) - max(a[1], b[1])
+            h = min(a[4], b[4]) - max(a[2], b[2])
+            if w > 1 and h > 1:
+                out.append((a[0], b[0]))
+    return out
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 1024, "height": 540},
+                                      {"width": 390, "height": 844}], ids=["desktop", "laptop", "phone"])
+def test_status_notes_never_overlap_the_player_or_its_buttons(site, browser, viewport):
+    handle, p, media = site
+    space = p.state.media_for_path(str(media / "talks" / "space_station.mp3"))
+    path = media / "talks" / "bread_baking.m4a"
+    bread = p.state.media_for_path(str(path))
+    phone = viewport["width"] < 600
+    page = Page(browser, viewport=viewport, is_mobile=phone, has_touch=phone)
+    try:
+        pg = page.page
+        # a deep link in a browser that blocks autoplay: "Ready at 0:15: press play." above the player
+        pg.add_init_script("HTMLMediaElement.prototype.play = function () {"
+                           " return Promise.reject(new DOMException('blocked', 'NotAllowedError')); };")
+        pg.goto(f"{handle.url}m/{space.id}?t=15")
+        pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('Ready at')")
+        pg.click("#copy-link")  # the toast shows too
+        pg.wait_for_function("() => document.getElementById('toast').textContent.length > 0")
+        if pg.locator("#manage summary").count():  # (the re-transcribe form makes the pane taller)
+            pg.locator("#manage summary").click()
+        boxes = pg.evaluate(_BOXES)
+        assert {"media-note", "player", "toast"} <= {b[0] for b in boxes}, boxes
+        assert _overlaps(boxes) == [], boxes
+        # an offline file: the long note, no player
+        moved = path.with_name("bread_baking.m4a.away")
+        shutil.move(path, moved)
+        try:
+            pg.goto(f"{handle.url}m/{bread.id}?t=2")
+            pg.wait_for_function("() => document.getElementById('media-note').textContent.includes('offline')")
+            boxes = pg.evaluate(_BOXES)
+            assert _overlaps(boxes) == [], boxes
+            shot(pg, f"17-{'phone' if phone else 'desktop'}-offline-note")
+        finally:
+            shutil.move(moved, path)
+        assert not [e for e in page.errors if "404" not in e], page.errors
+    finally:
+        page.close()

@@ -98,7 +98,7 @@ FORGIVE_FETCH = 50  # matches found only through forgiving alternatives ranked p
 TITLE_HITS = 5  # media matched by title/artist/album/file name/folder, at most
 
 _DOC_COLS = ("library, media_id, seg, path, folder, title, language, emotion, kind, duration, mtime, "
-             "t_start, t_end, text, body, extra, wspans, wtimes, source, events")
+             "t_start, t_end, text, body, extra, wspans, wtimes, source, events, month")
 
 _MEDIA_TABLE = """CREATE TABLE IF NOT EXISTS media(
     library TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, path TEXT, folder TEXT, title TEXT, language TEXT,
@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS docs(
     media_id TEXT NOT NULL, seg INTEGER, path TEXT, folder TEXT, title TEXT,
     language TEXT, emotion TEXT, kind TEXT, duration REAL, mtime REAL,
     t_start REAL, t_end REAL, text TEXT NOT NULL, body TEXT, extra TEXT,
-    wspans BLOB, wtimes BLOB, source TEXT, events TEXT);
+    wspans BLOB, wtimes BLOB, source TEXT, events TEXT, month TEXT);
 CREATE INDEX IF NOT EXISTS docs_media ON docs(media_id, seg);
 CREATE TABLE IF NOT EXISTS facet_counts(
     library TEXT NOT NULL, language TEXT NOT NULL, emotion TEXT NOT NULL, kind TEXT NOT NULL,
@@ -236,6 +236,8 @@ class SqliteIndex(IndexBackend):
                 for col in ("source", "events"):  # an index made before enrichment had neither
                     if col not in cols:
                         c.execute(f"ALTER TABLE docs ADD COLUMN {col} TEXT")
+                if "month" not in cols:  # nor dates: the file's month until the next reindex reads its tags
+                    _add_month(c)
                 row = c.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
@@ -329,7 +331,7 @@ class SqliteIndex(IndexBackend):
 
     @staticmethod
     def _rows(library: str, media: Media, segments: list[Segment]) -> list[tuple]:
-        path, folder, title = media.path, media.folder, media.title
+        path, folder, title, month = media.path, media.folder, media.title, media.month
         rows = []
         for seg in segments:
             text = seg.text or ""
@@ -339,7 +341,7 @@ class SqliteIndex(IndexBackend):
                          seg.emotion, seg.kind or "speech", media.duration, media.mtime,
                          float(seg.start), float(seg.end), text, None if body == text else body,
                          extra, array("i", spans).tobytes(), array("d", times).tobytes(),
-                         seg.source or "asr", _events_text(seg.events)))
+                         seg.source or "asr", _events_text(seg.events), month))
         return rows
 
     @_guarded
@@ -357,7 +359,7 @@ class SqliteIndex(IndexBackend):
                        media.mtime, len(rows)))
             cur = c.execute("SELECT coalesce(max(id), 0) FROM docs")
             first = cur.fetchone()[0] + 1
-            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 21)})",
+            c.executemany(f"INSERT INTO docs(id, {_DOC_COLS}) VALUES({','.join('?' * 22)})",
                           [(first + i, *r) for i, r in enumerate(rows)])
             c.execute("INSERT INTO fts(rowid, body, extra) SELECT id, coalesce(body, text), extra FROM docs"
                       " WHERE id >= ?", (first,))
@@ -398,8 +400,9 @@ class SqliteIndex(IndexBackend):
         with self._write() as c:
             _delete_meta(c, lib, media.id)
             _count_facets(c, lib, media.id, -1)  # the folder may change
-            c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=? WHERE media_id=? AND library=?",
-                      (media.path, media.folder, media.title, media.duration, media.mtime, media.id, lib))
+            c.execute("UPDATE docs SET path=?, folder=?, title=?, duration=?, mtime=?, month=? WHERE media_id=?"
+                      " AND library=?", (media.path, media.folder, media.title, media.duration, media.mtime,
+                                         media.month, media.id, lib))
             c.execute("UPDATE media SET path=?, folder=?, title=?, language=coalesce(?, language), duration=?,"
                       " mtime=? WHERE id=? AND library=?",
                       (media.path, media.folder, media.title, media.language, media.duration, media.mtime,
@@ -443,6 +446,9 @@ class SqliteIndex(IndexBackend):
         if q.event:
             sql.append("instr(d.events, ?) > 0")
             params.append(f" {q.event} ")
+        if q.date:  # a year takes in its months: "2024" <= "2024-03" < "2024~"
+            sql.append("d.month BETWEEN ? AND ?")
+            params += [q.date, q.date + "~"]
         if q.path_prefix:
             # a range, not LIKE: '%' and '_' in paths are ordinary characters here
             sql.append("d.path >= ? AND d.path < ?")
@@ -543,6 +549,12 @@ class SqliteIndex(IndexBackend):
             return [], 0
         match = self._match(terms, exclude)
         fsql, fparams = self._filters(q)
+        if q.media_id:  # one media (a grouped answer's moments): its ids are consecutive, FTS5 reads that range
+            lo, hi = c.execute("SELECT min(id), max(id) FROM docs WHERE media_id = ?", (q.media_id,)).fetchone()
+            if lo is None:
+                return [], 0
+            fsql += " AND fts.rowid BETWEEN ? AND ?"
+            fparams = [*fparams, lo, hi]
         join = " JOIN docs d ON d.id = fts.rowid" if fsql else ""
         bm25_ok = sum(self._cost(t, df) for t, df in zip(terms, dfs)) <= BM25_DF_BUDGET
         if bm25_ok and min(dfs) <= RANK_CAP:  # few matches, rare words: one exact query
@@ -929,11 +941,12 @@ class SqliteIndex(IndexBackend):
         fsql, fparams = self._filters(query)
         estimated = False
         if not terms:
-            rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, d.source, d.events, count(*)"
-                             f" FROM docs d WHERE 1{fsql} GROUP BY 1, 2, 3, 4, 5, 6", fparams).fetchall()
+            rows = c.execute("SELECT d.language, d.emotion, d.kind, d.folder, d.source, d.events, d.month, count(*)"
+                             f" FROM docs d WHERE 1{fsql} GROUP BY 1, 2, 3, 4, 5, 6, 7", fparams).fetchall()
         else:
             match = self._match(self._forgive(terms) or terms, excluded)  # what search shows
-            sample = c.execute("SELECT d.id, d.language, d.emotion, d.kind, d.folder, d.source, d.events FROM fts"
+            sample = c.execute("SELECT d.id, d.language, d.emotion, d.kind, d.folder, d.source, d.events, d.month"
+                               " FROM fts"
                                f" JOIN docs d ON d.id = fts.rowid WHERE fts MATCH ?{fsql}"
                                " ORDER BY fts.rowid DESC LIMIT ?", [match, *fparams, FACET_SAMPLE + 1]).fetchall()
             counts: dict[tuple, int] = {}
@@ -951,15 +964,15 @@ class SqliteIndex(IndexBackend):
                 rows = []
                 for i in range(0, len(ids), 500):
                     chunk = ids[i:i + 500]
-                    rows += c.execute("SELECT language, emotion, kind, folder, source, events, count(*) FROM docs"
-                                      f" WHERE id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2, 3, 4, 5, 6",
+                    rows += c.execute("SELECT language, emotion, kind, folder, source, events, month, count(*)"
+                                      f" FROM docs WHERE id IN ({','.join('?' * len(chunk))}) GROUP BY 1, 2, 3, 4, 5, 6, 7",
                                       chunk).fetchall()
         return _facet_counts(rows, estimated)
 
     def _kept_facets(self, q: SearchQuery) -> FacetCounts | None:
         """Facets of the empty query from ``facet_counts``; None when a filter needs the documents
         (one media, a path prefix that is not a folder)."""
-        if q.media_id or q.source or q.event or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
+        if q.media_id or q.source or q.event or q.date or (q.path_prefix and not q.path_prefix.endswith(("/", os.sep))):
             return None
         c = self._conn()
         if not (q.language or q.emotion or q.kind or q.path_prefix):
@@ -1009,6 +1022,9 @@ def _facet_counts(rows: Iterable[tuple], estimated: bool = False) -> FacetCounts
             events = out.setdefault("event", {})
             for name in (vals[5] or "").split():
                 events[name] = events.get(name, 0) + n
+        if len(vals) > 6 and vals[6]:
+            month = out.setdefault("month", {})
+            month[vals[6]] = month.get(vals[6], 0) + n
     return out
 
 
@@ -1070,7 +1086,7 @@ def _count_facets(c: sqlite3.Connection, library: str, media_id: str, sign: int)
               + _FACET_ROWS.format(sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
               + " ON CONFLICT(library, language, emotion, kind, folder) DO UPDATE SET n = n + excluded.n",
               (library, media_id))
-    for facet in FacetCounts.FACETS:
+    for facet in (*FacetCounts.FACETS, "month"):
         c.execute("INSERT INTO facet_totals(library, facet, value, n) "
                   + _TOTAL_ROWS.format(facet=facet, sign=1 if sign > 0 else -1, where="library = ? AND media_id = ?")
                   + " ON CONFLICT(library, facet, value) DO UPDATE SET n = n + excluded.n", (library, media_id))
@@ -1106,7 +1122,7 @@ def _add_facets(c: sqlite3.Connection, library: str, rows: list[tuple]) -> None:
                   [(library, *k, n) for k, n in combos.items()])
     totals: dict[tuple, int] = {}
     for r in rows:
-        for facet, v in (("language", r[6]), ("emotion", r[7]), ("kind", r[8]), ("folder", r[4])):
+        for facet, v in (("language", r[6]), ("emotion", r[7]), ("kind", r[8]), ("folder", r[4]), ("month", r[20])):
             if v is not None:
                 totals[(facet, v)] = totals.get((facet, v), 0) + 1
     c.executemany("INSERT INTO facet_totals(library, facet, value, n) VALUES(?,?,?,?)"
@@ -1115,12 +1131,27 @@ def _add_facets(c: sqlite3.Connection, library: str, rows: list[tuple]) -> None:
     _count_extra(c, [(r[18], r[19]) for r in rows], library, 1)
 
 
+def _add_month(c: sqlite3.Connection) -> None:
+    """Date documents of an index made before dates by their file's month, and count them."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        if "month" not in {r[1] for r in c.execute("PRAGMA table_info(docs)")}:
+            c.execute("ALTER TABLE docs ADD COLUMN month TEXT")
+            c.execute("UPDATE docs SET month = strftime('%Y-%m', mtime, 'unixepoch') WHERE mtime > 0")
+            c.execute("INSERT INTO facet_totals(library, facet, value, n) "
+                      + _TOTAL_ROWS.format(facet="month", sign=1, where="1"))
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+
+
 def _recount_facets(c: sqlite3.Connection) -> None:
     c.execute("DELETE FROM facet_counts")
     c.execute("DELETE FROM facet_totals")
     c.execute("INSERT INTO facet_counts(library, language, emotion, kind, folder, n) "
               + _FACET_ROWS.format(sign=1, where="1"))
-    for facet in FacetCounts.FACETS:
+    for facet in (*FacetCounts.FACETS, "month"):
         c.execute("INSERT INTO facet_totals(library, facet, value, n) "
                   + _TOTAL_ROWS.format(facet=facet, sign=1, where="1"))
     for (library,) in c.execute("SELECT DISTINCT library FROM docs").fetchall():

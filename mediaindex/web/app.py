@@ -44,7 +44,7 @@ from .. import __version__
 from ..backends import FatalError, TransientError, is_local
 from ..dberrors import database_error
 from ..export import FORMATS, MEDIA_TYPES, clock, render
-from ..hits import search_json
+from ..hits import MOMENTS, grouped_search, search_json, years
 from ..models import Media
 from ..paths import is_under
 from ..plugins import load_plugins
@@ -52,9 +52,10 @@ from ..safety import add_secret
 from ..textsearch import parse_query
 from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
                     playable_path, read_file, stream_response)
-from .params import (MAX_FAILED_LIMIT, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param, int_param,
-                     library_params, search_query, valid_media_id)
-from .security import LOOPBACK_HOSTS, Guard, client_address, cookie_value, login_cookie, login_token, set_cookie
+from .params import (MAX_FAILED_LIMIT, MAX_MOMENTS, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param,
+                     group_param, int_param, library_params, search_query, valid_media_id)
+from .security import (LOOPBACK_HOSTS, Guard, action_body, client_address, cookie_value, login_cookie, login_token,
+                       set_cookie)
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -159,6 +160,9 @@ class WebApp:
 
     async def search(self, request: Request) -> Response:
         query = search_query(request)
+        moments = int_param(request, "moments", MOMENTS, 1, MAX_MOMENTS)
+        if group_param(request) == "media":
+            return JSONResponse(await self.run(grouped_search, self.index, query, moments))
         result = await self.run(self.index.search, query)
         return JSONResponse(search_json(result, query))
 
@@ -166,7 +170,8 @@ class WebApp:
         query = search_query(request)
         # keyed on the parsed query: "robot" (a prefix) and "robot " (the whole word) differ
         terms = tuple((tuple(t.tokens), t.phrase, t.prefix, t.cjk) for t in parse_query(query.q).terms)
-        key = (terms, query.language, query.emotion, query.kind, query.path_prefix, query.source, query.event)
+        key = (terms, query.language, query.emotion, query.kind, query.path_prefix, query.source, query.event,
+               query.date)
         now = time.monotonic()
         cached = self._facet_cache.get(key)
         if cached is not None and now - cached[0] < (FACET_TTL_ALL if not terms else FACET_TTL):
@@ -174,6 +179,7 @@ class WebApp:
         else:
             counts = await self.run(self.index.facets, query)
             body = {"query": query.q, **counts, "estimated": bool(getattr(counts, "estimated", False))}
+            body["year"] = years(body.get("month") or {})
             if len(self._facet_cache) >= FACET_CACHE_SIZE:
                 self._facet_cache.clear()
             self._facet_cache[key] = (now, body)
@@ -193,6 +199,8 @@ class WebApp:
             "stream_url": f"{base}/stream", "captions_url": f"{base}/captions.vtt",
             "clip_url": f"{base}/clip", "exports": {fmt: f"{base}/export.{fmt}" for fmt in FORMATS},
             "transcript": None, "segments": [],
+            "failed": [{"path": p, "error": (f.error or "").removeprefix(f"{p}: ")} for p in media.paths
+                       if (f := self.state.get_file(p)) is not None and f.status == "failed"],
         }
         if transcript is not None:
             out["transcript"] = {"engine": transcript.engine, "model": transcript.model,
@@ -283,6 +291,78 @@ class WebApp:
         return FileResponse(out_file, media_type="video/mp4" if ext == "mp4" else "audio/mpeg",
                             headers={"content-disposition": attachment(name)},
                             background=BackgroundTask(shutil.rmtree, out_dir, True))
+
+    # -- actions: work queued in the state database's job queue (a running watch claims it) --
+
+    def _queued(self, paths: list[str], what: str) -> JSONResponse:
+        from ..datalock import writer_alive
+
+        data_dir = getattr(getattr(self.pipeline, "config", None), "data_dir", None)
+        return JSONResponse({"queued": paths, "action": what,
+                             "worker": bool(data_dir) and writer_alive(Path(data_dir))}, status_code=202)
+
+    async def retry_media(self, request: Request) -> Response:
+        """Index again the failed files of one recording."""
+        from ..library import queue_again
+
+        await action_body(request)
+
+        def work():
+            media = self._media(request.path_params["media_id"])
+            with self.state.tx():
+                paths = queue_again(self.state, self.state.requeue_failed(media.paths))
+            if not paths:
+                raise ApiError(409, f"nothing to retry: no file of media {media.id} failed")
+            return paths
+        return self._queued(await self.run(work), "retry")
+
+    async def retry_all(self, request: Request) -> Response:
+        """Index again every failed file."""
+        from ..library import queue_again
+
+        await action_body(request)
+
+        def work():
+            with self.state.tx():
+                return queue_again(self.state, self.state.requeue_failed())
+        return self._queued(await self.run(work), "retry")
+
+    def _engines(self) -> list[dict[str, Any]]:
+        """The engines a recording can be transcribed with: each one, and each family (the router
+        picks the member); ``paid`` ones cost money."""
+        found = getattr(self.pipeline, "transcribers", None) or {}
+        out = {n: {"name": n, "family": t.family, "paid": t.limits.paid} for n, t in found.items()}
+        for t in found.values():
+            if t.family and t.family not in out:
+                members = [m for m in found.values() if m.family == t.family]
+                out[t.family] = {"name": t.family, "family": t.family, "paid": any(m.limits.paid for m in members)}
+        return [out[n] for n in sorted(out)]
+
+    async def transcribers(self, request: Request) -> Response:
+        return JSONResponse({"default": getattr(self.pipeline, "transcriber_name", None),
+                             "transcribers": self._engines()})
+
+    async def reindex_media(self, request: Request) -> Response:
+        """Transcribe a recording again with another engine; its old transcript stays searchable
+        until the new one is ready (a failure keeps it)."""
+        from ..library import queue_again
+        from ..pipeline import TRANSCRIBE
+
+        body = await action_body(request)
+        name = body.get("transcriber")
+        names = [e["name"] for e in self._engines()]
+        if not isinstance(name, str) or name not in names:
+            raise ApiError(400, f"transcriber must be one of {', '.join(names) or 'none'}, not {str(name)[:40]!r}")
+
+        def work():
+            media = self._media(request.path_params["media_id"])
+            with self.state.tx():
+                again = self.state.requeue_failed(media.paths, ("indexed", "failed", "queued"))
+                paths = queue_again(self.state, again, TRANSCRIBE + name)
+            if not paths:
+                raise ApiError(409, f"media {media.id} is being indexed now: try again when it is done")
+            return paths
+        return self._queued(await self.run(work), "reindex")
 
     def _status(self, failed_limit: int, failed_offset: int) -> dict[str, Any]:
         summary = self.state.summary(failed_limit=failed_limit, failed_offset=failed_offset)
@@ -396,7 +476,11 @@ def create_app(pipeline, token: str | None = None):
         Route("/api/openapi.json", web.openapi, methods=["GET"]),
         Route("/api/login", web.login, methods=["POST"]),
         Route("/api/media", web.library, methods=["GET"]),
+        Route("/api/retry", web.retry_all, methods=["POST"]),
+        Route("/api/transcribers", web.transcribers, methods=["GET"]),
         Route(mid, web.media, methods=["GET"]),
+        Route(mid + "/retry", web.retry_media, methods=["POST"]),
+        Route(mid + "/reindex", web.reindex_media, methods=["POST"]),
         Route(mid + "/stream", web.stream, methods=["GET", "HEAD"]),
         Route(mid + "/captions.vtt", web.captions, methods=["GET"]),
         Route(mid + "/export.{fmt}", web.export, methods=["GET"]),

@@ -18,6 +18,9 @@ def _q(name: str, description: str, schema: dict[str, Any], required: bool = Fal
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+_DATE_TEXT = ("Only recordings of this year (`2024`) or month (`2024-03`): the recording's `date` (or `year`) "
+              "tag when it has one, else its file's modification month (UTC). Documents indexed before dates "
+              "existed are dated by their file until `mediaindex reindex`.")
 _FILTERS = [
     _q("q", "Words to find, all of them (AND). `\"quoted words\"`: a phrase; the last word is a prefix unless "
             "the query ends with a space (search as you type); `-word` or `-\"a phrase\"`: leave out segments "
@@ -37,7 +40,27 @@ _FILTERS = [
        {"type": "string"}),
     _q("path", "Only media under this absolute folder or storage URI (or this one file).",
        {"type": "string"}),
+    _q("date", _DATE_TEXT, {"type": "string", "pattern": "^[0-9]{4}(-(0[1-9]|1[0-2]))?$"}),
 ]
+
+
+def _action(summary: str, description: str, body: dict[str, Any], params=()) -> dict[str, Any]:
+    """A POST that queues work in the state database's job queue (a running `watch` picks it up)."""
+    return {
+        "summary": summary, "parameters": list(params),
+        "description": description + " The work goes to the job queue in the state database: a running "
+        "`mediaindex watch` (any process on this data dir) claims it within a second, else the next `index` "
+        "or `watch` does. Against cross-site request forgery the body must be JSON and a browser's request "
+        "must come from this server's own page (`Origin`, `Sec-Fetch-Site`).",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body or {"type": "object"}}}},
+        "responses": {"202": {"description": "Queued", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "queued": {"type": "array", "items": {"type": "string"}, "description": "The files queued."},
+                "action": {"type": "string"},
+                "worker": {"type": "boolean", "description": "An indexer (`watch`, `index`) holds the data dir "
+                           "now: the work starts at once."}}}}}},
+                      "400": _ERROR, "403": _ERROR, "404": _ERROR, "408": _ERROR, "409": _ERROR, "413": _ERROR,
+                      "415": _ERROR}}
 
 
 def openapi_spec(version: str) -> dict[str, Any]:
@@ -114,7 +137,19 @@ def openapi_spec(version: str) -> dict[str, Any]:
                                      "word": {"type": "string"}, "why": {"type": "string"},
                                      "matched": {"type": "array", "items": {"type": "string"}}}}},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"},
-                    "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}}},
+                    "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                    "group": {"type": "string", "enum": ["media"], "description": "Only with `group=media`: "
+                              "`total`, `limit` and `offset` count recordings; `hits` holds each one's best hit."},
+                    "groups": {"type": "array", "description": "Only with `group=media`: one per recording, best "
+                               "first.", "items": {"$ref": "#/components/schemas/Group"}}}},
+                "Group": {"type": "object", "properties": {
+                    "media_id": {"type": "string"}, "title": {"type": "string"}, "path": {"type": "string"},
+                    "folder": {"type": "string"},
+                    "best": {"$ref": "#/components/schemas/Hit", "description": "The best ranked hit (its snippet)."},
+                    "moments": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"},
+                                "description": "The recording's hits (at most `moments`), in time order."},
+                    "moments_total": {"type": "integer", "description": "Hits in this recording in all."},
+                    "moments_exact": {"type": "boolean", "description": "False when `moments_total` is an estimate."}}},
                 "Facets": {"type": "object", "description": "Documents per value of each facet; an index "
                            "or plugin may add facets beside these (`source` and `event`: sound events, from the enrichers).",
                            "properties": {
@@ -122,7 +157,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "estimated": {"type": "boolean", "description": "Counts scaled from the newest matches "
                                   "of a frequent query: approximate."},
                     **{k: {"type": "object", "additionalProperties": {"type": "integer"}}
-                       for k in ("language", "emotion", "kind", "folder", "source", "event")}},
+                       for k in ("language", "emotion", "kind", "folder", "source", "event")},
+                    "month": {"type": "object", "additionalProperties": {"type": "integer"}, "description":
+                              "Documents per month of recording (`YYYY-MM`; `YYYY` when a tag gives only the "
+                              "year); absent for the empty query under a language, emotion, kind or folder filter."},
+                    "year": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "Documents per year of recording (the months added up)."}},
                            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}}},
                 "Word": {"type": "object", "properties": {
                     "text": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
@@ -164,8 +204,15 @@ def openapi_spec(version: str) -> dict[str, Any]:
         "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
         "paths": {
             "/api/search": {"get": {
-                "summary": "Search", "description": "Ranked hits, each with the time of its first matched word.",
+                "summary": "Search", "description": "Ranked hits, each with the time of its first matched word; "
+                "with `group=media`, recordings, each with its moments (hits of the same shape) in time order.",
                 "parameters": [*_FILTERS,
+                               _q("group", "`none`: one hit per moment (the default). `media`: one result per "
+                                  "recording (its best hit, and its moments in `groups`); limit and offset then "
+                                  "page over recordings.", {"type": "string", "enum": ["none", "media"],
+                                                            "default": "none"}),
+                               _q("moments", "With `group=media`: moments listed per recording.",
+                                  {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}),
                                _q("limit", "Hits per page.", {"type": "integer", "minimum": 0, "maximum": 100, "default": 20}),
                                _q("offset", "Hits to skip.", {"type": "integer", "minimum": 0, "maximum": 10000, "default": 0})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {
@@ -209,6 +256,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     _q("lang", "Only recordings in this language.", {"type": "string"}),
                     _q("kind", "Only audio or only video.", {"type": "string", "enum": ["audio", "video"]}),
                     _q("state", "Only recordings in this state.", {"type": "string", "enum": ["pending", "indexed"]}),
+                    _q("date", _DATE_TEXT, {"type": "string", "pattern": "^[0-9]{4}(-(0[1-9]|1[0-2]))?$"}),
                     _q("limit", "Recordings per page.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
                     _q("offset", "Recordings to skip.", {"type": "integer", "minimum": 0, "default": 0})],
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
@@ -216,6 +264,26 @@ def openapi_spec(version: str) -> dict[str, Any]:
                         "total": {"type": "integer"}, "offset": {"type": "integer"}, "limit": {"type": "integer"},
                         "sort": {"type": "string"}, "items": {"type": "array", "items": {"type": "object"}}}}}}},
                     "400": _ERROR}}},
+            "/api/retry": {"post": _action(
+                "Retry every failed file", "Queues every file that failed for indexing again.", {})},
+            "/api/transcribers": {"get": {
+                "summary": "Engines", "description": "The engines (and engine families) a recording can be "
+                "transcribed with; `default` is the one new files get.",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "default": {"type": ["string", "null"]},
+                        "transcribers": {"type": "array", "items": {"type": "object", "properties": {
+                            "name": {"type": "string"}, "family": {"type": ["string", "null"]},
+                            "paid": {"type": "boolean"}}}}}}}}}}}},
+            "/api/media/{media_id}/retry": {"post": _action(
+                "Retry a recording", "Queues the recording's failed files for indexing again (409: none failed).",
+                {}, [_MEDIA_ID])},
+            "/api/media/{media_id}/reindex": {"post": _action(
+                "Transcribe again", "Queues the recording's files to be transcribed again with another engine; "
+                "the old transcript stays searchable until the new one is indexed (a failure keeps it).",
+                {"type": "object", "required": ["transcriber"], "properties": {"transcriber": {
+                    "type": "string", "description": "An engine or family from /api/transcribers."}}},
+                [_MEDIA_ID])},
             "/api/media/{media_id}": media_get(
                 "Media and transcript", "Metadata plus every transcript segment with its word times.",
                 {"application/json": {"schema": {"$ref": "#/components/schemas/Media"}}}),

@@ -79,6 +79,17 @@ def facet_param(request: Request, name: str) -> str | None:
     return raw
 
 
+_DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2]))?")
+
+
+def date_param(request: Request) -> str | None:
+    """``date``: a year (2024) or a month (2024-03) of recording."""
+    date = request.query_params.get("date") or None
+    if date is not None and not _DATE.fullmatch(date):
+        raise ApiError(400, f"date must be a year (2024) or a month (2024-03), not {date[:40]!r}")
+    return date
+
+
 def search_query(request: Request) -> SearchQuery:
     """The SearchQuery for /api/search and /api/facets, validated."""
     q = request.query_params.get("q", "")
@@ -97,6 +108,7 @@ def search_query(request: Request) -> SearchQuery:
         path = path_prefix(path)
     return SearchQuery(
         q=q,
+        date=date_param(request),
         limit=int_param(request, "limit", 20, 0, MAX_LIMIT),
         offset=int_param(request, "offset", 0, 0, MAX_OFFSET),
         language=facet_param(request, "lang"),
@@ -106,6 +118,18 @@ def search_query(request: Request) -> SearchQuery:
         source=source,
         event=facet_param(request, "event"),
     )
+
+
+GROUPS = ("none", "media")
+MAX_MOMENTS = 50
+
+
+def group_param(request: Request) -> str:
+    """``group`` of /api/search: ``none`` (flat hits, the default) or ``media`` (by recording)."""
+    group = request.query_params.get("group") or "none"
+    if group not in GROUPS:
+        raise ApiError(400, f"group must be one of {', '.join(GROUPS)}, not {group[:40]!r}")
+    return group
 
 
 def library_params(request: Request) -> dict:
@@ -129,6 +153,7 @@ def library_params(request: Request) -> dict:
         "language": facet_param(request, "lang"),
         "kind": choice("kind", MEDIA_KINDS),
         "state": choice("state", STATES),
+        "date": date_param(request),
     }
 
 

@@ -62,6 +62,40 @@ async def login_token(request: Request) -> str:
     return token
 
 
+ACTION_BODY_MAX = 4096
+
+
+async def action_body(request: Request) -> dict:
+    """The JSON body of a request that changes something (retry, re-transcribe), checked against
+    cross-site request forgery: it must be JSON (a page elsewhere cannot send that without a CORS
+    preflight, which this server never grants) and, when the browser says where it comes from
+    (``Origin``, ``Sec-Fetch-Site``), from this very origin. Scripts (no such headers) pass."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise ApiError(415, "send this request as JSON (Content-Type: application/json), e.g. {}")
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", "").lower()
+    if (site is not None and site not in ("same-origin", "none")) or (
+            origin is not None and origin.lower() not in (f"http://{host}", f"https://{host}")):
+        raise ApiError(403, "this request came from another site: only this server's own page may send it")
+    body = b""
+    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > ACTION_BODY_MAX:
+                raise ApiError(413, f"the body is too large (at most {ACTION_BODY_MAX} bytes)")
+    if scope.cancelled_caught:
+        raise ApiError(408, "the body did not arrive in time")
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "send a JSON object, e.g. {}")
+    return data
+
+
 def cookie_value(token: str) -> str:
     """What the login cookie holds: a key derived from the token (hex), not the token itself, so
     any token (spaces, quotes, non-ASCII) makes a valid cookie, and the cookie jar never holds

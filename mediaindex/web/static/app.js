@@ -24,7 +24,7 @@
 
   const state = {
     q: "",
-    filters: { lang: null, kind: null, emotion: null, path: null, source: null, event: null },
+    filters: { lang: null, kind: null, emotion: null, path: null, source: null, event: null, date: null },
     offset: 0,
     total: 0,
     seq: 0,
@@ -39,9 +39,10 @@
     statusTimer: null,
     libSeq: 0,
     lib: { sort: "added", kind: "", page: 0 }, // the library view (shown while the search box is empty)
+    group: "media", // results: one per recording with its moments ("media"), or one per moment ("none")
   };
   const LIB_PAGE = 25;
-  const FILTER_KEYS = ["lang", "kind", "emotion", "path"]; // the facet filters, in the URL too
+  const FILTER_KEYS = ["lang", "kind", "emotion", "path", "date"]; // the facet filters, in the URL too
   const LIB_SORTS = ["added", "-added", "modified", "title", "duration", "-duration"];
 
   // ---- API ---------------------------------------------------------------------------------
@@ -63,6 +64,25 @@
     try { body = await res.json(); } catch (e) { body = null; }
     if (!res.ok) throw new ApiError(res.status, (body && body.error) || res.statusText);
     return body;
+  }
+
+  /* A request that changes something: JSON, same origin (the server refuses anything else). */
+  async function post(path, body) {
+    const res = await fetch(path, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body || {}),
+    });
+    if (res.status === 401) { showLogin(); throw new ApiError(401, "a token is needed"); }
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    if (!res.ok) throw new ApiError(res.status, (data && data.error) || res.statusText);
+    return data;
+  }
+
+  function queuedNote(r, what) {
+    const n = r.queued.length;
+    const when = r.worker ? "the running indexer picks it up now" : "it runs with the next mediaindex watch or index";
+    return `${what}: ${n} file${n === 1 ? "" : "s"} queued; ${when}.`;
   }
 
   // ---- formatting --------------------------------------------------------------------------
@@ -112,13 +132,15 @@
                   page: Number.isFinite(page) && page > 1 ? page - 1 : 0 };
     const filters = {};
     for (const k of FILTER_KEYS) filters[k] = params.get(k) || null;
-    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters };
+    const group = params.get("group") === "none" ? "none" : "media";
+    return { mediaId: m ? m[1] : null, t, q: params.get("q") || "", lib, filters, group };
   }
 
   function urlFor(mediaId, t, q) {
     const params = new URLSearchParams();
     if (mediaId) params.set("t", (Math.round(t * 10) / 10).toString());
     if (q) params.set("q", q);
+    if (q && state.group === "none") params.set("group", "none");
     if (!mediaId) for (const k of FILTER_KEYS) if (state.filters[k]) params.set(k, state.filters[k]);
     if (!q && !mediaId) { // the library view's state: a link to it shows the same page
       if (state.lib.sort !== "added") params.set("sort", state.lib.sort);
@@ -139,9 +161,10 @@
       state.lib = r.lib;
       if (!state.q) loadLibrary();
     }
-    if (r.q !== state.q) {
+    if (r.q !== state.q || r.group !== state.group) {
       $("q").value = r.q;
       state.q = r.q;
+      state.group = r.group;
       runSearch(true);
     }
     if (r.mediaId) {
@@ -168,7 +191,7 @@
   function searchParams() {
     const f = state.filters;
     return { q: state.q.trim(), lang: f.lang, kind: f.kind, emotion: f.emotion, path: f.path,
-             source: f.source, event: f.event };
+             source: f.source, event: f.event, date: f.date, group: state.group === "media" ? "media" : null };
   }
 
   async function runSearch(reset) {
@@ -188,6 +211,7 @@
     $("library").hidden = true;
     try {
       const result = await api("/api/search", { ...params, limit: PAGE, offset: state.offset }, controller.signal);
+      delete params.group; // facets count moments either way
       if (my !== state.seq) return; // a newer query was typed meanwhile: drop this answer
       renderResults(result, reset);
       // Facets cost more than the search: ask once typing has paused.
@@ -209,7 +233,7 @@
     let page;
     try {
       page = await api("/api/media", { sort: state.lib.sort, kind: state.lib.kind, lang: f.lang, path: f.path,
-                                       limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
+                                       date: f.date, limit: LIB_PAGE, offset: state.lib.page * LIB_PAGE });
     } catch (e) {
       if (my === state.libSeq) $("library-note").textContent = `Could not list the library: ${e.message}`;
       return;
@@ -219,7 +243,8 @@
   }
 
   function renderLibrary(page) {
-    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path;
+    $("library").hidden = page.total === 0 && !state.lib.kind && !state.filters.lang && !state.filters.path
+      && !state.filters.date;
     $("lib-sort").value = state.lib.sort;
     $("lib-kind").value = state.lib.kind;
     const list = $("library-list");
@@ -235,10 +260,19 @@
       if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
       if (m.language) meta.push(m.language);
       if (m.engine) meta.push(m.engine);
-      if (m.status !== "indexed") meta.push(m.status);
+      if (m.failed) meta.push("failed");
+      else if (m.status !== "indexed") meta.push(m.status);
       b.append(el("span", "lib-meta", meta.join(" · ")));
-      b.title = m.path;
+      b.title = m.failed ? `${m.path}\n${m.failed}` : m.path;
       li.append(b);
+      if (m.failed) {
+        b.querySelector(".lib-meta").classList.add("lib-failed");
+        const retry = el("button", "button small lib-retry", "Retry");
+        retry.type = "button";
+        retry.dataset.retry = m.id;
+        retry.setAttribute("aria-label", `Retry ${m.title}`);
+        li.append(retry);
+      }
       list.append(li);
     }
     const pages = Math.max(1, Math.ceil(page.total / LIB_PAGE));
@@ -268,7 +302,8 @@
     const s = state.status;
     $("more").hidden = true;
     if (s && s.media > 0) {
-      const hours = s.hours_indexed >= 1 ? `${s.hours_indexed.toFixed(1)} hours` : `${Math.round(s.hours_indexed * 60)} minutes`;
+      const minutes = Math.round(s.hours_indexed * 60);
+      const hours = s.hours_indexed >= 1 ? `${s.hours_indexed.toFixed(1)} hours` : `${minutes} minute${minutes === 1 ? "" : "s"}`;
       $("summary").textContent = `Search ${s.media} recording${s.media === 1 ? "" : "s"} (${hours}) by what is said in them.`;
     } else {
       $("summary").textContent = "";
@@ -278,9 +313,12 @@
   function renderResults(result, reset) {
     const list = $("results");
     if (reset) list.replaceChildren();
+    $("group-toggle").hidden = !result;
+    $("group-toggle").setAttribute("aria-pressed", state.group === "none" ? "true" : "false");
     if (!result) { $("more").hidden = true; return; }
     state.total = result.total;
     const shown = state.offset + result.hits.length;
+    const unit = result.groups ? "recording" : "moment";
     if (!result.hits.length && reset) {
       $("summary").textContent = `No match for “${result.query}”.`;
     } else {
@@ -288,9 +326,10 @@
       const forgiven = (result.forgiven || []).map((f) => `${f.word} → ${f.matched.join(", ")}`).join("; ");
       const note = result.did_you_mean ? ` No exact match; showing results for “${result.did_you_mean}”.`
         : forgiven ? ` Also matched: ${forgiven}.` : "";
-      $("summary").textContent = `${result.total} moment${result.total === 1 ? "" : "s"} found.${partial}${note}`;
+      $("summary").textContent = `${result.total} ${unit}${result.total === 1 ? "" : "s"} found.${partial}${note}`;
     }
-    result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
+    if (result.groups) result.groups.forEach((g, i) => list.append(renderGroup(g, state.offset + i)));
+    else result.hits.forEach((hit, i) => list.append(renderHit(hit, state.offset + i)));
     $("more").hidden = shown >= result.total;
   }
 
@@ -323,6 +362,43 @@
     return li;
   }
 
+  // One recording with several moments: its best hit (title, snippet, folder), then a chip per
+  // moment in time order; a chip plays from that moment.
+  function renderGroup(g, n) {
+    const li = renderHit(g.best, n);
+    li.classList.add("group");
+    if (g.moments.length < 2) return li;
+    const box = el("div", "moments");
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", `${g.moments_total} moments in ${g.title}`);
+    for (const m of g.moments) {
+      const b = el("a", "moment", clock(m.time));
+      b.href = urlFor(m.media_id, m.jump, state.q.trim());
+      b.dataset.jump = String(m.jump);
+      b.title = m.text;
+      b.setAttribute("aria-label", `Play from ${clock(m.time)}: ${m.text}`);
+      b.addEventListener("click", (ev) => {
+        if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
+        ev.preventDefault();
+        selectHit(li.querySelector(".hit"));
+        history.pushState(null, "", b.getAttribute("href"));
+        openMedia(m.media_id, m.jump, true);
+      });
+      box.append(b);
+    }
+    const more = g.moments_total - g.moments.length;
+    if (more > 0) box.append(el("span", "muted moments-more", `+${more} more`));
+    li.append(box);
+    return li;
+  }
+
+  function setGroup(group) {
+    state.group = group;
+    const r = parseRoute();
+    history.pushState(null, "", urlFor(r.mediaId, r.mediaId ? currentTime(r.t) : 0, state.q.trim()));
+    runSearch(true);
+  }
+
   function selectHit(a) {
     document.querySelectorAll(".hit[aria-current]").forEach((h) => h.removeAttribute("aria-current"));
     a.setAttribute("aria-current", "true");
@@ -336,8 +412,26 @@
     ["emotion", "emotion", "Emotion"],
     ["source", "source", "Source"],
     ["event", "event", "Sound"],
+    ["year", "date", "Year"],
+    ["month", "date", "Month"],
     ["folder", "path", "Folder"],
   ];
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+  // The date chips: years, newest first; once a year is chosen, its months in calendar order.
+  // [value, count, label, pressed, value after a click] like the other facets.
+  function dateChips(key, counts, selected) {
+    const year = selected ? selected.slice(0, 4) : null;
+    if (key === "year") {
+      const values = Object.entries(counts).sort((a, b) => (a[0] < b[0] ? 1 : -1));
+      if (year && !values.some(([v]) => v === year)) values.unshift([year, 0]);
+      return values.map(([v, n]) => [v, n, v, v === year, v === year ? null : v]);
+    }
+    if (!year) return [];
+    return Object.entries(counts).filter(([v]) => v.length === 7 && v.startsWith(year + "-"))
+      .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+      .map(([v, n]) => [v, n, MONTHS[parseInt(v.slice(5), 10) - 1] || v, v === selected, v === selected ? year : v]);
+  }
 
   function renderFacets(f) {
     const box = $("filters");
@@ -347,7 +441,8 @@
       const counts = f[key] || {};
       let entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
       const selected = state.filters[param];
-      if (!entries.length && !selected) continue;
+      const dates = param === "date" ? dateChips(key, counts, selected) : null;
+      if (dates ? !dates.length : !entries.length && !selected) continue;
       if (key === "folder") entries = entries.slice(0, 12);
       const group = el("div", "facet");
       group.setAttribute("role", "group");
@@ -355,20 +450,20 @@
       title.id = `facet-${key}`;
       group.setAttribute("aria-labelledby", title.id);
       group.append(title);
-      const values = entries.map(([v, n]) => [key === "folder" ? v + "/" : v, n, key === "folder" ? folderLabel(v) : v]);
-      if (selected && !values.some(([v]) => v === selected)) {
+      const values = dates || entries.map(([v, n]) => [key === "folder" ? v + "/" : v, n, key === "folder" ? folderLabel(v) : v]);
+      if (!dates && selected && !values.some(([v]) => v === selected)) {
         values.unshift([selected, 0, key === "folder" ? folderLabel(selected.replace(/\/$/, "")) : selected]);
       }
-      for (const [value, n, text] of values) {
+      for (const [value, n, text, pressed, next] of values) {
         const b = el("button", "facet-btn");
         b.type = "button";
-        const on = selected === value;
+        const on = dates ? pressed : selected === value;
         b.setAttribute("aria-pressed", on ? "true" : "false");
         b.title = key === "folder" ? value : `${label}: ${text}`;
         b.append(el("span", "facet-val", text));
         if (n) b.append(el("span", "count", f.estimated ? `~${n}` : n));
         b.addEventListener("click", () => {
-          state.filters[param] = on ? null : value;
+          state.filters[param] = dates ? next : on ? null : value;
           if (!state.media) history.pushState(null, "", urlFor(null, 0, state.q.trim()));
           runSearch(true);
         });
@@ -409,6 +504,9 @@
       $("transcript").replaceChildren();
       $("exports").replaceChildren();
       $("clip-link").hidden = true;
+      $("failed-box").hidden = true;
+      $("manage").hidden = true;
+      $("manage-note").textContent = "";
       state.media = null;
       state.player = null;
       return;
@@ -424,6 +522,7 @@
     $("media-meta").title = media.path;
     $("media-note").textContent = media.playable ? "" : OFFLINE;
     $("clip-link").hidden = !media.playable;
+    renderManage(media);
     renderExports(media);
     renderTranscript(media);
     renderTimeline(media);
@@ -465,6 +564,49 @@
     $("player-box").replaceChildren(player);
     state.player = player;
     seekAndPlay(t, autoplay);
+  }
+
+  // Retry (a failed file) and re-transcribe with another engine: queued for the indexer.
+  function renderManage(media) {
+    const failed = media.failed || [];
+    $("failed-box").hidden = !failed.length;
+    $("failed-why").textContent = failed.length ? `Indexing failed: ${failed[0].error || "unknown error"}` : "";
+    $("retry-btn").disabled = false;
+    $("reindex-btn").disabled = false;
+    $("manage-note").textContent = "";
+    $("manage").hidden = false;
+    loadEngines();
+  }
+
+  async function loadEngines() {
+    if (state.engines) return;
+    state.engines = [];
+    try {
+      const r = await api("/api/transcribers");
+      state.engines = r.transcribers;
+      const sel = $("engine-select");
+      sel.replaceChildren();
+      for (const t of r.transcribers) {
+        const o = el("option", null, t.paid ? `${t.name} (paid)` : t.name);
+        o.value = t.name;
+        if (t.name === r.default) o.selected = true;
+        sel.append(o);
+      }
+    } catch (e) {
+      state.engines = null; // try again next time
+    }
+  }
+
+  async function mediaAction(button, path, body, what) {
+    if (!state.media) return;
+    button.disabled = true;
+    try {
+      $("manage-note").textContent = queuedNote(await post(`/api/media/${state.media.id}/${path}`, body), what);
+      pollStatus();
+    } catch (e) {
+      $("manage-note").textContent = `Could not ${what.toLowerCase()}: ${e.message}`;
+      button.disabled = false;
+    }
   }
 
   function renderExports(media) {
@@ -825,13 +967,21 @@
       state.offset = $("results").children.length;
       runSearch(false);
     });
+    $("group-toggle").addEventListener("click", () => setGroup(state.group === "none" ? "media" : "none"));
     $("transcript").addEventListener("click", onTranscriptClick);
     $("timeline").addEventListener("click", onTranscriptClick);
     $("lib-sort").addEventListener("change", () => setLibrary({ sort: $("lib-sort").value, page: 0 }));
     $("lib-kind").addEventListener("change", () => setLibrary({ kind: $("lib-kind").value, page: 0 }));
     $("lib-prev").addEventListener("click", () => setLibrary({ page: Math.max(0, state.lib.page - 1) }));
     $("lib-next").addEventListener("click", () => setLibrary({ page: state.lib.page + 1 }));
-    $("library-list").addEventListener("click", (ev) => {
+    $("library-list").addEventListener("click", async (ev) => {
+      const retry = ev.target.closest(".lib-retry");
+      if (retry) {
+        retry.disabled = true;
+        try { $("library-note").textContent = queuedNote(await post(`/api/media/${retry.dataset.retry}/retry`), "Retry"); } catch (e) { $("library-note").textContent = `Could not retry: ${e.message}`; retry.disabled = false; }
+        pollStatus();
+        return;
+      }
       const b = ev.target.closest(".lib-open");
       if (!b) return;
       history.pushState(null, "", urlFor(b.dataset.id, 0, ""));
@@ -846,13 +996,22 @@
     $("clip-link").addEventListener("mouseenter", updateClipLink);
     $("close-player").addEventListener("click", () => closePlayer(true));
     $("status-toggle").addEventListener("click", toggleStatus);
+    $("retry-btn").addEventListener("click", () => mediaAction($("retry-btn"), "retry", {}, "Retry"));
+    $("reindex-btn").addEventListener("click", () => mediaAction(
+      $("reindex-btn"), "reindex", { transcriber: $("engine-select").value }, "Re-transcribe"));
+    $("retry-all").addEventListener("click", async () => {
+      $("retry-all").disabled = true;
+      try { $("st-note").textContent = queuedNote(await post("/api/retry"), "Retry"); } catch (e) { $("st-note").textContent = `Could not retry: ${e.message}`; }
+      $("retry-all").disabled = false;
+      pollStatus();
+    });
     $("login-form").addEventListener("submit", login);
     $("home-link").addEventListener("click", (ev) => {
       if (ev.ctrlKey || ev.metaKey) return;
       ev.preventDefault();
       $("q").value = "";
       state.q = "";
-      state.filters = { lang: null, kind: null, emotion: null, path: null, source: null, event: null };
+      state.filters = { lang: null, kind: null, emotion: null, path: null, source: null, event: null, date: null };
       history.pushState(null, "", "/");
       closePlayer(false);
       runSearch(true);
@@ -863,6 +1022,7 @@
     state.q = first.q;
     state.lib = first.lib;
     state.filters = first.filters;
+    state.group = first.group;
     $("q").value = first.q;
     pollStatus();
     runSearch(true);

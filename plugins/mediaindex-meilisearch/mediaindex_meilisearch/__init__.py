@@ -40,7 +40,7 @@ DEFAULT_UID = "mediaindex"
 BATCH_DOCS = 1000  # documents per request
 BATCH_BYTES = 8 << 20  # and at most about this many bytes of JSON
 TASK_TIMEOUT = 120.0  # seconds a write waits for its task before the job is retried
-FACETS = ["language", "emotion", "kind", "folder"]
+FACETS = ["language", "emotion", "kind", "folder", "month"]
 CJK_FIELDS = {"zh": "text_zh", "ja": "text_ja"}  # text of these languages, tokenised by locale
 TEXT_FIELDS = ["text", *CJK_FIELDS.values()]
 RETRIEVE = ["media_id", "seg", "path", "title", "language", "emotion", "kind", "start", "end",
@@ -50,7 +50,7 @@ SETTINGS: dict[str, Any] = {
     "searchableAttributes": [*TEXT_FIELDS, "title", "tags"],
     # (attribute sets: compared in any order, see _same)
     "filterableAttributes": sorted(["type", "library", "media_id", "gen", "language", "emotion", "kind",
-                                    "folder", "folders", "path", "source"]),
+                                    "folder", "folders", "path", "source", "dates", "month"]),
     "sortableAttributes": ["mtime", "start"],
     "rankingRules": ["words", "typo", "proximity", "attribute", "sort", "exactness"],
     "localizedAttributes": [{"attributePatterns": ["text_zh"], "locales": ["cmn"]},
@@ -233,8 +233,10 @@ class MeiliIndex(IndexBackend):
     def _place(media: Media) -> dict[str, Any]:
         """The media facets copied into each of its documents (refreshed by update_media)."""
         tags = sorted({str(v) for k, v in (media.tags or {}).items() if v and k in ("title", "artist", "album")})
+        month = media.month  # the date facets: "2024-03"; "dates" (its year and month) is the filter
         return {"path": media.path, "folder": media.folder, "folders": ancestors(media.path),
-                "title": media.title, "tags": tags, "mtime": media.mtime}
+                "title": media.title, "tags": tags, "mtime": media.mtime, "month": month,
+                "dates": sorted({month[:4], month}) if month else []}
 
     def _key(self, media_id: str) -> str:
         """The document id prefix of a media: the library's own copy when the index is shared."""
@@ -310,7 +312,8 @@ class MeiliIndex(IndexBackend):
     def _filter(q: SearchQuery) -> str:
         parts = ['type = "segment"']
         for attr, value in (("language", q.language), ("emotion", q.emotion), ("kind", q.kind),
-                            ("media_id", q.media_id), ("library", getattr(q, "library", None))):
+                            ("media_id", q.media_id), ("library", getattr(q, "library", None)),
+                            ("dates", getattr(q, "date", None))):
             if value:
                 parts.append(f"{attr} = {quote(value)}")
         if q.path_prefix:
@@ -441,7 +444,10 @@ class MeiliIndex(IndexBackend):
     @staticmethod
     def _facet_counts(res: dict[str, Any]) -> FacetCounts:
         dist = res.get("facetDistribution") or {}
-        return FacetCounts({f: {k: int(v) for k, v in (dist.get(f) or {}).items()} for f in FACETS})
+        out = FacetCounts({f: {k: int(v) for k, v in (dist.get(f) or {}).items()} for f in FACETS})
+        if not out.get("month"):
+            out.pop("month", None)  # as the sqlite index: no dates, no date facet
+        return out
 
     def health(self) -> str:
         """The server's health status ("available"), or raises TransientError."""

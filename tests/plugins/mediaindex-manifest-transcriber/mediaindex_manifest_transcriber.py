@@ -64,6 +64,9 @@ class ManifestTranscriber(Transcriber):
         if os.environ.get("MEDIAINDEX_MANIFEST_FAIL_ONCE") == request.path.name and not getattr(self, "_failed", False):
             self._failed = True
             raise TransientError("simulated 503 from the engine")
+        marker = os.environ.get("MEDIAINDEX_MANIFEST_FAIL_WHILE")  # fails the file named in it while it exists
+        if marker and os.path.exists(marker) and Path(marker).read_text().strip() == request.path.name:
+            raise PermanentError(f"the engine is misconfigured (remove {marker})")
         entry = self._table().get(_hash(request.path))
         if entry is None:
             raise PermanentError(f"{request.path}: not in the test manifest")
@@ -73,10 +76,26 @@ class ManifestTranscriber(Transcriber):
                                     words=_words(s["text"], s["start"], s["end"])))
             if request.progress:
                 request.progress(s["end"], request.probe.duration)
-        return Transcript(engine="manifest", model="manifest", segments=segments,
+        return Transcript(engine=self.name, model=self.name, segments=segments,
                           language=entry.get("language"), raw={"path": entry["path"]})
+
+
+class OtherTranscriber(ManifestTranscriber):
+    """A second engine (MEDIAINDEX_MANIFEST_OTHER=1): it hears "lettuce" as "cabbage"."""
+
+    name = "manifest-other"
+
+    def transcribe(self, request):
+        t = super().transcribe(request)
+        for s in t.segments:
+            s.text = s.text.replace("lettuce", "cabbage")
+            for w in s.words:
+                w.text = w.text.replace("lettuce", "cabbage")
+        return t
 
 
 @hookimpl
 def register_transcribers(register):
     register(ManifestTranscriber())
+    if os.environ.get("MEDIAINDEX_MANIFEST_OTHER"):
+        register(OtherTranscriber())
