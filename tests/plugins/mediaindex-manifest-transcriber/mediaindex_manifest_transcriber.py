@@ -58,6 +58,10 @@ class ManifestTranscriber(Transcriber):
 
     def transcribe(self, request):
         self.calls.append(str(request.path))
+        log = os.environ.get("MEDIAINDEX_MANIFEST_LOG")  # calls seen across processes (tests/test_redis_scale.py)
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {request.uri or request.path}\n")
         delay = float(os.environ.get("MEDIAINDEX_MANIFEST_DELAY", "0"))
         if delay:
             time.sleep(delay)

@@ -1,0 +1,219 @@
+"""The coordinator's half of a job: decisions and bookkeeping; the work goes to a worker.
+
+``Pipeline.use_queue(url)`` installs a :class:`Coordinator`; ``Pipeline.process_path`` then calls
+``Coordinator.process_path``. The state database, the job queue (SQLite: attempts, backoff, one
+job per path), the transcript cache, the ledger, checkpoints and the index stay here, with one
+writer; a worker only fetches, probes, transcribes and enriches. Per file:
+
+1. ``probe`` on a worker → the content id and probe; a moved or copied file is recognised here
+   and never transcribed again;
+2. the engine is routed and the spending cap checked here (``Pipeline._reserve_budget``: the cap
+   holds across all workers); ``work`` on a worker → the transcript (unless cached) and its
+   enrichment, stored and indexed here once, whatever number of times it arrives.
+
+Each dispatch has a token; its answer is a list in Redis read without removing it and deleted
+only once stored in SQLite, so a coordinator killed in between finds it again after a restart
+(``active:<library>:<path>:<stage>`` → token). Money spent on the way (``charges:<library>``)
+is booked in the ledger as it arrives, each charge once (its id).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import asdict
+
+from mediaindex.backends import MediaError, TransientError
+from mediaindex.errors import NotReady
+from mediaindex.models import ProbeResult, Transcript
+from mediaindex.pipeline import Outcome
+from mediaindex.scan import is_likely_media
+
+from .link import RESULT_TTL, Link, path_hash, safe_url
+
+def _redis_errors():
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class Coordinator:
+    def __init__(self, pipeline, url: str):
+        self.p = pipeline
+        self.link = Link(url, pipeline.config)
+        self.library = pipeline.state.library_id()
+        self._charges = threading.Lock()
+        self._attached: set[str] = set()  # tokens this process sent or re-sent
+        try:
+            self.link.redis.ping()  # fail at the start, not on the first file
+        except Exception as e:
+            from mediaindex.errors import UsageError
+            from mediaindex.safety import redact
+
+            raise UsageError(redact(f"cannot reach the queue at {safe_url(url)}: {e}")) from None
+
+    def status(self) -> dict:
+        return self.link.status()
+
+    # ---- one dispatch ---------------------------------------------------------------------
+
+    def call(self, path: str, stage: str, payload: dict) -> tuple[str, dict]:
+        """Send one stage of a file to the workers (or wait for the one an earlier coordinator
+        sent) and wait for the answer; Redis going away and coming back is waited out."""
+        errors = _redis_errors()
+        r, key = self.link.redis, self.link.key
+        active = key("active", self.library, path_hash(path), stage)
+        payload = {**payload, "stage": stage, "uri": path}
+        token = None
+        last_drain = 0.0
+        while True:
+            try:
+                if token is None:
+                    old = r.get(active)
+                    if old is not None and r.exists(key("want", old.decode())):
+                        token = old.decode()
+                        if token not in self._attached:  # sent by a coordinator that stopped: its
+                            self.link.actor.send(token, payload)  # message may be gone; one lock, one answer
+                    else:
+                        token = uuid.uuid4().hex
+                        r.set(active, token, ex=RESULT_TTL)
+                        self.link.send(token, payload)
+                    self._attached.add(token)
+                raw = r.brpoplpush(key("result", token), key("result", token), timeout=1)
+                if raw is not None:
+                    return token, json.loads(raw)
+                if time.monotonic() - last_drain > 2.0:
+                    self.drain_charges()
+                    last_drain = time.monotonic()
+                if not r.exists(key("want", token)):  # Redis lost its data (no persistence): again
+                    r.set(active, token, ex=RESULT_TTL)
+                    self.link.send(token, payload)
+            except errors:
+                time.sleep(0.5)
+
+    def finish(self, token: str, path: str, stage: str) -> None:
+        """The answer is stored: forget the dispatch (a late duplicate finds nothing to do)."""
+        key = self.link.key
+        self.link.redis.delete(key("want", token), key("result", token), key("deliveries", token),
+                               key("active", self.library, path_hash(path), stage))
+        self._attached.discard(token)
+
+    def drain_charges(self) -> None:
+        """Book what workers spent (each charge once, by its id): the cap sees it at once."""
+        k = self.link.key("charges", self.library)
+        state = self.p.state
+        with self._charges:
+            items = self.link.redis.lrange(k, 0, -1)
+            for raw in items:
+                c = json.loads(raw)
+                if state.conn.execute("SELECT 1 FROM ledger WHERE kind = 'charge' AND "
+                                      "json_extract(details, '$.charge_id') = ?", (c["id"],)).fetchone():
+                    continue
+                state.charge(c["media_id"], c["engine"], float(c["seconds"]), float(c["cost"]),
+                             {**(c.get("details") or {}), "charge_id": c["id"]})
+            if items:
+                self.link.redis.ltrim(k, len(items), -1)
+
+    @staticmethod
+    def error(res: dict) -> Exception:
+        """A worker's failure as the exception the pipeline records (a worker's missing plugin or
+        rejected key is that worker's problem: retried, maybe elsewhere, never a stop here)."""
+        if res.get("status") == "not_ready":
+            return NotReady(res.get("error") or "not ready", retry_after=res.get("retry_after"))
+        e = MediaError(res.get("error") or "failed on a worker", transient=bool(res.get("transient")))
+        if res.get("retry_after") is not None:
+            e.retry_after = res["retry_after"]
+        if res.get("outage"):
+            e.outage = True
+        return e
+
+    # ---- one file -------------------------------------------------------------------------
+
+    def process_path(self, path: str, reporter) -> Outcome:
+        p = self.p
+        st = p.storage_for(path).stat(path)
+        if st is None:
+            return p.remove_path(path)
+        token, res = self.call(path, "probe", {})
+        self.finish(token, path, "probe")
+        if res["status"] == "gone":
+            if p.storage_for(path).stat(path) is None:
+                return p.remove_path(path)
+            raise TransientError(f"{path}: could not be read on the worker (is it on the shared storage?)")
+        if res["status"] != "ok":
+            if res.get("probe_failed") and not is_likely_media(path):
+                p.state.set_file(path, size=st.size, mtime=st.mtime, status="ignored")
+                return Outcome(path, "ignored")
+            raise self.error(res)
+        return self._process(path, st, ProbeResult(**res["probe"]), res["media_id"], reporter)
+
+    def _process(self, path, st, info: ProbeResult, media_id: str, reporter) -> Outcome:
+        """``Pipeline._process`` with the transcription and enrichment done by a worker."""
+        p, state = self.p, self.p.state
+        previous = state.get_file(path)
+        with p._media_lock(media_id):
+            media = state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
+            transcriber = p.transcriber_for(info, p._language_hint(path, None))
+            key = transcriber.cache_key
+            transcribed = False
+            segments = None
+            if media.status == "indexed" and media.engine == key:
+                p.index.update_media(media)  # a move, rename or copy: only the facets change
+            else:
+                transcript = state.get_transcript(media_id, key)
+                stored = state.get_enriched(media_id, key, p._enrichers()) if transcript is not None else None
+                if stored is not None:
+                    segments, language = stored.segments, transcript.language or stored.language
+                else:
+                    transcript, segments, transcribed = self._work(path, media, info, transcriber, transcript, reporter)
+                    language = transcript.language
+                p.index.upsert(media, segments)
+                media.status, media.engine, media.language = "indexed", key, language
+            state.indexed(path, media_id, size=st.size, mtime=st.mtime,
+                          engine=key if segments is not None else None, language=media.language, error=media.error)
+        if segments is not None:
+            p.pm.hook.media_indexed(media=media, segments=segments)
+        if previous and previous.media_id and previous.media_id != media_id:
+            p._detach(previous.media_id, path)
+        return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
+
+    def _work(self, path, media, info, transcriber, transcript, reporter):
+        """The ``work`` stage: (transcript, enriched segments, transcribed now?), stored once."""
+        p, state = self.p, self.p.state
+        key = transcriber.cache_key
+        payload = {"media": asdict(media), "probe": asdict(info), "engine": transcriber.name, "engine_key": key,
+                   "library": self.library, "language": p._language_hint(path, transcriber),
+                   "prompt": p.config.hint_for(path).get("prompt"),
+                   "checkpoint": state.get_checkpoint(media.id, key),
+                   "transcript": transcript.to_dict() if transcript is not None else None}
+        reserved = p._reserve_budget(transcriber, info) if transcript is None else 0.0
+        try:
+            if transcript is None:
+                reporter.started(path, info.duration)
+            token, res = self.call(path, "work", payload)
+        finally:
+            p._release_budget(reserved)
+        self.drain_charges()  # before the transcript: its cost is not booked twice
+        ckpt_field = f"{media.id}|{key}"
+        if res["status"] != "ok":
+            if res["status"] == "not_ready":  # keep the engine's checkpoint here too
+                raw = self.link.redis.hget(self.link.key("ckpt"), ckpt_field)
+                if raw:
+                    state.set_checkpoint(media.id, key, json.loads(raw))
+            self.finish(token, path, "work")
+            if res["status"] == "gone":
+                raise TransientError(f"{path}: gone from the worker's view while being indexed")
+            raise self.error(res)
+        transcribed = False
+        if res.get("transcript") and state.get_transcript(media.id, key) is None:  # a second arrival: written once
+            transcript = Transcript.from_dict(res["transcript"])
+            state.transcribed(media.id, key, transcript, info.duration)
+            transcribed = True
+        elif transcript is None:
+            transcript = state.get_transcript(media.id, key)
+        enriched = Transcript.from_dict(res["enriched"])
+        state.save_enriched(media.id, key, res["enrichers"], enriched)
+        self.link.redis.hdel(self.link.key("ckpt"), ckpt_field)
+        self.finish(token, path, "work")
+        return transcript, enriched.segments, transcribed
