@@ -404,3 +404,40 @@ def test_a_redis_beyond_loopback_needs_a_password_or_tls_and_the_password_is_nev
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "cannot reach the queue" in res.stderr, res.stderr
     assert secret not in res.stderr + res.stdout and "***" in res.stderr
+
+
+# ---- watch as the coordinator; /api/status shows the workers ---------------------------------
+
+
+def test_watch_coordinates_and_the_web_status_shows_the_workers(corpus, tmp_path, env, redis_server, workers):
+    import httpx
+
+    folder = media_folder(corpus)
+    extra = folder / "later.mp3"
+    shutil.move(folder / "talks" / "space_station.mp3", tmp_path / "held.mp3")
+    data = data_dir_for(tmp_path, "coordinator")
+    workers.start(2)
+    port = _free_port()
+    proc = coordinator(["watch", str(folder), "--stable", "0.2", "--port", str(port)], env, data, redis_server.url)
+    try:
+        def status():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=5).json()
+            except httpx.HTTPError:
+                return None
+
+        def settled():
+            s = status()
+            return s if s and s["files"]["indexed"] >= 1 and not s["files"]["queued"] and \
+                not s["files"]["running"] and s.get("queue", {}).get("workers") else None
+
+        s = wait_for(settled, "the first scan indexed")
+        assert len(s["queue"]["workers"]) == 2 and s["queue"]["url"] == redis_server.url
+        shutil.copyfile(tmp_path / "held.mp3", extra)  # a new file while watching
+        wait_for(lambda: (status() or {}).get("files", {}).get("indexed") == s["files"]["indexed"] + 1,
+                 "the new file indexed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code, out = finish(proc, timeout=60)
+    assert code == 0, out
+    indexed_once(data, folder)
