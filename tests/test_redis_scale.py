@@ -10,6 +10,7 @@ redelivery tests fast; nothing here asserts a duration.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -440,3 +441,48 @@ def test_watch_coordinates_and_the_web_status_shows_the_workers(corpus, tmp_path
         code, out = finish(proc, timeout=60)
     assert code == 0, out
     indexed_once(data, folder)
+
+
+def test_the_spending_cap_holds_across_workers(corpus_src, manifest, tmp_path, env, redis_server):
+    """max_cost is checked by the coordinator before a job is handed out and the workers'
+    charges are booked there: with room for one short talk, one is transcribed, the others
+    wait, whatever the number of workers."""
+    from dashscope_double import Double
+
+    key = "sk-test-double-key"
+    media = tmp_path / "media"
+    shutil.copytree(corpus_src / "talks", media / "talks")
+    probe_durations = [f["duration"] for f in manifest["files"] if f["path"].startswith("talks/")]
+    cap = 1.5 * max(math.ceil(d) for d in probe_durations) * 0.000035  # room for one, not two
+    config = f"max_cost = {cap}\n" + DS_CONFIG
+    with Double(corpus_src, manifest, key=key) as double:
+        script = tmp_path / "ds_worker.py"
+        script.write_text(DS_WORKER.format(tests=str(HERE), files=str(double.files_dir), url=double.url))
+        e = {**env, "DASHSCOPE_API_KEY": key, "DASHSCOPE_BASE_URL": double.base_url,
+             "MEDIAINDEX_LOAD_PLUGINS": "mediaindex-redis"}
+        pool = Workers(tmp_path, e, redis_server.url, cmd=[sys.executable, str(script)])
+        data = tmp_path / "coordinator"
+        data.mkdir()
+        (data / "config.toml").write_text(config)
+        try:
+            pool.start(3)
+            for d in tmp_path.glob("worker*"):
+                if d.is_dir():
+                    (d / "config.toml").write_text(DS_CONFIG)
+            code, out = finish(subprocess.Popen(
+                [sys.executable, str(script), "index", str(media), "--data-dir", str(data), "--queue", redis_server.url],
+                env={**e, "DASHSCOPE_API_KEY": ""}, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        finally:
+            pool.stop()
+    from mediaindex.state import State
+
+    state = State(data / "state.sqlite3")
+    try:
+        spent = state.total_cost()
+        assert 0 < spent <= cap, (spent, cap)
+        assert state.transcription_count() == 1
+        statuses = sorted(r.status for r in state.files_under(str(media)))
+        assert statuses == ["indexed", "queued"], statuses  # the other one waits for a higher cap
+    finally:
+        state.close()
+    assert code != 0 and "spending cap reached" in out, out

@@ -45,6 +45,8 @@ class Coordinator:
         self.library = pipeline.state.library_id()
         self._charges = threading.Lock()
         self._attached: set[str] = set()  # tokens this process sent or re-sent
+        # dispatches answered, their wall time here, the time workers spent on them (bench/bench_redis.py)
+        self.stats = {"dispatches": 0, "wall": 0.0, "work": 0.0}
         try:
             self.link.redis.ping()  # fail at the start, not on the first file
         except Exception as e:
@@ -67,22 +69,29 @@ class Coordinator:
         payload = {**payload, "stage": stage, "uri": path}
         token = None
         last_drain = 0.0
+        began = time.perf_counter()
         while True:
             try:
-                if token is None:
+                if token is None:  # (again after a Redis error: never wait for a message not sent)
                     old = r.get(active)
                     if old is not None and r.exists(key("want", old.decode())):
-                        token = old.decode()
-                        if token not in self._attached:  # sent by a coordinator that stopped: its
-                            self.link.actor.send(token, payload)  # message may be gone; one lock, one answer
+                        sent = old.decode()
+                        if sent not in self._attached:  # sent by a coordinator that stopped (or half-sent):
+                            self.link.actor.send(sent, payload)  # may be gone; one lock, one answer
                     else:
-                        token = uuid.uuid4().hex
-                        r.set(active, token, ex=RESULT_TTL)
-                        self.link.send(token, payload)
-                    self._attached.add(token)
+                        sent = uuid.uuid4().hex
+                        r.set(active, sent, ex=RESULT_TTL)
+                        self.link.send(sent, payload)
+                    self._attached.add(sent)
+                    token = sent
                 raw = r.brpoplpush(key("result", token), key("result", token), timeout=1)
                 if raw is not None:
-                    return token, json.loads(raw)
+                    res = json.loads(raw)
+                    with self._charges:
+                        self.stats["dispatches"] += 1
+                        self.stats["wall"] += time.perf_counter() - began
+                        self.stats["work"] += float(res.get("took") or 0.0)
+                    return token, res
                 if time.monotonic() - last_drain > 2.0:
                     self.drain_charges()
                     last_drain = time.monotonic()

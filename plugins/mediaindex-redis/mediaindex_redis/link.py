@@ -122,14 +122,17 @@ class Link:
         self.broker = RedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=int(vt * 1000),
                                   maintenance_chance=self.settings["maintenance_chance"])
 
-        def retry_when(retries: int, exc: BaseException) -> bool:
-            from .worker import Busy  # another delivery holds the job: try later, for as long as it takes
+        from .worker import Busy
 
-            return isinstance(exc, Busy) or retries < 3
+        def retry_when(retries: int, exc: BaseException) -> bool:
+            """Always: the actor turns every failure of the work into an answer; what is left is
+            ``Busy`` (another delivery holds the job) or Redis away while answering. A message
+            Dramatiq gave up on would leave its coordinator waiting forever."""
+            return True
 
         self.actor = dramatiq.actor(fn or _not_here, actor_name=ACTOR, queue_name=QUEUE, broker=self.broker,
                                     retry_when=retry_when, min_backoff=int(vt * 1000), max_backoff=int(vt * 4000),
-                                    time_limit=7 * 24 * 3600 * 1000, max_age=None)
+                                    time_limit=7 * 24 * 3600 * 1000, max_age=None, throws=(Busy,))
 
     # ---- keys ---------------------------------------------------------------------------------
 

@@ -61,8 +61,9 @@ class Worker:
         from dramatiq import Worker as DramatiqWorker
 
         threading.Thread(target=self._heartbeat, name="mediaindex-heartbeat", daemon=True).start()
+        # an idle worker asks for work at least every 250 ms (Dramatiq backs off up to this)
         self._dramatiq = DramatiqWorker(self.link.broker, worker_threads=self.threads,
-                                        worker_timeout=1000)
+                                        worker_timeout=250)
         self._dramatiq.queue_prefetch = self.threads  # no hoarding: a free worker takes the next job
         self._dramatiq.start()
         return self
@@ -119,12 +120,14 @@ class Worker:
                           "error": f"processing stopped {attempts - 1} times while this file was being worked on "
                                    "(did it crash a worker?); fix the cause, then touch the file to retry"}
             else:
+                t0 = time.perf_counter()
                 result = self.run(payload)
+                result["took"] = time.perf_counter() - t0  # the coordinator tells the queue's share apart
             self._answer(token, result)
             with self.lock:
                 if result["status"] == "error":
                     self.failed += 1
-                else:
+                elif payload.get("stage") == "work":
                     self.done += 1
         finally:
             with self.lock:
@@ -144,8 +147,9 @@ class Worker:
                 pipe = self.link.redis.pipeline()
                 pipe.rpush(self.link.key("result", token), data)
                 pipe.expire(self.link.key("result", token), RESULT_TTL)
-                if result.get("stage") == "work":
+                if result.get("stage") == "work":  # the pace `status` shows (the last hour is kept)
                     pipe.zadd(self.link.key("done"), {token: time.time()})
+                    pipe.zremrangebyscore(self.link.key("done"), 0, time.time() - 3600)
                 pipe.execute()
                 return
             except Exception:
