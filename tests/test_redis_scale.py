@@ -289,6 +289,7 @@ def test_a_redis_restart_loses_nothing(corpus, tmp_path, env, redis_persistent):
         time.sleep(0.5)
         redis_persistent.start()
         code, out = finish(proc)
+        assert [w.poll() for w in pool.procs] == [None, None]  # the workers rode it out
     finally:
         if proc.poll() is None:
             proc.kill()
