@@ -273,13 +273,8 @@ class Pipeline:
             if media.status == "indexed" and media.engine == key:
                 self.index.update_media(media)  # a move, rename or copy: only the facets change
             else:
-                transcript = self.state.get_transcript(media_id, key)
-                if transcript is None:
-                    reporter.started(path, info.duration)
-                    transcript = self._transcribe(transcriber, path, info, media, reporter, local)
-                    self.state.transcribed(media_id, key, transcript, info.duration)
-                    transcribed = True
-                segments = self._enrich(media, transcript, info, Path(local), key, location=path)
+                transcript, segments, transcribed = (self.remote or self)._work(path, media, info, transcriber,
+                                                                                reporter, local)
                 self.index.upsert(media, segments)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
             self.state.indexed(path, media_id, size=st.size, mtime=st.mtime,
@@ -290,6 +285,21 @@ class Pipeline:
         if previous and previous.media_id and previous.media_id != media_id:
             self._detach(previous.media_id, path)  # the file at this path changed content
         return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
+
+    def _work(self, path: str, media: Media, info: ProbeResult, transcriber: Transcriber, reporter: Reporter,
+              local: str) -> tuple[Transcript, list[Segment], bool]:
+        """The heavy half of a file: its transcript (cached, or made now) and its enriched
+        segments, stored; (transcript, segments, transcribed now). With a shared queue
+        (``use_queue``) the coordinator's ``_work`` has a worker do it."""
+        key = transcriber.cache_key
+        transcript = self.state.get_transcript(media.id, key)
+        transcribed = False
+        if transcript is None:
+            reporter.started(path, info.duration)
+            transcript = self._transcribe(transcriber, path, info, media, reporter, local)
+            self.state.transcribed(media.id, key, transcript, info.duration)
+            transcribed = True
+        return transcript, self._enrich(media, transcript, info, Path(local), key, location=path), transcribed
 
     def _language_hint(self, path: str, transcriber: Transcriber | None) -> str | None:
         """The language the user says this file is in (a path hint, else the engine's section)."""

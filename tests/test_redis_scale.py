@@ -399,6 +399,9 @@ def test_a_redis_beyond_loopback_needs_a_password_or_tls_and_the_password_is_nev
     res = subprocess.run([sys.executable, "-m", "mediaindex", "worker", "--queue", "redis://10.1.2.3:6379/0"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "without a password or TLS" in res.stderr, res.stderr
+    res = subprocess.run([sys.executable, "-m", "mediaindex", "index", str(corpus), "--data-dir", str(data),
+                          "--queue", "amqp://127.0.0.1/"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "no job queue plugin for 'amqp'" in res.stderr, res.stderr
     secret = "hunter2-very-secret"
     res = subprocess.run([sys.executable, "-m", "mediaindex", "index", str(corpus), "--data-dir", str(data),
                           "--queue", f"redis://:{secret}@127.0.0.1:{_free_port()}/0"], env=env,

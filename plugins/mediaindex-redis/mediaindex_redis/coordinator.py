@@ -155,42 +155,29 @@ class Coordinator:
                 p.state.set_file(path, size=st.size, mtime=st.mtime, status="ignored")
                 return Outcome(path, "ignored")
             raise self.error(res)
-        return self._process(path, st, ProbeResult(**res["probe"]), res["media_id"], reporter)
+        info, media_id = ProbeResult(**res["probe"]), res["media_id"]
+        previous = p.state.get_file(path)
+        try:  # the core's steps, with _work (below) done by a worker
+            return p._process(path, st, info, media_id, previous, reporter)
+        except BaseException:
+            # the path already points at its new content: the old one must not stay searchable under it
+            if previous and previous.media_id and previous.media_id != media_id:
+                rec = p.state.get_file(path)
+                if rec is None or rec.media_id != previous.media_id:
+                    p._detach(previous.media_id, path)
+            raise
 
-    def _process(self, path, st, info: ProbeResult, media_id: str, reporter) -> Outcome:
-        """``Pipeline._process`` with the transcription and enrichment done by a worker."""
-        p, state = self.p, self.p.state
-        previous = state.get_file(path)
-        with p._media_lock(media_id):
-            media = state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
-            transcriber = p.transcriber_for(info, p._language_hint(path, None))
-            key = transcriber.cache_key
-            transcribed = False
-            segments = None
-            if media.status == "indexed" and media.engine == key:
-                p.index.update_media(media)  # a move, rename or copy: only the facets change
-            else:
-                transcript = state.get_transcript(media_id, key)
-                stored = state.get_enriched(media_id, key, p._enrichers()) if transcript is not None else None
-                if stored is not None:
-                    segments, language = stored.segments, transcript.language or stored.language
-                else:
-                    transcript, segments, transcribed = self._work(path, media, info, transcriber, transcript, reporter)
-                    language = transcript.language
-                p.index.upsert(media, segments)
-                media.status, media.engine, media.language = "indexed", key, language
-            state.indexed(path, media_id, size=st.size, mtime=st.mtime,
-                          engine=key if segments is not None else None, language=media.language, error=media.error)
-        if segments is not None:
-            p.pm.hook.media_indexed(media=media, segments=segments)
-        if previous and previous.media_id and previous.media_id != media_id:
-            p._detach(previous.media_id, path)
-        return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
-
-    def _work(self, path, media, info, transcriber, transcript, reporter):
-        """The ``work`` stage: (transcript, enriched segments, transcribed now?), stored once."""
+    def _work(self, path, media, info, transcriber, reporter, local=None):
+        """``Pipeline._work`` on a worker: (transcript, enriched segments, transcribed now?),
+        stored here once; nothing is sent when both are cached."""
         p, state = self.p, self.p.state
         key = transcriber.cache_key
+        transcript = state.get_transcript(media.id, key)
+        stored = state.get_enriched(media.id, key, p._enrichers()) if transcript is not None else None
+        if stored is not None:
+            transcript.language = transcript.language or stored.language
+            media.language = media.language or stored.language
+            return transcript, stored.segments, False
         payload = {"media": asdict(media), "probe": asdict(info), "engine": transcriber.name, "engine_key": key,
                    "library": self.library, "language": p._language_hint(path, transcriber),
                    "prompt": p.config.hint_for(path).get("prompt"),
