@@ -181,7 +181,7 @@ def main() -> None:
         bench = Bench(Path(tmp), args.files)
         try:
             base = None
-            print(f"| worker processes | files | wall s | files/s | speed-up | goal | CPU s (coordinator + workers) |")
+            print("| worker processes | files | wall s | files/s | speed-up | goal | CPU s (coordinator + workers) |")
             print("|---:|---:|---:|---:|---:|---:|---:|")
             for n in args.workers:
                 procs = bench.start_workers(n, args.wait)

@@ -123,11 +123,14 @@ class Workers:
         self.cmd = cmd or [sys.executable, "-m", "mediaindex"]
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, n: int = 1, threads: int = 1, env: dict | None = None) -> list[subprocess.Popen]:
+    def start(self, n: int = 1, threads: int = 1, env: dict | None = None,
+              config: str | None = None) -> list[subprocess.Popen]:
         started = []
         for _ in range(n):
             i = len(self.procs)
             d = data_dir_for(self.tmp_path, f"worker{i}")
+            if config is not None:
+                (d / "config.toml").write_text(config)
             log = open(self.tmp_path / f"worker{i}.log", "wb")
             p = subprocess.Popen([*self.cmd, "worker", "--queue", self.url, "--workers", str(threads),
                                   "--data-dir", str(d)], env={**self.env, **(env or {})}, stdout=log, stderr=log)
@@ -316,6 +319,40 @@ def test_a_coordinator_killed_and_restarted_waits_for_the_jobs_it_sent(corpus, t
     assert in_flight >= 1
 
 
+def test_a_file_that_keeps_killing_workers_fails_after_the_attempts_with_its_reason(corpus_src, tmp_path, env,
+                                                                                   redis_server, workers):
+    folder = tmp_path / "media"
+    shutil.copytree(corpus_src / "talks", folder)
+    data = data_dir_for(tmp_path, "coordinator")
+    crash = {"MEDIAINDEX_MANIFEST_CRASH": "bread_baking.m4a"}
+    poison = f'transcriber = "manifest"\n[redis]\nvisibility_timeout = {VT}\nmax_attempts = 2\n'  # 2 deliveries
+    workers.start(1, env=crash, config=poison)
+    proc = coordinator(["index", str(folder)], env, data, redis_server.url)
+    try:
+        while proc.poll() is None:  # a supervisor: a crashed worker is started again
+            if all(p.poll() is not None for p in workers.procs):
+                workers.start(1, env=crash, config=poison)
+            assert len(workers.procs) < 10, "the poison job was delivered again and again"
+            time.sleep(0.1)
+        code, out = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1, out
+    assert "processing stopped 2 times" in out and "bread_baking.m4a" in out, out
+    crashed = [p for _, p in calls(tmp_path) if p.endswith("bread_baking.m4a")]
+    assert len(crashed) == 2  # two deliveries, two crashes, then no more
+    from mediaindex.state import State
+
+    state = State(data / "state.sqlite3")
+    try:
+        rec = state.get_file(str(folder / "bread_baking.m4a"))
+        assert rec.status == "failed" and "processing stopped 2 times" in rec.error
+        assert state.get_file(str(folder / "space_station.mp3")).status == "indexed"
+    finally:
+        state.close()
+
+
 # ---- Qwen3-ASR through the queue: never paid twice --------------------------------------------
 
 DS_WORKER = textwrap.dedent("""
@@ -352,10 +389,7 @@ def test_a_worker_killed_while_its_qwen_task_runs_is_paid_once(corpus_src, manif
         data.mkdir()
         (data / "config.toml").write_text(DS_CONFIG)
         try:
-            victim = pool.start(1)[0]
-            for d in tmp_path.glob("worker*"):
-                if d.is_dir():
-                    (d / "config.toml").write_text(DS_CONFIG)
+            victim = pool.start(1, config=DS_CONFIG)[0]
             ce = {**e, "DASHSCOPE_API_KEY": ""}  # the coordinator needs no key: it sends no request
             proc = subprocess.Popen([sys.executable, str(script), "index", str(media), "--data-dir", str(data),
                                      "--queue", redis_server.url], env=ce, stdout=subprocess.PIPE,
@@ -366,10 +400,7 @@ def test_a_worker_killed_while_its_qwen_task_runs_is_paid_once(corpus_src, manif
             victim.wait()
             assert double.submissions == 1
             double.steps_pending, double.steps_running = 0, 1  # the task finishes
-            pool.start(1)
-            for d in tmp_path.glob("worker*"):
-                if d.is_dir():
-                    (d / "config.toml").write_text(DS_CONFIG)
+            pool.start(1, config=DS_CONFIG)
             code, out = finish(proc)
             assert code == 0, out + pool.logs()
         finally:
@@ -469,10 +500,7 @@ def test_the_spending_cap_holds_across_workers(corpus_src, manifest, tmp_path, e
         data.mkdir()
         (data / "config.toml").write_text(config)
         try:
-            pool.start(3)
-            for d in tmp_path.glob("worker*"):
-                if d.is_dir():
-                    (d / "config.toml").write_text(DS_CONFIG)
+            pool.start(3, config=DS_CONFIG)
             code, out = finish(subprocess.Popen(
                 [sys.executable, str(script), "index", str(media), "--data-dir", str(data), "--queue", redis_server.url],
                 env={**e, "DASHSCOPE_API_KEY": ""}, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
