@@ -519,3 +519,48 @@ def test_the_spending_cap_holds_across_workers(corpus_src, manifest, tmp_path, e
     finally:
         state.close()
     assert code != 0 and "spending cap reached" in out, out
+
+
+# ---- media in a bucket: workers fetch by URI --------------------------------------------------
+
+
+def test_workers_fetch_bucket_media_by_uri_and_a_moved_object_is_not_transcribed_again(
+        corpus, tmp_path, env, redis_server, workers):
+    import boto3
+    from bucket_servers import KEY_ID, SECRET, start_s3
+
+    server, endpoint = start_s3()
+    try:
+        bucket = "archive"
+        admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID,
+                             aws_secret_access_key=SECRET)
+        admin.create_bucket(Bucket=bucket)
+        for f in sorted((corpus / "talks").iterdir()) + sorted((corpus / "podcasts").glob("*.*")):
+            admin.put_object(Bucket=bucket, Key=f"lib/{f.name}", Body=f.read_bytes())
+        s3 = f'[s3]\nendpoint_url = "{endpoint}"\naddressing_style = "path"\n'
+        cfg = f'transcriber = "manifest"\n{s3}[redis]\nvisibility_timeout = {VT}\n'
+        e = {**env, "MEDIAINDEX_LOAD_PLUGINS": PLUGINS + ",mediaindex-s3", "AWS_ACCESS_KEY_ID": KEY_ID,
+             "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+             "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+        workers.env = e
+        workers.start(2, config=cfg)
+        data = data_dir_for(tmp_path, "coordinator")
+        (data / "config.toml").write_text(cfg)
+        code, out = finish(coordinator(["index", f"s3://{bucket}/lib"], e, data, redis_server.url))
+        assert code == 0, out + workers.logs()
+        done = calls(tmp_path)
+        n = len(admin.list_objects_v2(Bucket=bucket)["Contents"])
+        assert len(done) == n and {p.split("/")[2] for _, p in done} == {bucket}  # each object once, by URI
+        assert {pid for pid, _ in done} <= {p.pid for p in workers.procs}
+
+        # moved in the bucket: the coordinator recognises the content; nothing is transcribed again
+        admin.copy_object(Bucket=bucket, Key="lib/moved/space.mp3", CopySource=f"{bucket}/lib/space_station.mp3")
+        admin.delete_object(Bucket=bucket, Key="lib/space_station.mp3")
+        code, out = finish(coordinator(["index", f"s3://{bucket}/lib"], e, data, redis_server.url))
+        assert code == 0 and "0 transcribed" in out, out
+        assert len(calls(tmp_path)) == n
+        res = subprocess.run([sys.executable, "-m", "mediaindex", "search", "cupola window", "--json", "--data-dir",
+                              str(data)], env=e, capture_output=True, text=True)
+        assert [h["path"] for h in json.loads(res.stdout)["hits"]] == [f"s3://{bucket}/lib/moved/space.mp3"]
+    finally:
+        server.stop()
