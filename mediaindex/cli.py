@@ -33,7 +33,8 @@ data_dir_option = click.option(
 queue_option = click.option(
     "--queue", envvar="MEDIAINDEX_QUEUE", metavar="URL", default=None,
     help="Coordinate: hand the work on files to `mediaindex worker`s through this Redis "
-         "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE).")
+         "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE); "
+         "--workers then counts the jobs handed out at once (default 32).")
 
 
 def open_pipeline(data_dir, **kw) -> Pipeline:

@@ -237,7 +237,8 @@ def _check_bind(host, token):
               help="On Ctrl-C/SIGTERM, how long running jobs may finish before they are put back in the queue.")
 @click.option("--queue", envvar="MEDIAINDEX_QUEUE", metavar="URL", default=None,
               help="Coordinate: hand the work on files to `mediaindex worker`s through this Redis "
-                   "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE).")
+                   "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE); "
+                   "--workers then counts the jobs handed out at once (default 32).")
 def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, token,
                   token_file, grace, queue=None):
     """Keep PATHS indexed: index what is new, then follow every change until stopped.

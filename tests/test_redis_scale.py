@@ -206,6 +206,22 @@ def indexed_once(data: Path, folder: Path) -> dict:
         p.close()
 
 
+def redis_dump(client) -> bytes:
+    """Every value in the Redis database (jobs, answers, checkpoints, heartbeats)."""
+    out = []
+    for k in client.keys("*"):
+        kind = client.type(k)
+        if kind == b"string":
+            out.append(client.get(k))
+        elif kind == b"list":
+            out += client.lrange(k, 0, -1)
+        elif kind == b"hash":
+            out += [v for kv in client.hgetall(k).items() for v in kv]
+        elif kind in (b"set", b"zset"):
+            out += list(client.zrange(k, 0, -1) if kind == b"zset" else client.smembers(k))
+    return b"\n".join(out)
+
+
 def calls(tmp_path: Path) -> list[tuple[int, str]]:
     log = tmp_path / "calls.log"
     if not log.exists():
@@ -399,6 +415,8 @@ def test_a_worker_killed_while_its_qwen_task_runs_is_paid_once(corpus_src, manif
             victim.kill()  # kill -9 while polling the task
             victim.wait()
             assert double.submissions == 1
+            dump = redis_dump(redis_server.client())
+            assert b'"engine_key"' in dump and key.encode() not in dump  # its job, unacked, holds no secret
             double.steps_pending, double.steps_running = 0, 1  # the task finishes
             pool.start(1, config=DS_CONFIG)
             code, out = finish(proc)
