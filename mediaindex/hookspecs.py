@@ -114,7 +114,8 @@ def register_queues(register: Callable[[Any], None], config: "Config") -> None:
     ``("redis", "rediss")``), ``check(url)`` (a ``UsageError`` for an unsafe or malformed URL,
     before anything starts) and ``coordinator(pipeline, url)``, which returns an object whose
     ``process_path(path, reporter)`` does the work of one file on a worker and its bookkeeping
-    here, and whose ``status()`` describes workers and queue (see docs/plugins.md, "Job queue")."""
+    here, and whose ``status()`` describes workers and queue; and ``status(url, config)`` for
+    ``mediaindex status --queue`` (see docs/plugins.md, "Job queue")."""
 
 
 @hookspec
