@@ -232,6 +232,7 @@ def calls(tmp_path: Path) -> list[tuple[int, str]]:
 # ---- the plain case --------------------------------------------------------------------------
 
 
+@pytest.mark.hook("register_queues", subprocess=True)  # the coordinator finds the redis plugin
 def test_a_folder_is_indexed_exactly_once_by_several_workers(corpus, tmp_path, env, redis_server, workers):
     folder = media_folder(corpus)
     data = data_dir_for(tmp_path, "coordinator")
@@ -582,3 +583,57 @@ def test_workers_fetch_bucket_media_by_uri_and_a_moved_object_is_not_transcribed
         assert [h["path"] for h in json.loads(res.stdout)["hits"]] == [f"s3://{bucket}/lib/moved/space.mp3"]
     finally:
         server.stop()
+
+
+# ---- the core's hook: a shared queue chosen by its URL scheme ---------------------------------
+
+
+@pytest.mark.hook("register_queues")
+def test_a_queue_plugin_takes_the_work_by_its_url_scheme(make_pipeline, manifest_transcriber, corpus):
+    """``Pipeline.use_queue`` finds the plugin by scheme, lets it refuse a URL, and from then on
+    every file goes through its coordinator (nothing is transcribed here)."""
+    from mediaindex.errors import UsageError
+    from mediaindex.hookspecs import hookimpl
+    from mediaindex.pipeline import Outcome
+    from mediaindex.plugins import load_plugins
+
+    checked, seen = [], []
+
+    class Remote:
+        def process_path(self, path, reporter):
+            seen.append(path)
+            return Outcome(path, "indexed")
+
+    class Queue:
+        schemes = ("fake",)
+
+        def check(self, url):
+            checked.append(url)
+            if "unsafe" in url:
+                raise UsageError("refused")
+
+        def coordinator(self, pipeline, url):
+            return Remote()
+
+    class Plugin:
+        @hookimpl
+        def register_queues(self, register, config):
+            register(Queue())
+
+    pm = load_plugins()
+    pm.register(Plugin(), name="fake-queue")
+    try:
+        p = make_pipeline()
+        with pytest.raises(UsageError, match="no job queue plugin for 'nope'"):
+            p.use_queue("nope://host")
+        with pytest.raises(UsageError, match="refused"):
+            p.use_queue("fake://unsafe")
+        p.use_queue("fake://host")
+        assert checked == ["fake://unsafe", "fake://host"]
+        p.enqueue_plan(p.plan([str(corpus / "talks")]))
+        outcomes = p.run_jobs()
+        assert sorted(seen) == sorted(str(f) for f in (corpus / "talks").iterdir())
+        assert [o.status for o in outcomes] == ["indexed"] * len(seen)
+        assert manifest_transcriber and p.state.transcription_count() == 0  # the work went elsewhere
+    finally:
+        pm.unregister(name="fake-queue")
