@@ -30,6 +30,13 @@ data_dir_option = click.option(
     help="Where state and the index live (default ~/.local/share/mediaindex; env MEDIAINDEX_DATA_DIR).")
 
 
+queue_option = click.option(
+    "--queue", envvar="MEDIAINDEX_QUEUE", metavar="URL", default=None,
+    help="Coordinate: hand the work on files to `mediaindex worker`s through this Redis "
+         "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE); "
+         "--workers then counts the jobs handed out at once (default 32).")
+
+
 def open_pipeline(data_dir, **kw) -> Pipeline:
     with cli_errors(setup=True):  # a bad config, an unknown engine, a damaged state database, a full disk
         return Pipeline(Config.load(data_dir), **kw)
@@ -89,7 +96,8 @@ class BarReporter:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Files transcribed at once.")
 @click.option("--estimate", is_flag=True, help="Print what transcribing would cost, per engine; send nothing.")
-def index(paths, data_dir, transcriber, index_name, workers, estimate):
+@queue_option
+def index(paths, data_dir, transcriber, index_name, workers, estimate, queue=None):
     """Scan PATHS once and index every new or changed media file.
 
     Exit status: 0 when every file is indexed, 1 when any failed, was skipped (an unreadable
@@ -107,6 +115,9 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate):
         # a missing path with known files is a root that is offline (an unmounted drive): it is
         # reported and keeps its entries; a path never seen before is a typo
         pipeline.check_transcriber()
+        if queue and not estimate:  # the work goes to `mediaindex worker`s; --workers: jobs handed out at once
+            pipeline.use_queue(queue)
+            workers = workers if click.get_current_context().get_parameter_source("workers").name != "DEFAULT" else 32
         known_roots = pipeline.state.roots()
         unknown = [p for p in missing if os.path.abspath(os.path.expanduser(p)) not in known_roots
                    and not pipeline.state.has_files_under(os.path.abspath(os.path.expanduser(p)))]
@@ -422,8 +433,9 @@ def search(query, data_dir, limit, offset, lang, emotion, kind, source, event, p
 @cli.command()
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True)
-def status(data_dir, as_json):
-    """Counts of files by state, and every failed file with its error."""
+@queue_option
+def status(data_dir, as_json, queue=None):
+    """Counts of files by state, and every failed file with its error (with --queue: the workers)."""
     from .state import State
 
     with cli_errors(setup=True):
@@ -439,6 +451,11 @@ def status(data_dir, as_json):
         except (OSError, sqlite3.Error) as e:
             raise click_error(e, config.state_path) or click.ClickException(
                 printable(f"cannot read the state database {config.state_path}: {e}")) from None
+    if queue:
+        from .pipeline import queue_for
+
+        with cli_errors(setup=True):
+            summary["queue"] = queue_for(load_plugins(), config, queue).status(queue, config)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
@@ -456,6 +473,21 @@ def status(data_dir, as_json):
             click.echo(f"offline: {printable(root['path'])}")
     for item in summary["failed"]:
         click.echo(f"failed: {printable(item['path'])}: {printable(item['error'])}")
+    if queue:
+        print_queue_status(summary["queue"])
+
+
+def print_queue_status(q: dict) -> None:
+    """Workers seen, what each is doing, queue depth and throughput (``status --queue``)."""
+    if q.get("error"):
+        click.echo(f"queue {printable(q['url'])}: unreachable: {printable(q['error'])}")
+        return
+    depth = q["queue"]
+    click.echo(f"queue {printable(q['url'])}: {depth['queued']} waiting, {depth['delayed']} delayed, "
+               f"{len(q['workers'])} worker(s), {q['per_minute']} files/min (last 5 min)")
+    for w in q["workers"]:
+        doing = "; ".join(f"{d['stage']} {printable(d['path'])} ({d['for']:.0f} s)" for d in w["doing"]) or "idle"
+        click.echo(f"  {printable(w['id'])}: {w['done']} done, {w['failed']} failed, {doing}")
 
 
 @cli.command()

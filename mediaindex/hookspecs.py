@@ -109,6 +109,16 @@ def media_removed(media_id: str, path: str) -> None:
 
 
 @hookspec
+def register_queues(register: Callable[[Any], None], config: "Config") -> None:
+    """Register shared job queues (``--queue URL``): objects with ``schemes`` (URL schemes, e.g.
+    ``("redis", "rediss")``), ``check(url)`` (a ``UsageError`` for an unsafe or malformed URL,
+    before anything starts) and ``coordinator(pipeline, url)``, which returns an object whose
+    ``process_path(path, reporter)`` does the work of one file on a worker and its bookkeeping
+    here, and whose ``status()`` describes workers and queue; and ``status(url, config)`` for
+    ``mediaindex status --queue`` (see docs/plugins.md, "Job queue")."""
+
+
+@hookspec
 def register_commands(cli: "click.Group") -> None:
     """Add subcommands to the ``mediaindex`` CLI."""
 

@@ -47,6 +47,20 @@ def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def queue_for(pm, config: Config, url: str):
+    """The registered shared queue for ``url``'s scheme, its URL checked (``UsageError`` if unsafe)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    found = []
+    pm.hook.register_queues(register=found.append, config=config)
+    for q in found:
+        if scheme in q.schemes:
+            q.check(url)
+            return q
+    known = sorted(s for q in found for s in q.schemes)
+    raise UsageError(f"no job queue plugin for {scheme or url!r} URLs; available: {', '.join(known) or 'none'} "
+                     "(install plugins/mediaindex-redis for redis://)")
+
+
 class Reporter(Protocol):
     """Receives progress from the pipeline (CLI progress bars, the web status panel)."""
 
@@ -109,6 +123,13 @@ class Pipeline:
         self._reserved = 0.0  # estimated cost of paid transcriptions in progress
         self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
         self._job_engine = threading.local()  # a "transcribe:NAME" job's engine, in its worker thread
+        self.remote = None  # a shared queue's coordinator (use_queue): files are worked on elsewhere
+
+    def use_queue(self, url: str | None) -> None:
+        """Hand files to the workers of a shared queue (``--queue redis://...``); None: work here."""
+        if not url:
+            return
+        self.remote = queue_for(self.pm, self.config, url).coordinator(self, url)
 
     def storage_for(self, uri: str) -> StorageBackend:
         """The storage backend that reads this location (``file`` for plain paths)."""
@@ -182,6 +203,8 @@ class Pipeline:
     def process_path(self, path: str, reporter: Reporter | None = None) -> Outcome:
         """Index one file. Raises MediaError (transient or permanent) on failure."""
         reporter = reporter or NullReporter()
+        if self.remote is not None:  # --queue: a worker does the heavy part, the bookkeeping stays here
+            return self.remote.process_path(path, reporter)
         storage = self.storage_for(path)
         st = storage.stat(path)
         if st is None:
@@ -250,13 +273,8 @@ class Pipeline:
             if media.status == "indexed" and media.engine == key:
                 self.index.update_media(media)  # a move, rename or copy: only the facets change
             else:
-                transcript = self.state.get_transcript(media_id, key)
-                if transcript is None:
-                    reporter.started(path, info.duration)
-                    transcript = self._transcribe(transcriber, path, info, media, reporter, local)
-                    self.state.transcribed(media_id, key, transcript, info.duration)
-                    transcribed = True
-                segments = self._enrich(media, transcript, info, Path(local), key, location=path)
+                transcript, segments, transcribed = (self.remote or self)._work(path, media, info, transcriber,
+                                                                                reporter, local)
                 self.index.upsert(media, segments)
                 media.status, media.engine, media.language = "indexed", key, transcript.language
             self.state.indexed(path, media_id, size=st.size, mtime=st.mtime,
@@ -267,6 +285,21 @@ class Pipeline:
         if previous and previous.media_id and previous.media_id != media_id:
             self._detach(previous.media_id, path)  # the file at this path changed content
         return Outcome(path, "indexed", media_id=media_id, transcribed=transcribed)
+
+    def _work(self, path: str, media: Media, info: ProbeResult, transcriber: Transcriber, reporter: Reporter,
+              local: str) -> tuple[Transcript, list[Segment], bool]:
+        """The heavy half of a file: its transcript (cached, or made now) and its enriched
+        segments, stored; (transcript, segments, transcribed now). With a shared queue
+        (``use_queue``) the coordinator's ``_work`` has a worker do it."""
+        key = transcriber.cache_key
+        transcript = self.state.get_transcript(media.id, key)
+        transcribed = False
+        if transcript is None:
+            reporter.started(path, info.duration)
+            transcript = self._transcribe(transcriber, path, info, media, reporter, local)
+            self.state.transcribed(media.id, key, transcript, info.duration)
+            transcribed = True
+        return transcript, self._enrich(media, transcript, info, Path(local), key, location=path), transcribed
 
     def _language_hint(self, path: str, transcriber: Transcriber | None) -> str | None:
         """The language the user says this file is in (a path hint, else the engine's section)."""

@@ -235,8 +235,12 @@ def _check_bind(host, token):
               help="Read the token from this file (env MEDIAINDEX_TOKEN_FILE).")
 @click.option("--grace", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
               help="On Ctrl-C/SIGTERM, how long running jobs may finish before they are put back in the queue.")
+@click.option("--queue", envvar="MEDIAINDEX_QUEUE", metavar="URL", default=None,
+              help="Coordinate: hand the work on files to `mediaindex worker`s through this Redis "
+                   "(redis://host:6379/0; a password or rediss:// beyond loopback; env MEDIAINDEX_QUEUE); "
+                   "--workers then counts the jobs handed out at once (default 32).")
 def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, index_name, serve, host, port, token,
-                  token_file, grace):
+                  token_file, grace, queue=None):
     """Keep PATHS indexed: index what is new, then follow every change until stopped.
 
     New, changed, moved and deleted files are handled as they happen (once a file has stopped
@@ -256,6 +260,9 @@ def watch_command(paths, data_dir, poll, stable, rescan, workers, transcriber, i
     lock = _lock_data_dir(pipeline)
     try:
         pipeline.check_transcriber()
+        if queue:  # the work goes to `mediaindex worker`s; --workers: jobs handed out at once
+            pipeline.use_queue(queue)
+            workers = workers if click.get_current_context().get_parameter_source("workers").name != "DEFAULT" else 32
     except UsageError as e:
         pipeline.close()
         lock.close()

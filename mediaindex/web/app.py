@@ -371,6 +371,9 @@ class WebApp:
         summary["version"] = __version__
         summary["index"] = getattr(self.index, "name", "")
         summary["auth"] = self.token is not None
+        remote = getattr(self.pipeline, "remote", None)
+        if remote is not None:  # --queue: the workers, what each is doing, queue depth, throughput
+            summary["queue"] = remote.status()
         return summary
 
     async def status(self, request: Request) -> Response:

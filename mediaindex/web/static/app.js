@@ -857,6 +857,7 @@
       roots.append(li);
     }
     if (!(s.roots || []).length) roots.append(el("li", "muted", "none yet"));
+    renderWorkers(s.queue);
     const failed = s.failed || [];
     $("st-failed-box").hidden = !failed.length;
     const fl = $("st-failed-list");
@@ -875,6 +876,26 @@
       ? `Indexing ${waiting} file${waiting === 1 ? "" : "s"} now… results will appear here.`
       : "This page updates by itself while files are being indexed.";
     if (!state.q.trim()) renderIdleSummary();
+  }
+
+  function renderWorkers(q) {
+    // --queue: the workers on other machines, what each is doing, the queue's depth and pace
+    $("st-workers-box").hidden = !q;
+    if (!q) return;
+    const list = $("st-workers");
+    list.replaceChildren();
+    if (q.error) {
+      $("st-queue").textContent = `Queue ${q.url} unreachable: ${q.error}`;
+      return;
+    }
+    $("st-queue").textContent = `${q.workers.length} worker${q.workers.length === 1 ? "" : "s"} · ` +
+      `${q.queue.queued} waiting · ${q.per_minute} files/min`;
+    for (const w of q.workers) {
+      const doing = w.doing.map((d) => `${d.stage} ${d.path}`).join("; ") || "idle";
+      const li = el("li", null, `${w.id}: ${w.done} done`);
+      li.append(" ", el("span", "muted", doing));
+      list.append(li);
+    }
   }
 
   function toggleStatus() {

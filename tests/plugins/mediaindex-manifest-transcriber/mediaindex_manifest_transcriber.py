@@ -58,6 +58,12 @@ class ManifestTranscriber(Transcriber):
 
     def transcribe(self, request):
         self.calls.append(str(request.path))
+        log = os.environ.get("MEDIAINDEX_MANIFEST_LOG")  # calls seen across processes (tests/test_redis_scale.py)
+        if log:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {request.uri or request.path}\n")
+        if os.environ.get("MEDIAINDEX_MANIFEST_CRASH") == request.path.name:  # a native crash in an engine
+            os.kill(os.getpid(), 9)
         delay = float(os.environ.get("MEDIAINDEX_MANIFEST_DELAY", "0"))
         if delay:
             time.sleep(delay)
