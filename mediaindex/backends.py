@@ -8,9 +8,11 @@ import abc
 import contextlib
 import math
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,100 @@ def version_stamp(modified: float, etag: str | None) -> float:
     fraction, so an overwrite with the same size in the same second is still a change."""
     fold = zlib.crc32(etag.strip('"').encode()) % 1000 if etag else 0
     return math.floor(modified) + fold / 1000
+
+
+def list_partitioned(pages: Callable[[str, str | None], Iterator], root_key: str, failed: Callable[[str, Exception], None],
+                     concurrency: int = 8, max_partitions: int = 256) -> Iterator[tuple[str, object]]:
+    """Every wanted (key, object) at or under ``root_key`` (see ``key_wanted``), streamed.
+
+    ``pages(prefix, delimiter)`` lists one prefix page by page, giving each page's objects as
+    (key, object) pairs and its common prefixes. One delimiter listing finds the root's folders;
+    each is then listed on its own, up to ``concurrency`` at once. S3 and OSS give at most a
+    thousand keys a request and every request waits a round trip, so folders listed side by
+    side finish many times sooner; and a store that scans by prefix answers narrow prefixes
+    cheaply. Memory stays bounded: at most ``2 × concurrency`` pages wait. A root with more
+    than ``max_partitions`` folders is listed flat, page after page (one request per folder
+    would cost more than it saves). A folder whose listing fails is passed to
+    ``failed(folder_key, error)`` (which may raise) and the other folders go on."""
+    base = root_key.rstrip("/")
+    top = base + "/" if base else ""
+    if base:  # the root may be an object itself: if so, the first key with its name as prefix
+        contents, _ = next(iter(pages(base, "/")), ([], []))
+        yield from ((k, o) for k, o in contents[:1] if k == base and key_wanted(root_key, k))
+    for _depth in range(8):  # a root whose keys all lie in one folder: look inside it
+        folders: list[str] = []
+        direct: list[tuple[str, object]] = []
+        last = ""
+        for contents, prefixes in pages(top, "/"):
+            direct.extend((k, o) for k, o in contents if key_wanted(root_key, k))
+            folders.extend(p for p in prefixes if not p[len(top):].startswith("."))  # hidden below the root
+            last = max([last, *(k for k, _ in contents[-1:]), *prefixes[-1:]])
+            yield from direct
+            direct.clear()
+            if len(folders) > max_partitions:
+                yield from _list_flat(pages, top, root_key, last)
+                return
+        if len(folders) != 1:
+            break
+        top = folders[0]
+    yield from _list_folders(pages, folders, root_key, failed, concurrency)
+
+
+def _list_flat(pages, top: str, root_key: str, listed_to: str) -> Iterator[tuple[str, object]]:
+    """Everything under ``top``, page after page, but for the keys directly in it that a
+    delimiter listing already gave (up to ``listed_to``)."""
+    for contents, _ in pages(top, None):
+        yield from ((k, o) for k, o in contents
+                    if key_wanted(root_key, k) and not ("/" not in k[len(top):] and k <= listed_to))
+
+
+def _list_folders(pages, folders: list[str], root_key: str, failed, concurrency: int) -> Iterator[tuple[str, object]]:
+    """The folders listed by up to ``concurrency`` threads, their pages streamed in arrival order."""
+    if not folders:
+        return
+    out: queue.Queue = queue.Queue(maxsize=2 * concurrency)
+    stop = threading.Event()
+    todo = iter(folders)
+    lock = threading.Lock()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                out.put(item, timeout=0.2)
+                return True
+        return False
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                folder = next(todo, None)
+            if folder is None:
+                break
+            try:
+                for contents, _ in pages(folder, None):
+                    if not put(("page", folder, [(k, o) for k, o in contents if key_wanted(root_key, k)])):
+                        return
+            except Exception as e:  # handed to the caller, in its thread
+                if not put(("error", folder, e)):
+                    return
+        put(("done", None, None))
+
+    workers = [threading.Thread(target=work, daemon=True, name="mediaindex-list")
+               for _ in range(max(1, min(concurrency, len(folders))))]
+    for w in workers:
+        w.start()
+    try:
+        running = len(workers)
+        while running:
+            kind, folder, value = out.get()
+            if kind == "done":
+                running -= 1
+            elif kind == "error":
+                failed(folder, value)
+            else:
+                yield from value
+    finally:
+        stop.set()  # the consumer stopped early or failed: the workers end after their request
 
 
 # ---- transcription -------------------------------------------------------------------------

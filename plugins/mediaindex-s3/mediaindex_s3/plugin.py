@@ -7,6 +7,7 @@ profile and the addressing style, and the bucket and prefix that staging uploads
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from mediaindex import hookimpl
 from mediaindex.backends import (FatalError, ObjectInfo, PermanentError, StorageBackend, TransientError,
-                                 key_wanted, split_bucket_uri, version_stamp)
+                                 list_partitioned, split_bucket_uri, version_stamp)
 
 MB = 1 << 20
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -110,23 +111,40 @@ class S3Storage(StorageBackend):
         return ObjectInfo(f"s3://{bucket}/{key}", int(size), version_stamp(modified.timestamp(), etag), etag)
 
     def list(self, prefix: str, problems: list[tuple[str, str]] | None = None) -> Iterator[ObjectInfo]:
-        """Every candidate object at or under ``prefix``, page by page (``page_size`` keys a request).
+        """Every candidate object at or under ``prefix``: its folders listed side by side
+        (``list_concurrency`` at once, see ``list_partitioned``), page by page.
 
-        A listing that fails part way (network loss, access denied) ends with ``prefix`` in
+        A listing that fails part way ends with the prefix (or the one folder that failed) in
         ``problems``: what was not listed is unknown, not deleted."""
         bucket, key = split_bucket_uri(prefix)
+
+        def failed(folder: str, e: Exception) -> None:
+            err = self._error(e, bucket, f"listing s3://{bucket}/{folder.rstrip('/')}")
+            if problems is None or not isinstance(e, (ClientError, BotoCoreError)):
+                raise err from None
+            problems.append((f"s3://{bucket}/{folder}".rstrip("/"), str(err)))
+
+        s = self.settings
+        listing = list_partitioned(functools.partial(self._pages, bucket), key, failed,
+                                   concurrency=int(s.get("list_concurrency", 8)),
+                                   max_partitions=int(s.get("list_partitions", 256)))
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=key, PaginationConfig={"PageSize": int(self.settings.get("page_size", 1000))})
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    if key_wanted(key, obj["Key"]):
-                        yield self._info(bucket, obj["Key"], obj["Size"], obj["LastModified"], obj.get("ETag"))
+            for obj_key, obj in listing:
+                yield self._info(bucket, obj_key, obj["Size"], obj["LastModified"], obj.get("ETag"))
         except (ClientError, BotoCoreError) as e:
             err = self._error(e, bucket, f"listing {prefix}")
             if problems is None:
                 raise err from None
             problems.append((prefix, str(err)))
+
+    def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[tuple[list, list[str]]]:
+        """One prefix, page by page: ([(key, object)], [common prefix])."""
+        kw = {"Delimiter": delimiter} if delimiter else {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": int(self.settings.get("page_size", 1000))}, **kw)
+        for page in pages:
+            yield ([(o["Key"], o) for o in page.get("Contents", ())],
+                   [p["Prefix"] for p in page.get("CommonPrefixes", ())])
 
     def stat(self, uri: str) -> ObjectInfo | None:
         bucket, key = split_bucket_uri(uri)
