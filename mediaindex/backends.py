@@ -188,7 +188,7 @@ def list_partitioned(pages: Callable[[str, str | None], Iterator], root_key: str
     each is then listed on its own, up to ``concurrency`` at once. S3 and OSS give at most a
     thousand keys a request and every request waits a round trip, so folders listed side by
     side finish many times sooner; and a store that scans by prefix answers narrow prefixes
-    cheaply. Memory stays bounded: at most ``2 × concurrency`` pages wait. A root with more
+    cheaply. Memory stays bounded: at most ``concurrency`` pages wait. A root with more
     than ``max_partitions`` folders is listed flat, page after page (one request per folder
     would cost more than it saves). A folder whose listing fails is passed to
     ``failed(folder_key, error)`` (which may raise) and the other folders go on."""
@@ -228,7 +228,7 @@ def _list_folders(pages, folders: list[str], root_key: str, failed, concurrency:
     """The folders listed by up to ``concurrency`` threads, their pages streamed in arrival order."""
     if not folders:
         return
-    out: queue.Queue = queue.Queue(maxsize=2 * concurrency)
+    out: queue.Queue = queue.Queue(maxsize=concurrency)
     stop = threading.Event()
     todo = iter(folders)
     lock = threading.Lock()

@@ -173,8 +173,8 @@ class OssStorage(StorageBackend):
                                    concurrency=int(s.get("list_concurrency", 8)),
                                    max_partitions=int(s.get("list_partitions", 256)))
         try:
-            for obj_key, obj in listing:
-                yield self._info(bucket, obj_key, obj.size, obj.last_modified, obj.etag)
+            for _, info in listing:
+                yield info
         except Exception as e:  # the SDK's errors share no base but Exception
             err = self._error(e, bucket, f"listing {prefix}")
             if problems is None:
@@ -182,11 +182,12 @@ class OssStorage(StorageBackend):
             problems.append((prefix, str(err)))
 
     def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[tuple[list, list[str]]]:
-        """One prefix, page by page: ([(key, object)], [common prefix])."""
+        """One prefix, page by page: ([(key, ObjectInfo)], [common prefix])."""
         pages = self.client.list_objects_v2_paginator().iter_page(oss.ListObjectsV2Request(
             bucket=bucket, prefix=prefix, delimiter=delimiter, max_keys=int(self.settings.get("page_size", 1000))))
         for page in pages:
-            yield [(o.key, o) for o in page.contents or ()], [p.prefix for p in page.common_prefixes or ()]
+            yield ([(o.key, self._info(bucket, o.key, o.size, o.last_modified, o.etag)) for o in page.contents or ()],
+                   [p.prefix for p in page.common_prefixes or ()])
 
     def stat(self, uri: str) -> ObjectInfo | None:
         bucket, key = split_bucket_uri(uri)

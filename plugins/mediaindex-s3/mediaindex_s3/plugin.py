@@ -129,8 +129,8 @@ class S3Storage(StorageBackend):
                                    concurrency=int(s.get("list_concurrency", 8)),
                                    max_partitions=int(s.get("list_partitions", 256)))
         try:
-            for obj_key, obj in listing:
-                yield self._info(bucket, obj_key, obj["Size"], obj["LastModified"], obj.get("ETag"))
+            for _, info in listing:
+                yield info
         except (ClientError, BotoCoreError) as e:
             err = self._error(e, bucket, f"listing {prefix}")
             if problems is None:
@@ -138,12 +138,13 @@ class S3Storage(StorageBackend):
             problems.append((prefix, str(err)))
 
     def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[tuple[list, list[str]]]:
-        """One prefix, page by page: ([(key, object)], [common prefix])."""
+        """One prefix, page by page: ([(key, ObjectInfo)], [common prefix])."""
         kw = {"Delimiter": delimiter} if delimiter else {}
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": int(self.settings.get("page_size", 1000))}, **kw)
         for page in pages:
-            yield ([(o["Key"], o) for o in page.get("Contents", ())],
+            yield ([(o["Key"], self._info(bucket, o["Key"], o["Size"], o["LastModified"], o.get("ETag")))
+                    for o in page.get("Contents", ())],
                    [p["Prefix"] for p in page.get("CommonPrefixes", ())])
 
     def stat(self, uri: str) -> ObjectInfo | None:
