@@ -232,6 +232,8 @@ def test_listing_gives_every_wanted_object_once(store, make_pipeline, settings):
     assert listed("lib/b/2.mp3") == ["lib/b/2.mp3"]  # a root that is an object
     assert listed("lib.mp3") == ["lib.mp3"]
     assert sorted(listed("lib/c")) == ["lib/c/d/3.mp3"]  # one folder and nothing else: looked into
+    for info in backend.list(store.uri("lib")):  # the listing's dates (ISO 8601) and HEAD's (RFC 1123) agree
+        assert backend.stat(info.uri) == info
 
 
 def test_unreachable_store_is_offline_with_a_clear_message(store, corpus, data_dir):

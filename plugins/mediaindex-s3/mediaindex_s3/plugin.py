@@ -7,6 +7,7 @@ profile and the addressing style, and the bucket and prefix that staging uploads
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import tempfile
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import boto3
+import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.utils import parse_timestamp
 
 from mediaindex import hookimpl
 from mediaindex.backends import (FatalError, ObjectInfo, PermanentError, StorageBackend, TransientError,
@@ -43,6 +46,17 @@ class BucketRefused(PermanentError, OSError):
     """The store refused this object (access denied): retrying will not help."""
 
 
+def _timestamp(value) -> datetime.datetime:
+    """A response's timestamp: ISO 8601 (every key of a listing) parsed fast, anything else
+    (HEAD's RFC 1123 date) the botocore way. dateutil's parser was most of a listing's CPU."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed
+    return parse_timestamp(value)
+
+
 def _code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
@@ -63,7 +77,9 @@ class S3Storage(StorageBackend):
     def client(self):
         if self._client is None:
             s = self.settings
-            session = boto3.session.Session(profile_name=s.get("profile") or None)
+            core = botocore.session.get_session()
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+            session = boto3.session.Session(profile_name=s.get("profile") or None, botocore_session=core)
             config = BotoConfig(
                 s3={"addressing_style": s.get("addressing_style", "auto")},
                 retries={"mode": "standard", "max_attempts": int(s.get("max_attempts", 5))},
