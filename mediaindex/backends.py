@@ -179,52 +179,58 @@ def version_stamp(modified: float, etag: str | None) -> float:
     return math.floor(modified) + fold / 1000
 
 
-def list_partitioned(pages: Callable[[str, str | None], Iterator], root_key: str, failed: Callable[[str, Exception], None],
-                     concurrency: int = 8, max_partitions: int = 256) -> Iterator[tuple[str, object]]:
+def list_partitioned(pages: Callable[[str, str | None, str | None], Iterator], root_key: str,
+                     failed: Callable[[str, Exception], None], concurrency: int = 8, max_partitions: int = 256,
+                     spread: int = 8) -> Iterator[tuple[str, object]]:
     """Every wanted (key, object) at or under ``root_key`` (see ``key_wanted``), streamed.
 
-    ``pages(prefix, delimiter)`` lists one prefix page by page, giving each page's objects as
-    (key, object) pairs and its common prefixes. One delimiter listing finds the root's folders;
-    each is then listed on its own, up to ``concurrency`` at once. S3 and OSS give at most a
-    thousand keys a request and every request waits a round trip, so folders listed side by
-    side finish many times sooner; and a store that scans by prefix answers narrow prefixes
-    cheaply. Memory stays bounded: at most ``concurrency`` pages wait. A root with more
-    than ``max_partitions`` folders is listed flat, page after page (one request per folder
-    would cost more than it saves). A folder whose listing fails is passed to
-    ``failed(folder_key, error)`` (which may raise) and the other folders go on."""
+    ``pages(prefix, delimiter, start_after)`` lists one prefix page by page, giving each page's
+    objects as (key, object) pairs and its common prefixes. The first two pages are listed
+    flat: a small prefix costs what it always did. When there is more, and those keys lie in at
+    most ``spread`` folders (big folders), one delimiter listing finds the root's folders and
+    the rest of each is listed on its own, up to ``concurrency`` at once. S3 and OSS give at
+    most a thousand keys a request and every request waits a round trip, so big folders listed
+    side by side finish many times sooner (and a store that scans by prefix answers narrow
+    prefixes cheaply). Small folders, or more than ``max_partitions`` of them, are listed flat:
+    one request each would cost more than it saves. Memory stays bounded: at most
+    ``concurrency`` pages wait. A folder whose listing fails is passed to
+    ``failed(folder_key, error)`` (which may raise) and the other folders go on. The root may
+    be an object itself (when nothing lies under it as a folder)."""
     base = root_key.rstrip("/")
     top = base + "/" if base else ""
-    if base:  # the root may be an object itself: if so, the first key with its name as prefix
-        contents, _ = next(iter(pages(base, "/")), ([], []))
-        yield from ((k, o) for k, o in contents[:1] if k == base and key_wanted(root_key, k))
-    for _depth in range(8):  # a root whose keys all lie in one folder: look inside it
-        folders: list[str] = []
-        direct: list[tuple[str, object]] = []
-        last = ""
-        for contents, prefixes in pages(top, "/"):
-            direct.extend((k, o) for k, o in contents if key_wanted(root_key, k))
-            folders.extend(p for p in prefixes if not p[len(top):].startswith("."))  # hidden below the root
-            last = max([last, *(k for k, _ in contents[-1:]), *prefixes[-1:]])
-            yield from direct
-            direct.clear()
-            if len(folders) > max_partitions:
-                yield from _list_flat(pages, top, root_key, last)
-                return
-        if len(folders) != 1:
+    flat = iter(pages(top, None, None))
+    last, touched, count = "", set(), 0
+    for contents, _ in flat:
+        yield from ((k, o) for k, o in contents if key_wanted(root_key, k))
+        last = contents[-1][0] if contents else last
+        touched.update(k[:len(top) + k[len(top):].find("/") + 1] for k, _ in contents if "/" in k[len(top):])
+        count += 1
+        if count == 2:
             break
-        top = folders[0]
+    else:  # all of it in one or two pages
+        if base and not last:
+            contents, _ = next(iter(pages(base, "/", None)), ([], []))
+            yield from ((k, o) for k, o in contents[:1] if k == base and key_wanted(root_key, k))
+        return
+    if len(touched) > spread:
+        yield from ((k, o) for contents, _ in flat for k, o in contents if key_wanted(root_key, k))
+        return
+    folders: list[tuple[str, str | None]] = []  # (folder, list after this key)
+    for contents, prefixes in pages(top, "/", None):
+        yield from ((k, o) for k, o in contents if k > last and key_wanted(root_key, k))
+        for p in prefixes:
+            if not p[len(top):].startswith(".") and (p > last or last.startswith(p)):  # not hidden, not listed
+                folders.append((p, last if last.startswith(p) else None))
+        if len(folders) > max_partitions:  # go on flat, but for the direct keys just given
+            listed_to = max([last, *(k for k, _ in contents[-1:]), *prefixes[-1:]])
+            yield from ((k, o) for contents, _ in flat for k, o in contents
+                        if key_wanted(root_key, k) and not ("/" not in k[len(top):] and k <= listed_to))
+            return
     yield from _list_folders(pages, folders, root_key, failed, concurrency)
 
 
-def _list_flat(pages, top: str, root_key: str, listed_to: str) -> Iterator[tuple[str, object]]:
-    """Everything under ``top``, page after page, but for the keys directly in it that a
-    delimiter listing already gave (up to ``listed_to``)."""
-    for contents, _ in pages(top, None):
-        yield from ((k, o) for k, o in contents
-                    if key_wanted(root_key, k) and not ("/" not in k[len(top):] and k <= listed_to))
-
-
-def _list_folders(pages, folders: list[str], root_key: str, failed, concurrency: int) -> Iterator[tuple[str, object]]:
+def _list_folders(pages, folders: list[tuple[str, str | None]], root_key: str, failed,
+                  concurrency: int) -> Iterator[tuple[str, object]]:
     """The folders listed by up to ``concurrency`` threads, their pages streamed in arrival order."""
     if not folders:
         return
@@ -243,11 +249,11 @@ def _list_folders(pages, folders: list[str], root_key: str, failed, concurrency:
     def work() -> None:
         while not stop.is_set():
             with lock:
-                folder = next(todo, None)
+                folder, after = next(todo, (None, None))
             if folder is None:
                 break
             try:
-                for contents, _ in pages(folder, None):
+                for contents, _ in pages(folder, None, after):
                     if not put(("page", folder, [(k, o) for k, o in contents if key_wanted(root_key, k)])):
                         return
             except Exception as e:  # handed to the caller, in its thread

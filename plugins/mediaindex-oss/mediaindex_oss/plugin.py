@@ -181,10 +181,12 @@ class OssStorage(StorageBackend):
                 raise err from None
             problems.append((prefix, str(err)))
 
-    def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[tuple[list, list[str]]]:
+    def _pages(self, bucket: str, prefix: str, delimiter: str | None,
+               start_after: str | None) -> Iterator[tuple[list, list[str]]]:
         """One prefix, page by page: ([(key, ObjectInfo)], [common prefix])."""
         pages = self.client.list_objects_v2_paginator().iter_page(oss.ListObjectsV2Request(
-            bucket=bucket, prefix=prefix, delimiter=delimiter, max_keys=int(self.settings.get("page_size", 1000))))
+            bucket=bucket, prefix=prefix, delimiter=delimiter, start_after=start_after,
+            max_keys=int(self.settings.get("page_size", 1000))))
         for page in pages:
             yield ([(o.key, self._info(bucket, o.key, o.size, o.last_modified, o.etag)) for o in page.contents or ()],
                    [p.prefix for p in page.common_prefixes or ()])

@@ -153,9 +153,12 @@ class S3Storage(StorageBackend):
                 raise err from None
             problems.append((prefix, str(err)))
 
-    def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[tuple[list, list[str]]]:
+    def _pages(self, bucket: str, prefix: str, delimiter: str | None,
+               start_after: str | None) -> Iterator[tuple[list, list[str]]]:
         """One prefix, page by page: ([(key, ObjectInfo)], [common prefix])."""
         kw = {"Delimiter": delimiter} if delimiter else {}
+        if start_after:
+            kw["StartAfter"] = start_after
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": int(self.settings.get("page_size", 1000))}, **kw)
         for page in pages:
