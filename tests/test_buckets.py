@@ -560,6 +560,9 @@ def test_clips_of_bucket_media_are_cut_from_a_presigned_url(store, bucket_site, 
     shutil.rmtree(out_dir)
     status, _, other = _get(f"{base}/api/media/{media.id}/clip?t=8&before=1&after=2")
     assert status == 200 and other != body  # another place, other audio
+    odd = p.state.media_for_path(store.uri("lib/episode 07 - café & crème (draft).ogg"))  # a key to escape
+    status, _, body = _get(f"{base}/api/media/{odd.id}/clip?t=2&before=1&after=1")
+    assert status == 200 and _probe_seconds(body, tmp_path, "mp3") == pytest.approx(2, abs=0.3)
 
     video = p.state.media_for_path(store.uri("lib/ferry.webm"))
     status, headers, body = _get(f"{base}/api/media/{video.id}/clip?t=1")
