@@ -11,10 +11,12 @@ this process; every measurement runs in a fresh child process, so its RSS is the
 1. **Staging**: ``stage()`` of an N GB file of random bytes (multipart, ``part_mb`` 16,
    ``concurrency`` 4), then ``unstage()``. Measured: peak RSS of the child (goal < 200 MB)
    and throughput, next to the local disk's copy speed of the same file.
-2. **Listing and planning N objects**: ``Pipeline.plan`` over a prefix of N objects that the
-   state does not know (a first index): seconds, the client's CPU seconds (moto answers each
-   page of 1000 by scanning the whole bucket, so its share grows with N squared) and peak RSS
-   (goal < 30 s, bounded memory).
+2. **Listing and planning N objects**: ``Pipeline.plan`` over a prefix of N objects in
+   folders of 1,000 (``library/show0001/…``) that the state does not know (a first index):
+   seconds, CPU seconds of the client (listing, plan) and of the server (moto, this process),
+   peak RSS of the client and the load average (goal < 30 s, bounded memory). ``--set
+   list_concurrency=1`` (or ``list_partitions=0``: flat) measures the listing without its
+   parallel folders.
 3. **Restart over the unchanged prefix**: the same N objects known as indexed (rows written
    from the first plan), a fresh process plans again: seconds, and how many would be
    transcribed (goal: 0).
