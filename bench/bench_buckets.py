@@ -11,10 +11,12 @@ this process; every measurement runs in a fresh child process, so its RSS is the
 1. **Staging**: ``stage()`` of an N GB file of random bytes (multipart, ``part_mb`` 16,
    ``concurrency`` 4), then ``unstage()``. Measured: peak RSS of the child (goal < 200 MB)
    and throughput, next to the local disk's copy speed of the same file.
-2. **Listing and planning N objects**: ``Pipeline.plan`` over a prefix of N objects that the
-   state does not know (a first index): seconds, the client's CPU seconds (moto answers each
-   page of 1000 by scanning the whole bucket, so its share grows with N squared) and peak RSS
-   (goal < 30 s, bounded memory).
+2. **Listing and planning N objects**: ``Pipeline.plan`` over a prefix of N objects in
+   folders of 1,000 (``library/show0001/…``) that the state does not know (a first index):
+   seconds, CPU seconds of the client (listing, plan) and of the server (moto, this process),
+   peak RSS of the client and the load average (goal < 30 s, bounded memory). ``--set
+   list_concurrency=1`` (or ``list_partitions=0``: flat) measures the listing without its
+   parallel folders.
 3. **Restart over the unchanged prefix**: the same N objects known as indexed (rows written
    from the first plan), a fresh process plans again: seconds, and how many would be
    transcribed (goal: 0).
@@ -35,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), *map(str, sorted(ROOT.glob("plugins/mediaindex-*")))]  # this checkout
 os.environ["MEDIAINDEX_LOAD_PLUGINS"] = ""
 # moto checks no signature: credentials made per run, so none is written in the source
 KEY_ID, SECRET = "AKID" + secrets.token_hex(8).upper(), secrets.token_urlsafe(24)
@@ -84,7 +86,7 @@ def child_stage(scheme: str, endpoint: str, bucket: str, file: str) -> dict:
             "rss_before_mb": base["rss_mb"], "peak_mb": after["peak_mb"]}
 
 
-def child_plan(scheme: str, endpoint: str, bucket: str, data: str, write_rows: bool) -> dict:
+def child_plan(scheme: str, endpoint: str, bucket: str, data: str, write_rows: bool, settings: str = "") -> dict:
     from mediaindex.config import Config
     from mediaindex.pipeline import Pipeline
     from mediaindex.plugins import load_plugins
@@ -92,7 +94,8 @@ def child_plan(scheme: str, endpoint: str, bucket: str, data: str, write_rows: b
 
     storage(scheme, endpoint)  # environment
     Path(data, "config.toml").write_text(
-        f'[{scheme}]\n{"endpoint_url" if scheme == "s3" else "endpoint"} = "{endpoint}"\naddressing_style = "path"\n')
+        f'[{scheme}]\n{"endpoint_url" if scheme == "s3" else "endpoint"} = "{endpoint}"\naddressing_style = "path"\n'
+        + "".join(f"{line}\n" for line in settings.split(",") if line))
     load_plugins().register(importlib.import_module(f"mediaindex_{scheme}.plugin"), name=scheme)
     base = peak_mb()
     p = Pipeline(Config.load(data))
@@ -112,10 +115,15 @@ def child_plan(scheme: str, endpoint: str, bucket: str, data: str, write_rows: b
 
 
 def in_child(*args: str) -> dict:
+    """Run a measurement in a fresh child; adds the CPU seconds this process (the store's
+    server) spent meanwhile and the load average at the end."""
+    c0 = cpu_s()
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["server_cpu_s"], out["load"] = round(cpu_s() - c0, 2), " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return out
 
 
 # ---- the parent: servers and data ------------------------------------------------------------
@@ -155,7 +163,7 @@ def bench_stage(scheme: str, endpoint: str, gb: float) -> None:
           f"peak {result['peak_mb']} MB (goal < 200)")
 
 
-def bench_list(scheme: str, endpoint: str, n: int) -> None:
+def bench_list(scheme: str, endpoint: str, n: int, settings: str = "") -> None:
     backend = bucket_backend()
     backend.create_bucket("bench-list", "us-east-1")
     t0 = time.perf_counter()
@@ -164,20 +172,21 @@ def bench_list(scheme: str, endpoint: str, n: int) -> None:
         backend.put_object("bench-list", f"library/show{i // 1000:04d}/episode{i:06d}.mp3", payload)
     print(f"made {n} objects in moto in {time.perf_counter() - t0:.1f} s")
     with tempfile.TemporaryDirectory() as data:
-        first = in_child("plan", scheme, endpoint, "bench-list", data, "1")
-        print(f"list + plan {n} objects ({scheme}, first index): {first['seconds']} s (goal < 30; "
-              f"{first['cpu_s']} s of it CPU in the client, the rest is the server), "
-              f"{first['changed']} new; RSS before {first['rss_before_mb']} MB, peak {first['peak_mb']} MB")
-        again = in_child("plan", scheme, endpoint, "bench-list", data, "0")
-        print(f"restart over the unchanged prefix: {again['seconds']} s ({again['cpu_s']} s CPU in the client), "
-              f"{again['changed']} to transcribe "
-              f"(goal 0), {again['unchanged']} unchanged; peak {again['peak_mb']} MB")
+        first = in_child("plan", scheme, endpoint, "bench-list", data, "1", settings)
+        print(f"list + plan {n} objects ({scheme}, first index): {first['seconds']} s (goal < 30); CPU: "
+              f"{first['cpu_s']} s in the client, {first['server_cpu_s']} s in the server; "
+              f"{first['changed']} new; RSS before {first['rss_before_mb']} MB, peak {first['peak_mb']} MB; "
+              f"load {first['load']}")
+        again = in_child("plan", scheme, endpoint, "bench-list", data, "0", settings)
+        print(f"restart over the unchanged prefix: {again['seconds']} s; CPU: {again['cpu_s']} s in the client, "
+              f"{again['server_cpu_s']} s in the server; {again['changed']} to transcribe "
+              f"(goal 0), {again['unchanged']} unchanged; peak {again['peak_mb']} MB; load {again['load']}")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *args = sys.argv[2:]
-        out = child_stage(*args) if kind == "stage" else child_plan(*args[:4], write_rows=args[4] == "1")
+        out = child_stage(*args) if kind == "stage" else child_plan(*args[:4], args[4] == "1", *args[5:])
         print(json.dumps(out))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,12 +194,14 @@ def main() -> None:
     ap.add_argument("--only", choices=["stage", "list"])
     ap.add_argument("--gb", type=float, default=1.0)
     ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--set", default="", metavar="K=V,…",
+                    help="plugin settings for the listing, e.g. list_concurrency=1 (TOML values)")
     args = ap.parse_args()
     endpoint = serve(args.scheme)
     if args.only in (None, "stage"):
         bench_stage(args.scheme, endpoint, args.gb)
     if args.only in (None, "list"):
-        bench_list(args.scheme, endpoint, args.objects)
+        bench_list(args.scheme, endpoint, args.objects, args.set)
 
 
 if __name__ == "__main__":

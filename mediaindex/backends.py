@@ -8,9 +8,11 @@ import abc
 import contextlib
 import math
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,106 @@ def version_stamp(modified: float, etag: str | None) -> float:
     fraction, so an overwrite with the same size in the same second is still a change."""
     fold = zlib.crc32(etag.strip('"').encode()) % 1000 if etag else 0
     return math.floor(modified) + fold / 1000
+
+
+def list_partitioned(pages: Callable[[str, str | None, str | None], Iterator], root_key: str,
+                     failed: Callable[[str, Exception], None], concurrency: int = 8, max_partitions: int = 256,
+                     spread: int = 8) -> Iterator[tuple[str, object]]:
+    """Every wanted (key, object) at or under ``root_key`` (see ``key_wanted``), streamed.
+
+    ``pages(prefix, delimiter, start_after)`` lists one prefix page by page, giving each page's
+    objects as (key, object) pairs and its common prefixes. The first two pages are listed
+    flat: a small prefix costs what it always did. When there is more, and those keys lie in at
+    most ``spread`` folders (big folders), one delimiter listing finds the root's folders and
+    the rest of each is listed on its own, up to ``concurrency`` at once. S3 and OSS give at
+    most a thousand keys a request and every request waits a round trip, so big folders listed
+    side by side finish many times sooner (and a store that scans by prefix answers narrow
+    prefixes cheaply). Small folders, or more than ``max_partitions`` of them, are listed flat:
+    one request each would cost more than it saves. Memory stays bounded: at most
+    ``concurrency`` pages wait. A folder whose listing fails is passed to
+    ``failed(folder_key, error)`` (which may raise) and the other folders go on. The root may
+    be an object itself (when nothing lies under it as a folder)."""
+    base = root_key.rstrip("/")
+    top = base + "/" if base else ""
+    flat = iter(pages(top, None, None))
+    last, touched, count = "", set(), 0
+    for contents, _ in flat:
+        yield from ((k, o) for k, o in contents if key_wanted(root_key, k))
+        last = contents[-1][0] if contents else last
+        touched.update(k[:len(top) + k[len(top):].find("/") + 1] for k, _ in contents if "/" in k[len(top):])
+        count += 1
+        if count == 2:
+            break
+    else:  # all of it in one or two pages
+        if base and not last:
+            contents, _ = next(iter(pages(base, "/", None)), ([], []))
+            yield from ((k, o) for k, o in contents[:1] if k == base and key_wanted(root_key, k))
+        return
+    if len(touched) > spread:
+        yield from ((k, o) for contents, _ in flat for k, o in contents if key_wanted(root_key, k))
+        return
+    folders: list[tuple[str, str | None]] = []  # (folder, list after this key)
+    for contents, prefixes in pages(top, "/", None):
+        yield from ((k, o) for k, o in contents if k > last and key_wanted(root_key, k))
+        for p in prefixes:
+            if not p[len(top):].startswith(".") and (p > last or last.startswith(p)):  # not hidden, not listed
+                folders.append((p, last if last.startswith(p) else None))
+        if len(folders) > max_partitions:  # go on flat, but for the direct keys just given
+            listed_to = max([last, *(k for k, _ in contents[-1:]), *prefixes[-1:]])
+            yield from ((k, o) for contents, _ in flat for k, o in contents
+                        if key_wanted(root_key, k) and not ("/" not in k[len(top):] and k <= listed_to))
+            return
+    yield from _list_folders(pages, folders, root_key, failed, concurrency)
+
+
+def _list_folders(pages, folders: list[tuple[str, str | None]], root_key: str, failed,
+                  concurrency: int) -> Iterator[tuple[str, object]]:
+    """The folders listed by up to ``concurrency`` threads, their pages streamed in arrival order."""
+    if not folders:
+        return
+    out: queue.Queue = queue.Queue(maxsize=concurrency)
+    stop = threading.Event()
+    todo = iter(folders)
+    lock = threading.Lock()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                out.put(item, timeout=0.2)
+                return True
+        return False
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                folder, after = next(todo, (None, None))
+            if folder is None:
+                break
+            try:
+                for contents, _ in pages(folder, None, after):
+                    if not put(("page", folder, [(k, o) for k, o in contents if key_wanted(root_key, k)])):
+                        return
+            except Exception as e:  # handed to the caller, in its thread
+                if not put(("error", folder, e)):
+                    return
+        put(("done", None, None))
+
+    workers = [threading.Thread(target=work, daemon=True, name="mediaindex-list")
+               for _ in range(max(1, min(concurrency, len(folders))))]
+    for w in workers:
+        w.start()
+    try:
+        running = len(workers)
+        while running:
+            kind, folder, value = out.get()
+            if kind == "done":
+                running -= 1
+            elif kind == "error":
+                failed(folder, value)
+            else:
+                yield from value
+    finally:
+        stop.set()  # the consumer stopped early or failed: the workers end after their request
 
 
 # ---- transcription -------------------------------------------------------------------------

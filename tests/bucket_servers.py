@@ -76,19 +76,35 @@ _FLAG_PARAMS = {"uploads", "delete", "acl", "location", "bucketInfo", "stat", "v
 
 
 class Faults:
-    """WSGI: answers 503 to the requests ``fail(environ)`` picks (a store failing part way)."""
+    """WSGI: answers 503 to the requests ``fail(environ)`` picks, or to those whose answer
+    ``fail_answer(body)`` picks (a store failing part way)."""
 
     def __init__(self, app):
         self.app = app
         self.fail: Callable[[dict], bool] = lambda environ: False
+        self.fail_answer: Callable[[bytes], bool] = lambda body: False
 
     def __call__(self, environ, start_response):
         if self.fail(environ):
-            body = b"<Error><Code>ServiceUnavailable</Code><Message>injected by the test</Message></Error>"
-            start_response("503 Service Unavailable", [("Content-Type", "application/xml"),
-                                                        ("Content-Length", str(len(body)))])
-            return [body]
-        return self.app(environ, start_response)
+            return self._unavailable(start_response)
+        captured: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        if self.fail_answer(body):
+            return self._unavailable(start_response)
+        start_response(captured["status"], captured["headers"])
+        return [body]
+
+    @staticmethod
+    def _unavailable(start_response):
+        body = b"<Error><Code>ServiceUnavailable</Code><Message>injected by the test</Message></Error>"
+        start_response("503 Service Unavailable", [("Content-Type", "application/xml"),
+                                                    ("Content-Length", str(len(body)))])
+        return [body]
 
 
 class _Serving:

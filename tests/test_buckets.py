@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
@@ -190,6 +192,53 @@ def test_a_listing_that_fails_part_way_deletes_nothing(store, corpus, data_dir):
         assert len(hits(data_dir, "ferry")) == 1
     finally:
         faulty.stop()
+
+
+def test_a_folder_that_fails_to_list_hides_only_its_own_deletions(store, corpus, data_dir):
+    """Big folders are listed one by one: one that fails is unknown, the others are seen whole."""
+    faulty, faults = start_faulty(store.scheme)
+    try:
+        store.configure(endpoint=faulty.endpoint, page_size=2, max_attempts=1)
+        store.put_tree(corpus / "talks", "lib/talks")
+        store.put_tree(corpus / "podcasts", "lib/podcasts")
+        args = ("--data-dir", str(data_dir), "--transcriber", "manifest")
+        run("index", store.uri("lib"), *args, code=0)
+        store.delete("lib/talks/bread_baking.m4a")
+        store.delete("lib/podcasts/ferry.webm")
+        faults.fail = lambda environ: parse_qs(environ.get("QUERY_STRING", "")).get("prefix") == ["lib/talks/"]
+        r = run("index", store.uri("lib"), *args, code=1)
+        assert "busy or failing" in r.output and store.uri("lib/talks") in r.output
+        assert hits(data_dir, "ferry") == []  # podcasts/ was listed: its deletion is seen
+        assert hits(data_dir, "sourdough starter") == [store.uri("lib/talks/bread_baking.m4a")]  # unknown stays
+    finally:
+        faulty.stop()
+
+
+@pytest.mark.parametrize("settings", [{"page_size": 1}, {"page_size": 1, "list_partitions": 1},
+                                      {"page_size": 1, "list_concurrency": 1}, {"page_size": 8}])
+def test_listing_gives_every_wanted_object_once(store, make_pipeline, settings):
+    """Big folders side by side; flat for small folders (``page_size`` 8: the first pages touch
+    many), past ``list_partitions`` folders, or for a small prefix."""
+    store.configure(**settings)
+    keys = ["lib/a.mp3", "lib/b/1.mp3", "lib/b/2.mp3", "lib/b/3.mp3", "lib/c/d/3.mp3", "lib/z.mp3",
+            "lib/.hidden/x.mp3", "lib/e/.h/y.mp3", "lib/e/", "lib-old/z.mp3", "lib.mp3", "top.mp3"]
+    keys += [f"lib/f{i}/x.mp3" for i in range(10)]
+    for key in keys:
+        store.put(key, b"ID3" + bytes(13))
+    backend = make_pipeline().storage_for(store.uri())
+
+    def listed(root):
+        return [o.uri.split("/", 3)[3] for o in backend.list(store.uri(root))]
+
+    wanted = ["lib/a.mp3", "lib/b/1.mp3", "lib/b/2.mp3", "lib/b/3.mp3", "lib/c/d/3.mp3", "lib/z.mp3"]
+    wanted += [f"lib/f{i}/x.mp3" for i in range(10)]
+    assert sorted(listed("lib")) == sorted(wanted)
+    assert sorted(listed("")) == sorted(wanted + ["lib-old/z.mp3", "lib.mp3", "top.mp3"])
+    assert sorted(listed("lib/b")) == ["lib/b/1.mp3", "lib/b/2.mp3", "lib/b/3.mp3"]
+    assert listed("lib/b/2.mp3") == ["lib/b/2.mp3"]  # a root that is an object
+    assert listed("lib.mp3") == ["lib.mp3"]
+    for info in backend.list(store.uri("lib")):  # the listing's dates (ISO 8601) and HEAD's (RFC 1123) agree
+        assert backend.stat(info.uri) == info
 
 
 def test_unreachable_store_is_offline_with_a_clear_message(store, corpus, data_dir):
@@ -485,6 +534,52 @@ def test_bucket_media_stream_through_the_api_with_ranges(store, bucket_site, cor
     assert store.bucket not in json.dumps(headers)  # proxied: no bucket URL reaches the page
     store.delete("lib/ferry.webm")  # gone from the bucket: not served
     assert _get(f"{base}/api/media/{media.id}/stream")[0] == 404
+
+
+def _probe_seconds(data: bytes, tmp_path: Path, ext: str) -> float:
+    f = tmp_path / f"probe.{ext}"
+    f.write_bytes(data)
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(f)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip())
+
+
+def test_clips_of_bucket_media_are_cut_from_a_presigned_url(store, bucket_site, corpus, tmp_path):
+    """ffmpeg reads the object by Range requests: the clip is the one a local file gives."""
+    from mediaindex.web.files import cut_clip
+
+    handle, p = bucket_site
+    base = handle.url.rstrip("/")
+    media = p.state.media_for_path(store.uri("lib/lighthouse.opus"))
+    status, headers, body = _get(f"{base}/api/media/{media.id}/clip?t=4&before=1&after=2")
+    assert status == 200, body
+    assert headers["content-type"] == "audio/mpeg" and ".mp3" in headers["content-disposition"]
+    assert _probe_seconds(body, tmp_path, "mp3") == pytest.approx(3, abs=0.3)
+    out_dir, local_clip, _ = cut_clip(media, str(corpus / "podcasts" / "lighthouse.opus"), 3.0, 3.0)
+    assert Path(local_clip).read_bytes() == body  # the same seconds as from the file itself
+    shutil.rmtree(out_dir)
+    status, _, other = _get(f"{base}/api/media/{media.id}/clip?t=8&before=1&after=2")
+    assert status == 200 and other != body  # another place, other audio
+    odd = p.state.media_for_path(store.uri("lib/episode 07 - café & crème (draft).ogg"))  # a key to escape
+    status, _, body = _get(f"{base}/api/media/{odd.id}/clip?t=2&before=1&after=1")
+    assert status == 200 and _probe_seconds(body, tmp_path, "mp3") == pytest.approx(2, abs=0.3)
+
+    video = p.state.media_for_path(store.uri("lib/ferry.webm"))
+    status, headers, body = _get(f"{base}/api/media/{video.id}/clip?t=1")
+    assert status == 200 and headers["content-type"] == "video/mp4", body
+    assert _probe_seconds(body, tmp_path, "mp4") > 1
+
+
+def test_a_failed_clip_of_bucket_media_shows_no_presigned_url(store, bucket_site, corpus):
+    handle, p = bucket_site
+    media = p.state.media_for_path(store.uri("lib/lighthouse.opus"))
+    size = (corpus / "podcasts" / "lighthouse.opus").stat().st_size
+    store.put("lib/lighthouse.opus", b"\0" * size)  # same size, not media: ffmpeg fails naming its input
+    status, _, body = _get(f"{handle.url.rstrip('/')}/api/media/{media.id}/clip?t=4")
+    error = json.loads(body)["error"]
+    assert status == 500 and "ffmpeg" in error, error
+    assert "://127.0.0.1" not in error and "signature" not in error.lower(), error
+    assert store.uri("lib/lighthouse.opus") in error
 
 
 @pytest.mark.browser

@@ -48,10 +48,10 @@ from ..hits import MOMENTS, grouped_search, search_json, years
 from ..models import Media
 from ..paths import is_under
 from ..plugins import load_plugins
-from ..safety import add_secret
+from ..safety import add_secret, redact
 from ..textsearch import parse_query
-from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, attachment, cut_clip, file_stem,
-                    playable_path, read_file, stream_response)
+from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, CLIP_TIMEOUT, attachment, cut_clip,
+                    file_stem, playable_path, read_file, stream_response)
 from .params import (MAX_FAILED_LIMIT, MAX_MOMENTS, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param,
                      group_param, int_param, library_params, search_query, valid_media_id)
 from .security import (LOOPBACK_HOSTS, Guard, action_body, client_address, cookie_value, login_cookie, login_token,
@@ -139,6 +139,17 @@ class WebApp:
                     break
                 left -= len(block)
                 yield block
+
+    def _clip_url(self, uri: str) -> str:
+        """A short-lived presigned URL of a bucket object for ffmpeg (it reads only the clip's
+        part, by Range requests; valid for a slot's wait and the cut); never sent or shown."""
+        try:
+            url = self.pipeline.storage_for(uri).public_url(uri, expires=int(CLIP_TIMEOUT) + 60)
+        except Exception as e:  # no plugin for it, no credentials
+            raise ApiError(503, f"cannot read this media from its bucket now: {redact(str(e))[:300]}") from None
+        if not url:
+            raise ApiError(404, "clips of this media are not possible: its storage gives no URL to read it by")
+        return url
 
     def _transcript(self, media: Media):
         transcript = self.state.get_transcript(media.id)
@@ -259,9 +270,6 @@ class WebApp:
 
     async def clip(self, request: Request) -> Response:
         media, path, _ = await self.run(self._stream_target, request.path_params["media_id"])
-        if not is_local(path):
-            raise ApiError(404, "clips are cut from local files; this media is in a bucket (play it, or "
-                                "export its transcript)")
         limit = media.duration if media.duration and media.duration > 0 else 48 * 3600.0
         t = float_param(request, "t", None, 0.0, limit)
         before = float_param(request, "before", CLIP_DEFAULT_BEFORE, 0.0, CLIP_MAX_SIDE)
@@ -272,6 +280,7 @@ class WebApp:
             raise ApiError(400, "the clip would be empty: give before/after (seconds) around t")
         if shutil.which("ffmpeg") is None:
             raise ApiError(503, "clips need ffmpeg on the server's PATH")
+        source = path if is_local(path) else await self.run(self._clip_url, path)
         # Wait for a slot here, in the event loop: waiting in worker threads would use up the
         # thread pool that streams media, and a burst of clip requests would stall every player.
         if self._clip_slots is None:
@@ -284,7 +293,7 @@ class WebApp:
             raise ApiError(503, "too many clips being cut at once; try again in a moment", {"retry-after": "5"})
         try:
             # not self.run: a cut may take seconds and must not hold up searches
-            out_dir, out_file, ext = await anyio.to_thread.run_sync(cut_clip, media, path, start, end - start)
+            out_dir, out_file, ext = await anyio.to_thread.run_sync(cut_clip, media, source, start, end - start, path)
         finally:
             self._clip_slots.release()
         name = f"{file_stem(media)} {clock(start).replace(':', '-')}.{ext}"

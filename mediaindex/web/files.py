@@ -180,9 +180,16 @@ def stream_response(request: Request, media: Media, path: str, st: os.stat_resul
     return StreamingResponse(read(path, start, length), status_code=status, headers=headers)
 
 
-def cut_clip(media: Media, path: str, start: float, duration: float) -> tuple[str, str, str]:
+_URL = re.compile(r"^https?://", re.I)
+_URL_ANYWHERE = re.compile(r"\bhttps?://\S+", re.I)
+
+
+def cut_clip(media: Media, path: str, start: float, duration: float, name: str | None = None) -> tuple[str, str, str]:
     """Cut ``duration`` seconds from ``start`` with ffmpeg (MP4 with video, else MP3) into a new
-    temporary folder: (that folder, the clip, its extension). The caller deletes the folder."""
+    temporary folder: (that folder, the clip, its extension). The caller deletes the folder.
+
+    ``path`` may be an http(s) URL (a presigned one for bucket media): ffmpeg seeks in it with
+    Range requests, so only the clip's part is read. ``name`` stands for it in messages."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise ApiError(503, "clips need ffmpeg on the server's PATH")
@@ -190,7 +197,8 @@ def cut_clip(media: Media, path: str, start: float, duration: float) -> tuple[st
     try:
         ext = "mp4" if media.has_video else "mp3"
         out = os.path.join(out_dir, f"clip.{ext}")
-        cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-ss", f"{start:.3f}", "-i", path,
+        remote = ["-protocol_whitelist", "http,https,tcp,tls"] if _URL.match(path) else []
+        cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *remote, "-ss", f"{start:.3f}", "-i", path,
                "-t", f"{duration:.3f}", "-map_metadata", "-1"]
         if ext == "mp4":
             cmd += ["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
@@ -204,6 +212,8 @@ def cut_clip(media: Media, path: str, start: float, duration: float) -> tuple[st
             raise ApiError(504, "cutting the clip took too long") from None
         if proc.returncode != 0 or not os.path.exists(out) or os.path.getsize(out) == 0:
             msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+            if name is not None:  # a presigned URL is a credential for a while: never shown
+                msg = [_URL_ANYWHERE.sub(name, msg[0].replace(path, name))]
             raise ApiError(500, f"ffmpeg could not cut this media: {msg[0][:300]}")
         return out_dir, out, ext
     except BaseException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import io
 import os
 import tempfile
@@ -20,7 +21,7 @@ from alibabacloud_oss_v2 import exceptions as oss_errors
 
 from mediaindex import hookimpl
 from mediaindex.backends import (FatalError, ObjectInfo, PermanentError, StorageBackend, TransientError,
-                                 key_wanted, split_bucket_uri, version_stamp)
+                                 list_partitioned, split_bucket_uri, version_stamp)
 
 MB = 1 << 20
 _DENIED = {"AccessDenied", "AccessForbidden"}
@@ -125,7 +126,7 @@ class OssStorage(StorageBackend):
 
     def _error(self, e: Exception, bucket: str, what: str) -> Exception:
         """A clear, typed error naming the bucket and the fix."""
-        if isinstance(e, FatalError):
+        if isinstance(e, (FatalError, BucketUnavailable, BucketRefused)):  # made here already
             return e
         where = f"OSS bucket {bucket!r} ({self._endpoint() or self._region()})"
         se = _service_error(e)
@@ -154,23 +155,41 @@ class OssStorage(StorageBackend):
         return ObjectInfo(f"oss://{bucket}/{key}", int(size), version_stamp(modified.timestamp(), etag), etag)
 
     def list(self, prefix: str, problems: list[tuple[str, str]] | None = None) -> Iterator[ObjectInfo]:
-        """Every candidate object at or under ``prefix``, page by page (``page_size`` keys a request).
+        """Every candidate object at or under ``prefix``: its folders listed side by side
+        (``list_concurrency`` at once, see ``list_partitioned``), page by page.
 
-        A listing that fails part way ends with ``prefix`` in ``problems``: what was not listed
-        is unknown, not deleted."""
+        A listing that fails part way ends with the prefix (or the one folder that failed) in
+        ``problems``: what was not listed is unknown, not deleted."""
         bucket, key = split_bucket_uri(prefix)
+
+        def failed(folder: str, e: Exception) -> None:
+            err = self._error(e, bucket, f"listing oss://{bucket}/{folder.rstrip('/')}")
+            if problems is None:
+                raise err from None
+            problems.append((f"oss://{bucket}/{folder}".rstrip("/"), str(err)))
+
+        s = self.settings
+        listing = list_partitioned(functools.partial(self._pages, bucket), key, failed,
+                                   concurrency=int(s.get("list_concurrency", 8)),
+                                   max_partitions=int(s.get("list_partitions", 256)))
         try:
-            pages = self.client.list_objects_v2_paginator().iter_page(
-                oss.ListObjectsV2Request(bucket=bucket, prefix=key, max_keys=int(self.settings.get("page_size", 1000))))
-            for page in pages:
-                for obj in page.contents or ():
-                    if key_wanted(key, obj.key):
-                        yield self._info(bucket, obj.key, obj.size, obj.last_modified, obj.etag)
+            for _, info in listing:
+                yield info
         except Exception as e:  # the SDK's errors share no base but Exception
             err = self._error(e, bucket, f"listing {prefix}")
             if problems is None:
                 raise err from None
             problems.append((prefix, str(err)))
+
+    def _pages(self, bucket: str, prefix: str, delimiter: str | None,
+               start_after: str | None) -> Iterator[tuple[list, list[str]]]:
+        """One prefix, page by page: ([(key, ObjectInfo)], [common prefix])."""
+        pages = self.client.list_objects_v2_paginator().iter_page(oss.ListObjectsV2Request(
+            bucket=bucket, prefix=prefix, delimiter=delimiter, start_after=start_after,
+            max_keys=int(self.settings.get("page_size", 1000))))
+        for page in pages:
+            yield ([(o.key, self._info(bucket, o.key, o.size, o.last_modified, o.etag)) for o in page.contents or ()],
+                   [p.prefix for p in page.common_prefixes or ()])
 
     def stat(self, uri: str) -> ObjectInfo | None:
         bucket, key = split_bucket_uri(uri)
