@@ -477,3 +477,87 @@ def test_missing_key_is_fatal_before_any_request(double, corpus_src):
     with pytest.raises(FatalError, match="DASHSCOPE_API_KEY"):
         flash.transcribe(Book().request(corpus_src / "podcasts/ferry.webm"))
     assert not double.hits
+
+
+# ---- per file: engine, route and cost (status --json, the API, the UI) -----------------------
+
+
+def index_talk_and_meeting(double, e2e):
+    """The space-station talk (flash) and the long meeting (filetrans) indexed through the CLI."""
+    media, data = e2e
+    shutil.rmtree(media / "chinese")
+    (media / "talks/bread_baking.m4a").unlink()
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.submissions == 1 and double.flash_calls == 2
+    return media, data
+
+
+def test_status_and_api_show_engine_route_and_cost_per_file(double, e2e):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+
+    media, data = index_talk_and_meeting(double, e2e)
+    status = json.loads(run_cli("status", "--data-dir", str(data), "--json").output)
+    files = {Path(f["path"]).name: f for f in status["spent_by_file"]}
+    assert set(files) == {"long_meeting.mp3", "space_station.mp3"} and status["spent_files"] == 2
+    meeting, talk = files["long_meeting.mp3"], files["space_station.mp3"]
+    assert meeting["route"] == "filetrans" and meeting["model"] == "qwen3-asr-flash-filetrans"
+    assert meeting["engine"].startswith("qwen3-asr-flash-filetrans") and meeting["seconds"] == 734
+    assert meeting["cost"] == pytest.approx(734 * 0.000035)
+    assert talk["route"] == "flash" and talk["model"] == "qwen3-asr-flash" and talk["seconds"] == 34
+    assert talk["cost"] == pytest.approx(34 * 0.000035)
+    assert sum(f["cost"] for f in files.values()) == pytest.approx(status["spent"], abs=1e-4)
+
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    handle = start_server(p, port=0)
+    try:
+        api = httpx.Client(base_url=handle.url, timeout=30)
+        assert api.get("/api/status").json()["spent_by_file"] == status["spent_by_file"]
+        items = {i["title"]: i for i in api.get("/api/media").json()["items"]}
+        assert items["long_meeting"]["route"] == "filetrans" and items["space_station"]["route"] == "flash"
+        assert items["long_meeting"]["cost"] == pytest.approx(meeting["cost"])
+        one = api.get(f"/api/media/{items['long_meeting']['id']}").json()
+        assert one["transcript"]["route"] == "filetrans" and one["cost"] == pytest.approx(meeting["cost"])
+    finally:
+        handle.stop()
+        p.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="/usr/bin/chromium is missing")
+def test_library_and_recording_page_show_route_and_cost(double, e2e):
+    from playwright.sync_api import sync_playwright
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+
+    media, data = index_talk_and_meeting(double, e2e)
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    handle = start_server(p, port=0)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio"])
+            pg = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(handle.url)
+            row = pg.locator("#library-list .lib-open", has_text="long_meeting")
+            row.wait_for()
+            meta = row.locator(".lib-meta").inner_text()
+            assert "filetrans" in meta and f"cost {734 * 0.000035:.4f}" in meta, meta
+            talk = pg.locator("#library-list .lib-open", has_text="space_station").locator(".lib-meta").inner_text()
+            assert " flash " in f" {talk} ".replace("·", " ") and f"cost {34 * 0.000035:.4f}" in talk, talk
+            mid = p.state.media_for_path(str(media / "meetings/long_meeting.mp3")).id
+            pg.goto(f"{handle.url}m/{mid}")
+            pg.wait_for_function("() => document.getElementById('media-meta').textContent.includes('filetrans')")
+            meta = pg.locator("#media-meta").inner_text()
+            assert "qwen3-asr-flash-filetrans filetrans" in meta and f"cost {734 * 0.000035:.4f}" in meta, meta
+            assert not errors, errors
+            browser.close()
+    finally:
+        handle.stop()
+        p.close()

@@ -190,7 +190,7 @@ class FlashTranscriber(_Base):
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dashscope-flash") as pool:
                 for fut in [pool.submit(one, c, Path(tmp)) for c in chunks]:
                     fut.result()
-        return self._transcript(chunks, done, silences, route="flash" if total <= FLASH_MAX_SECONDS else "flash-split")
+        return self._transcript(chunks, done, silences, route="flash" if total <= FLASH_MAX_SECONDS else "flash-chunks")
 
     def _encode(self, path: Path, start: float, end: float, tmp: Path) -> str:
         """The chunk as a base64 data URL, mono 16 kHz Opus, re-encoded smaller if over 10 MB."""
