@@ -135,7 +135,7 @@ def test_filetrans_lifecycle_real_times_language_emotion(double, corpus_src, man
 
 
 def test_filetrans_yields_and_the_retry_polls_the_same_task(double, corpus_src):
-    _, ft = engines(double, wait_inline=0, poll_after=7, hold_pending=0)
+    _, ft = engines(double, wait_inline=0, poll_after=7)
     double.steps_pending, double.steps_running = 3, 3
     book = Book()
     req = book.request(corpus_src / "podcasts/ferry.webm", double.publish)
@@ -391,20 +391,23 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_a_running_task_yields_its_worker_through_the_queue(double, e2e):
-    """Through the real job queue: NotReady while the task runs, polled again without spending
-    attempts (more polls than max_attempts), held in the call while PENDING (the service has not
-    fetched the published audio yet), submitted and paid once."""
+    """Through the real job queue: NotReady while the task waits and runs, polled again without
+    spending attempts (more polls than max_attempts). The task stays PENDING (the service has not
+    fetched the published audio yet) over several yields: the core keeps the staged audio until
+    the job ends, so the service finds it, and the task is submitted and paid once."""
     media, data = e2e
     for sub in ("talks", "chinese"):
         shutil.rmtree(media / sub)
     (data / "config.toml").write_text('transcriber = "dashscope"\nstage_storage = "double"\n'
                                       "[dashscope]\nrpm = 100000\nwait_inline = 0\npoll_after = 0.1\n")
-    double.steps_pending, double.steps_running = 2, 6
+    double.steps_pending, double.steps_running = 4, 6
     out = run_cli("index", str(media), "--data-dir", str(data))
     assert out.exit_code == 0, out.output
     polls = [p for _, m, p in double.hits if p.startswith("/api/v1/tasks/")]
-    assert double.submissions == 1 and len(polls) >= 8 and double.billed == 734
-    assert not list(double.files_dir.iterdir())  # the core deleted the staged audio
+    fetched = [p for _, m, p in double.hits if p.startswith("/files/")]
+    assert double.submissions == 1 and len(polls) >= 11 and double.billed == 734
+    assert len(fetched) == 1  # the service fetched the staged audio once, after four PENDING answers
+    assert not list(double.files_dir.iterdir())  # the core deleted the staged audio when the job ended
 
 
 @pytest.mark.parametrize("phase", ["running", "pending"])
@@ -463,9 +466,10 @@ def test_settings_regions_and_overrides(tmp_path, monkeypatch, corpus_src):
     monkeypatch.setenv("DASHSCOPE_BASE_URL", "http://gateway.local/api/v1")
     s = Settings.from_config(Config.load(tmp_path))
     assert s.region == "intl" and s.base_url == "http://gateway.local/api/v1" and s.filetrans is True
-    ft = FiletransTranscriber(s, Client(None, s.base_url))
-    info = probe(str(corpus_src / "podcasts/ferry.webm"))
-    assert ft.estimate_seconds(info) == 2 * 11 and "2 channels" in ft.estimate_note
+    assert s.channels == [0, 1]
+    (tmp_path / "config.toml").write_text('[dashscope]\nchannels = "left"\n')
+    with pytest.raises(ValueError, match="channel numbers"):
+        Settings.from_config(Config.load(tmp_path))
     (tmp_path / "config.toml").write_text('[dashscope]\nregion = "mars"\n')
     with pytest.raises(ValueError, match="region"):
         Settings.from_config(Config.load(tmp_path))
@@ -477,6 +481,102 @@ def test_missing_key_is_fatal_before_any_request(double, corpus_src):
     with pytest.raises(FatalError, match="DASHSCOPE_API_KEY"):
         flash.transcribe(Book().request(corpus_src / "podcasts/ferry.webm"))
     assert not double.hits
+
+
+# ---- channels: each chosen channel transcribed on its own, and billed ----------------------------
+
+
+@pytest.fixture
+def stereo(corpus_src, tmp_path):
+    """A real stereo file: the bread-baking talk (English) left, the weather report (Chinese)
+    right; 22.5 s (the shorter one)."""
+    out = tmp_path / "stereo" / "two voices.opus"
+    out.parent.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(corpus_src / "talks/bread_baking.m4a"),
+                    "-i", str(corpus_src / "chinese/weather.mp3"), "-filter_complex",
+                    "[0:a]aresample=16000,pan=mono|c0=c0[l];[1:a]aresample=16000,pan=mono|c0=c0[r];"
+                    "[l][r]amerge=inputs=2[a]", "-map", "[a]", "-c:a", "libopus", "-b:a", "64k", str(out)], check=True)
+    assert probe(str(out)).channels == 2
+    return out
+
+
+def expected_by_channel(manifest, length=22.5):
+    """The sentences each channel of the stereo file holds (those centred inside it)."""
+    return {c: [s["text"] for s in sentence_of(manifest, rel) if (s["start"] + s["end"]) / 2 < length]
+            for c, rel in ((0, "talks/bread_baking.m4a"), (1, "chinese/weather.mp3"))}
+
+
+def texts_by_channel(transcript):
+    out: dict = {}
+    for s in transcript.segments:
+        out.setdefault(s.channel, []).append(s.text)
+    return out
+
+
+def test_flash_transcribes_each_chosen_channel_and_bills_each(double, stereo, manifest):
+    flash, _ = engines(double)
+    book = Book()
+    request = book.request(stereo)
+    request.hint = {"channels": [0, 1]}  # a [[hints]] entry
+    t = flash.transcribe(request)
+    want = expected_by_channel(manifest)
+    got = texts_by_channel(t)
+    assert set(got) == {0, 1}
+    assert " ".join(got[0]) == " ".join(want[0]) and "".join(got[1]).replace(" ", "") == "".join(want[1]).replace(" ", "")
+    assert {s.language for s in t.segments if s.channel == 1} == {"zh"}
+    assert {d["channel"] for _, _, d in book.charges} == {0, 1} and double.flash_calls == len(book.charges) == 2
+    assert double.billed == 2 * 23  # each channel: ceil(22.5 s)
+    seconds, cost, note = flash.estimate(request.probe, {"channels": [0, 1]})
+    assert abs(seconds - double.billed) / double.billed < 0.05 and "each is billed" in note
+    assert flash.estimate(request.probe)[0] == pytest.approx(seconds / 2)  # the mix: once
+    assert flash.channels(probe(str(stereo)), {"channels": [1, 5]}) == [1]  # channels the file lacks: dropped
+
+
+def test_filetrans_sends_channel_id_and_reads_each_channel(double, stereo, manifest):
+    _, ft = engines(double, wait_inline=60, channels=[0, 1])
+    book = Book()
+    t = ft.transcribe(book.request(stereo, double.publish))
+    body = next(iter(double.tasks.values()))["body"]
+    assert body["parameters"]["channel_id"] == [0, 1]
+    want, got = expected_by_channel(manifest), texts_by_channel(t)
+    assert got[0] == want[0] and got[1] == want[1]
+    assert double.billed == 2 * 23 and book.charges[0][0] == 2 * 23
+    assert ft.estimate(probe(str(stereo)))[0] == 2 * 23
+
+
+def test_channels_per_folder_estimate_and_index(double, e2e, stereo, manifest):
+    """[[hints]] channels for one folder: the estimate counts and says it, the index bills each
+    channel, and both channels' words are searchable; the folder without it is mixed, billed once."""
+    from mediaindex.config import Config
+    from mediaindex.models import SearchQuery
+    from mediaindex.pipeline import Pipeline
+
+    media, data = e2e
+    for sub in ("chinese", "meetings"):
+        shutil.rmtree(media / sub)
+    (media / "talks/bread_baking.m4a").unlink()
+    shutil.move(str(stereo.parent), str(media / "stereo"))
+    (data / "config.toml").write_text('transcriber = "dashscope"\n[dashscope]\nrpm = 100000\n'
+                                      f'[[hints]]\npath = "{media / "stereo"}"\nchannels = [0, 1]\n')
+    est = run_cli("index", str(media), "--data-dir", str(data), "--estimate")
+    assert est.exit_code == 0, est.output
+    assert "note: qwen3-asr-flash: channels 0, 1 are transcribed one by one: each is billed" in est.output
+    estimated = float(next(ln for ln in est.output.splitlines() if ln.startswith("total")).split()[3])
+    assert estimated == pytest.approx(2 * (22.5 + 0.5) + 32.862 + 2 * 0.5, abs=1)
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.billed == 2 * 23 + 34 and abs(estimated - double.billed) / double.billed < 0.05
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    try:
+        left, right = expected_by_channel(manifest)[0][0], expected_by_channel(manifest)[1][0]
+        for text, channel in ((left, 0), (right, 1)):
+            hits = p.index.search(SearchQuery(q=text.split()[-1].strip(".,!?。"), limit=20)).hits
+            assert any(h.path.endswith("two voices.opus") for h in hits), (text, hits)
+        stereo_id = p.state.media_for_path(str(media / "stereo/two voices.opus")).id
+        assert {s.channel for s in p.state.get_transcript(stereo_id).segments} == {0, 1}
+        assert p.state.total_cost() == pytest.approx((2 * 23 + 34) * 0.000035)
+    finally:
+        p.close()
 
 
 # ---- per file: engine, route and cost (status --json, the API, the UI) -----------------------
