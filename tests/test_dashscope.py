@@ -243,9 +243,10 @@ def test_rate_limiter_holds_any_window_under_the_limit():
 
     def go():
         for _ in range(4):
-            limiter.acquire()
+            slot = limiter.acquire()
             with lock:
                 stamps.append(time.monotonic())
+            limiter.done(slot)
 
     threads = [threading.Thread(target=go) for _ in range(3)]
     for t in threads:
@@ -255,6 +256,19 @@ def test_rate_limiter_holds_any_window_under_the_limit():
     stamps.sort()
     assert len(stamps) == 12
     assert all(stamps[i + 4] - stamps[i] >= 0.3 for i in range(len(stamps) - 4))
+
+
+def test_rate_limiter_counts_a_slow_request_from_its_end():
+    """A request that took long (it may have reached the service only at its end) keeps its
+    slot for a whole window after it ended: the next one waits for that, not for a window after
+    the slow one started (the service would otherwise see two in one window)."""
+    limiter = RateLimiter(rpm=1, window=0.3)
+    slow = limiter.acquire()
+    time.sleep(0.5)  # in flight longer than the window
+    ended = time.monotonic()
+    limiter.done(slow)
+    limiter.done(limiter.acquire())
+    assert time.monotonic() - ended >= 0.3
 
 
 # ---- the official SDK reads the double the same way ---------------------------------------------
