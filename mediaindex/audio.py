@@ -320,8 +320,10 @@ def _encode_failed(path: Path, out_path: Path, detail: str, rc: int) -> Exceptio
 
 def extract(path: str | os.PathLike, start: float, end: float, out_path: str | os.PathLike, *,
             codec: str = "libopus", bitrate: str = "32k", sample_rate: int = SAMPLE_RATE,
-            channels: int = 1) -> Path:
+            channels: int = 1, channel: int | None = None) -> Path:
     """Cut ``[start, end)`` seconds of the first audio stream and re-encode it to ``out_path``.
+
+    ``channels``: downmixed (or upmixed) to that many; ``channel``: only that one (from 0), mono.
 
     Sample-accurate (ffmpeg decodes from the preceding keyframe and trims; for VBR MP3 sources
     without an index the seek itself can be approximate). ``codec`` is ``libopus`` (Ogg Opus) or
@@ -339,7 +341,8 @@ def extract(path: str | os.PathLike, start: float, end: float, out_path: str | o
     cmd = [_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-ss", f"{start:.6f}", "-i", _url(path), "-t", f"{end - start:.6f}",
            "-map", "0:a:0", "-vn", "-sn", "-dn", "-map_metadata", "-1",
-           "-ac", str(int(channels)), "-ar", str(int(sample_rate)), "-c:a", codec, "-b:a", str(bitrate)]
+           *(["-af", f"pan=mono|c0=c{int(channel)}"] if channel is not None else ["-ac", str(int(channels))]),
+           "-ar", str(int(sample_rate)), "-c:a", codec, "-b:a", str(bitrate)]
     cmd += (["-f", muxer] if muxer else []) + [_url(tmp)]
     try:
         out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)

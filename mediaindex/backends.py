@@ -14,9 +14,9 @@ import shutil
 import tempfile
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 # the error classes live in errors.py; plugins and docs import them from here too
 from .errors import FatalError, MediaError, NotReady, PermanentError, TransientError  # noqa: F401
@@ -323,6 +323,7 @@ class TranscribeRequest:
     # must not hide the spend. Transcript.cost is the total; what was charged is not booked twice.
     charge: Callable[[float, float, dict], None] | None = None
     checkpoint: Checkpoint | None = None
+    hint: dict[str, Any] = field(default_factory=dict)  # the file's [[hints]] entry (engine options per folder)
 
 
 def _language_in(language: str, languages: list[str]) -> bool:
@@ -367,6 +368,11 @@ class Transcriber(abc.ABC):
     def estimate_cost(self, probe: ProbeResult) -> float:
         """Money this file would cost to transcribe (0 for local engines)."""
         return 0.0
+
+    def estimate(self, probe: ProbeResult, hint: dict[str, Any] | None = None) -> tuple[float, float, str | None]:
+        """Billed seconds, cost and a note (or None) for this file under its ``[[hints]]`` entry
+        (an engine whose per-folder options change the bill overrides it): ``--estimate``, ``max_cost``."""
+        return probe.duration, self.estimate_cost(probe), None
 
     @abc.abstractmethod
     def transcribe(self, request: TranscribeRequest) -> Transcript:

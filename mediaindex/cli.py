@@ -245,7 +245,7 @@ def print_estimate(pipeline: Pipeline, plan) -> None:
     from .probe import probe
 
     rows: dict[str, list[float]] = {}
-    notes: dict[str, str] = {}
+    notes: dict[str, dict[str, None]] = {}  # engine -> its notes, each once, in order
     skipped = 0
     for f in plan.changed:
         try:
@@ -255,19 +255,20 @@ def print_estimate(pipeline: Pipeline, plan) -> None:
             skipped += 1
             continue
         row = rows.setdefault(engine.name, [0, 0.0, 0.0, 0.0])
-        billed = engine.estimate_seconds(info) if hasattr(engine, "estimate_seconds") else info.duration
+        billed, cost, note = engine.estimate(info, pipeline.config.hint_for(f.path))
         row[0] += 1
         row[1] += info.duration / 3600
         row[2] += billed
-        row[3] += engine.estimate_cost(info)
-        if getattr(engine, "estimate_note", None):
-            notes[engine.name] = engine.estimate_note
+        row[3] += cost
+        if note:
+            notes.setdefault(engine.name, {})[note] = None
     total = [sum(r[i] for r in rows.values()) for i in range(4)]
     click.echo(f"{'engine':<28} {'files':>6} {'hours':>8} {'billed s':>10} {'cost':>10}")
     for name, (n, hours, billed, cost) in sorted(rows.items()) + [("total", total)]:
         click.echo(f"{name:<28} {int(n):>6} {hours:>8.2f} {billed:>10.0f} {cost:>10.4f}")
-    for name, note in notes.items():
-        click.echo(f"note: {name}: {note}")
+    for name, said in notes.items():
+        for note in said:
+            click.echo(f"note: {name}: {note}")
     if skipped:
         click.echo(f"{skipped} file(s) not counted (not media, or no engine takes them)")
 

@@ -25,9 +25,10 @@ _SELECT = """
 SELECT m.id, m.size, m.mtime, m.status, m.error, m.engine, m.language, m.probe,
        (SELECT MIN(path) FROM files f WHERE f.media_id = m.id) AS path,
        (SELECT MIN(added) FROM files f WHERE f.media_id = m.id) AS added,
-       m.duration AS duration,
+       m.duration AS duration, m.cost,
        (SELECT CASE WHEN substr(error, 1, length(path) + 2) = path || ': ' THEN substr(error, length(path) + 3)
-               ELSE error END FROM files f WHERE f.media_id = m.id AND f.status = 'failed' LIMIT 1) AS failed
+               ELSE error END FROM files f WHERE f.media_id = m.id AND f.status = 'failed' LIMIT 1) AS failed,
+       (SELECT t.route FROM transcripts t WHERE t.media_id = m.id AND t.engine_key = m.engine) AS route
 FROM media m
 """
 
@@ -79,6 +80,7 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "added": row["added"], "language": row["language"], "engine": row["engine"],
         "status": row["status"], "error": row["error"], "month": recorded_month(tags, row["mtime"]),
         "failed": row["failed"],  # why its file failed (retry it), else None
+        "route": row["route"], "cost": row["cost"],
     }
 
 

@@ -170,7 +170,7 @@ class Pipeline:
             reasons.append(why)
         raise PermanentError(f"no {name!r} engine takes this file: {'; '.join(reasons)}")
 
-    def _reserve_budget(self, transcriber: Transcriber, probe_result: ProbeResult) -> float:
+    def _reserve_budget(self, transcriber: Transcriber, probe_result: ProbeResult, hint: dict | None = None) -> float:
         """Reserve this file's estimated cost under the cap (released by the caller afterwards).
 
         Workers reserve under one lock, so N workers cannot each pass the check and overspend
@@ -179,7 +179,7 @@ class Pipeline:
         cap = self.config.get("max_cost")
         if not cap or not transcriber.limits.paid:
             return 0.0
-        estimate = transcriber.estimate_cost(probe_result)
+        estimate = transcriber.estimate(probe_result, hint)[1]
         with self._locks_guard:
             spent = self.state.total_cost()
             if spent + self._reserved + estimate > float(cap):
@@ -316,7 +316,7 @@ class Pipeline:
         def charge(seconds: float, cost: float, details: dict | None = None) -> None:
             self.state.charge(media.id, key, seconds, cost, details)
 
-        reserved = self._reserve_budget(transcriber, info)
+        reserved = self._reserve_budget(transcriber, info, self.config.hint_for(path))
         published: list[tuple[StorageBackend, str]] = []
         not_ready = False
         try:
@@ -330,6 +330,7 @@ class Pipeline:
                 charge=charge,
                 checkpoint=Checkpoint(load=lambda: self.state.get_checkpoint(media.id, key),
                                       save=lambda data: self.state.set_checkpoint(media.id, key, data)),
+                hint=hint,
             )
             return transcriber.transcribe(request)
         except NotReady:

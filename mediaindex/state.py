@@ -52,6 +52,7 @@ CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
 CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
 CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
 CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
+CREATE INDEX IF NOT EXISTS media_cost ON media(cost) WHERE cost > 0;  -- status: the paid files
 CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
 CREATE INDEX IF NOT EXISTS media_video ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
     engine_key TEXT NOT NULL,
     data TEXT NOT NULL,         -- Transcript as JSON, raw engine response included
     created REAL NOT NULL,
+    model TEXT,                 -- the engine's model, and the route it took (a cloud engine's
+    route TEXT,                 -- flash | flash-chunks | filetrans; NULL for local engines)
     PRIMARY KEY (media_id, engine_key)
 );
 CREATE TABLE IF NOT EXISTS enriched (  -- a transcript after enrich_segments: what the index,
@@ -136,7 +139,21 @@ class State:
         self._conns: list[sqlite3.Connection] = []  # every thread's, closed together
         self._conns_lock = threading.Lock()
         self.conn.executescript(SCHEMA)
+        self._migrate()
         self.jobs = JobQueue(self)
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to SCHEMA (idempotent, one transaction)."""
+        if "route" in {r[1] for r in self.conn.execute("PRAGMA table_info(transcripts)")}:
+            return
+        with self.tx() as c:  # checked again inside: another process may have just done it
+            if "route" in {r[1] for r in c.execute("PRAGMA table_info(transcripts)")}:
+                return
+            c.execute("ALTER TABLE transcripts ADD COLUMN model TEXT")
+            c.execute("ALTER TABLE transcripts ADD COLUMN route TEXT")
+            c.execute("UPDATE transcripts SET model = json_extract(data, '$.model'), "
+                      "route = CASE json_extract(data, '$.options.route') WHEN 'flash-split' THEN 'flash-chunks' "
+                      "ELSE json_extract(data, '$.options.route') END")  # flash-split: the route's first name
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -354,8 +371,9 @@ class State:
             charged = c.execute("SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE media_id = ? AND engine = ? "
                                 "AND kind = 'charge' AND id > ?", (media_id, engine_key, last)).fetchone()[0]
             rest = max(0.0, transcript.cost - charged)
-            c.execute("INSERT OR REPLACE INTO transcripts (media_id, engine_key, data, created) VALUES (?, ?, ?, ?)",
-                      (media_id, engine_key, json.dumps(transcript.to_dict(), ensure_ascii=False), now))
+            c.execute("INSERT OR REPLACE INTO transcripts (media_id, engine_key, data, created, model, route) "
+                      "VALUES (?, ?, ?, ?, ?, ?)", (media_id, engine_key, json.dumps(transcript.to_dict(),
+                      ensure_ascii=False), now, transcript.model, (transcript.options or {}).get("route")))
             c.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at, kind) VALUES (?, ?, ?, ?, ?, 'transcript')",
                       (media_id, engine_key, seconds, rest, now))
             c.execute("UPDATE media SET cost = cost + ? WHERE id = ?", (rest, media_id))
@@ -473,9 +491,28 @@ class State:
                     "ELSE 0 END), SUM(cost) FROM ledger "
                     "GROUP BY engine HAVING SUM(cost) > 0 ORDER BY engine")}
 
-    def summary(self, failed_limit: int | None = None, failed_offset: int = 0) -> dict[str, Any]:
-        """Counts by state and the failed files (every one, or a page of them by path), for
-        ``mediaindex status`` and the web UI."""
+    def spent_by_file(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Each file a paid engine was paid for (most expensive first): its engine (cache key) and
+        model, the route it took, its billed seconds and cost. A file that failed after a paid
+        chunk shows the engine and route of its last charge."""
+        rows = self.conn.execute(
+            "SELECT m.id, (SELECT MIN(path) FROM files f WHERE f.media_id = m.id) AS path, m.cost, "
+            "COALESCE(t.engine_key, (SELECT engine FROM ledger l WHERE l.media_id = m.id AND l.cost > 0 "
+            "ORDER BY l.id DESC LIMIT 1)) AS engine, t.model, COALESCE(t.route, (SELECT json_extract(l.details, "
+            "'$.route') FROM ledger l WHERE l.media_id = m.id AND l.kind = 'charge' ORDER BY l.id DESC LIMIT 1)) AS route, "
+            "(SELECT SUM(CASE WHEN kind = 'charge' OR cost > 0 THEN seconds ELSE 0 END) FROM ledger l "
+            "WHERE l.media_id = m.id) AS seconds "
+            "FROM media m LEFT JOIN transcripts t ON t.media_id = m.id AND t.engine_key = m.engine "
+            "WHERE m.cost > 0 ORDER BY m.cost DESC, m.id LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, offset))
+        return [{"media_id": r["id"], "path": r["path"], "engine": r["engine"], "model": r["model"],
+                 "route": r["route"], "seconds": round(r["seconds"] or 0.0, 3), "cost": round(r["cost"], 6)}
+                for r in rows]
+
+    def summary(self, failed_limit: int | None = None, failed_offset: int = 0,
+                spent_limit: int | None = None) -> dict[str, Any]:
+        """Counts by state, the failed files (every one, or a page of them by path) and the paid
+        ones (every one, or the ``spent_limit`` most expensive), for ``mediaindex status`` and the web UI."""
         counts = {s: 0 for s in ("queued", "running", "indexed", "failed", "ignored")}
         for status, n in self.conn.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
             counts[status] = n
@@ -497,6 +534,8 @@ class State:
                 "SELECT COALESCE(SUM(duration), 0) FROM media WHERE status = 'indexed'").fetchone()[0] / 3600, 3),
             "spent": round(self.total_cost(), 4),
             "spent_by_engine": self.spent_by_engine(),
+            "spent_by_file": self.spent_by_file(spent_limit),
+            "spent_files": self.conn.execute("SELECT COUNT(*) FROM media WHERE cost > 0").fetchone()[0],
             "roots": [{"path": p, "status": s} for p, s in sorted(self.roots().items())],
         }
 

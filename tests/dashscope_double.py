@@ -30,9 +30,10 @@ import numpy as np
 FPS = 50  # envelope frames per second
 
 
-def envelope(path: Path) -> np.ndarray:
-    """Log loudness per 20 ms of the audio (mono 16 kHz)."""
-    pcm = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:a:0", "-ac", "1",
+def envelope(path: Path, channel: int | None = None) -> np.ndarray:
+    """Log loudness per 20 ms of the audio (mono 16 kHz: the mix, or one channel)."""
+    mix = ["-ac", "1"] if channel is None else ["-af", f"pan=mono|c0=c{channel}"]
+    pcm = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{path}", "-map", "0:a:0", *mix,
                           "-ar", "16000", "-f", "s16le", "-"], capture_output=True, check=True).stdout
     x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
     n = len(x) // 320
@@ -73,9 +74,9 @@ class Oracle:
                 self.envs[rel] = envelope(self.corpus / rel)
             return self.envs[rel]
 
-    def find(self, audio_file: Path) -> tuple[dict | None, float, float]:
+    def find(self, audio_file: Path, channel: int | None = None) -> tuple[dict | None, float, float]:
         """(manifest entry, offset s, duration s) of the best match (entry None: no match)."""
-        env = envelope(audio_file)
+        env = envelope(audio_file, channel)
         best = (None, 0.0, -1.0)
         for f in self.files:
             off, score = locate(self._env(f["path"]), env)
@@ -293,7 +294,15 @@ class Double:
                     tempfile.NamedTemporaryFile(suffix=".audio") as f:
                 f.write(r.read())
                 f.flush()
-                task["found"] = self.oracle.find(Path(f.name))
+                channels = task["body"]["parameters"].get("channel_id") or [0]
+                task["channels"] = int(json.loads(subprocess.run(
+                    ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=channels",
+                     "-of", "json", f.name], capture_output=True, check=True).stdout)["streams"][0]["channels"])
+                if max(channels) >= task["channels"]:
+                    task["fail"] = task["fail"] or ("InvalidParameter", f"channel_id {channels}: the audio has "
+                                                    f"{task['channels']} channel(s)")
+                    return
+                task["found"] = {c: self.oracle.find(Path(f.name), c) for c in channels}
         except Exception:
             task["fail"] = task["fail"] or ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
 
@@ -303,23 +312,24 @@ class Double:
             task["status"] = "FAILED"
             return
         url = task["body"]["input"]["file_url"]
-        entry, offset, length = task["found"]
-        channels = task["body"]["parameters"].get("channel_id") or [0]
-        task["seconds"] = math.ceil(length) * len(channels)
+        transcripts = []
+        for c, (entry, offset, length) in task["found"].items():  # each channel: recognised and billed
+            sentences = []
+            for i, s in enumerate(self.oracle.sentences(entry, offset, length)):
+                toks = s["text"].split()
+                b, e = round((s["start"] - offset) * 1000), round((s["end"] - offset) * 1000)
+                step = (e - b) / max(1, len(toks))
+                words = [{"begin_time": round(b + k * step), "end_time": round(b + (k + 1) * step),
+                          "text": t.rstrip(".,!?"), "punctuation": t[len(t.rstrip(".,!?")):]} for k, t in enumerate(toks)]
+                sentences.append({"sentence_id": i, "begin_time": b, "end_time": e, "text": s["text"],
+                                  "language": entry.get("language") or "en", "emotion": "neutral", "words": words})
+            transcripts.append({"channel_id": c, "text": " ".join(s["text"] for s in sentences), "sentences": sentences})
+        length = max(found[2] for found in task["found"].values())
+        task["seconds"] = math.ceil(length) * len(task["found"])
         with self.lock:
             self.billed += task["seconds"]
-        sentences = []
-        for i, s in enumerate(self.oracle.sentences(entry, offset, length)):
-            toks = s["text"].split()
-            b, e = round((s["start"] - offset) * 1000), round((s["end"] - offset) * 1000)
-            step = (e - b) / max(1, len(toks))
-            words = [{"begin_time": round(b + k * step), "end_time": round(b + (k + 1) * step),
-                      "text": t.rstrip(".,!?"), "punctuation": t[len(t.rstrip(".,!?")):]} for k, t in enumerate(toks)]
-            sentences.append({"sentence_id": i, "begin_time": b, "end_time": e, "text": s["text"],
-                              "language": entry.get("language") or "en", "emotion": "neutral", "words": words})
         task["result"] = {"file_url": url, "audio_info": {"format": "opus", "sample_rate": 16000},
-                          "transcripts": [{"channel_id": c, "text": " ".join(s["text"] for s in sentences),
-                                           "sentences": sentences} for c in channels]}
+                          "transcripts": transcripts}
         task["status"] = "SUCCEEDED"
 
 

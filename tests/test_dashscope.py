@@ -135,7 +135,7 @@ def test_filetrans_lifecycle_real_times_language_emotion(double, corpus_src, man
 
 
 def test_filetrans_yields_and_the_retry_polls_the_same_task(double, corpus_src):
-    _, ft = engines(double, wait_inline=0, poll_after=7, hold_pending=0)
+    _, ft = engines(double, wait_inline=0, poll_after=7)
     double.steps_pending, double.steps_running = 3, 3
     book = Book()
     req = book.request(corpus_src / "podcasts/ferry.webm", double.publish)
@@ -243,9 +243,10 @@ def test_rate_limiter_holds_any_window_under_the_limit():
 
     def go():
         for _ in range(4):
-            limiter.acquire()
+            slot = limiter.acquire()
             with lock:
                 stamps.append(time.monotonic())
+            limiter.done(slot)
 
     threads = [threading.Thread(target=go) for _ in range(3)]
     for t in threads:
@@ -255,6 +256,19 @@ def test_rate_limiter_holds_any_window_under_the_limit():
     stamps.sort()
     assert len(stamps) == 12
     assert all(stamps[i + 4] - stamps[i] >= 0.3 for i in range(len(stamps) - 4))
+
+
+def test_rate_limiter_counts_a_slow_request_from_its_end():
+    """A request that took long (it may have reached the service only at its end) keeps its
+    slot for a whole window after it ended: the next one waits for that, not for a window after
+    the slow one started (the service would otherwise see two in one window)."""
+    limiter = RateLimiter(rpm=1, window=0.3)
+    slow = limiter.acquire()
+    time.sleep(0.5)  # in flight longer than the window
+    ended = time.monotonic()
+    limiter.done(slow)
+    limiter.done(limiter.acquire())
+    assert time.monotonic() - ended >= 0.3
 
 
 # ---- the official SDK reads the double the same way ---------------------------------------------
@@ -391,20 +405,23 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_a_running_task_yields_its_worker_through_the_queue(double, e2e):
-    """Through the real job queue: NotReady while the task runs, polled again without spending
-    attempts (more polls than max_attempts), held in the call while PENDING (the service has not
-    fetched the published audio yet), submitted and paid once."""
+    """Through the real job queue: NotReady while the task waits and runs, polled again without
+    spending attempts (more polls than max_attempts). The task stays PENDING (the service has not
+    fetched the published audio yet) over several yields: the core keeps the staged audio until
+    the job ends, so the service finds it, and the task is submitted and paid once."""
     media, data = e2e
     for sub in ("talks", "chinese"):
         shutil.rmtree(media / sub)
     (data / "config.toml").write_text('transcriber = "dashscope"\nstage_storage = "double"\n'
                                       "[dashscope]\nrpm = 100000\nwait_inline = 0\npoll_after = 0.1\n")
-    double.steps_pending, double.steps_running = 2, 6
+    double.steps_pending, double.steps_running = 4, 6
     out = run_cli("index", str(media), "--data-dir", str(data))
     assert out.exit_code == 0, out.output
     polls = [p for _, m, p in double.hits if p.startswith("/api/v1/tasks/")]
-    assert double.submissions == 1 and len(polls) >= 8 and double.billed == 734
-    assert not list(double.files_dir.iterdir())  # the core deleted the staged audio
+    fetched = [p for _, m, p in double.hits if p.startswith("/files/")]
+    assert double.submissions == 1 and len(polls) >= 11 and double.billed == 734
+    assert len(fetched) == 1  # the service fetched the staged audio once, after four PENDING answers
+    assert not list(double.files_dir.iterdir())  # the core deleted the staged audio when the job ended
 
 
 @pytest.mark.parametrize("phase", ["running", "pending"])
@@ -463,9 +480,10 @@ def test_settings_regions_and_overrides(tmp_path, monkeypatch, corpus_src):
     monkeypatch.setenv("DASHSCOPE_BASE_URL", "http://gateway.local/api/v1")
     s = Settings.from_config(Config.load(tmp_path))
     assert s.region == "intl" and s.base_url == "http://gateway.local/api/v1" and s.filetrans is True
-    ft = FiletransTranscriber(s, Client(None, s.base_url))
-    info = probe(str(corpus_src / "podcasts/ferry.webm"))
-    assert ft.estimate_seconds(info) == 2 * 11 and "2 channels" in ft.estimate_note
+    assert s.channels == [0, 1]
+    (tmp_path / "config.toml").write_text('[dashscope]\nchannels = "left"\n')
+    with pytest.raises(ValueError, match="channel numbers"):
+        Settings.from_config(Config.load(tmp_path))
     (tmp_path / "config.toml").write_text('[dashscope]\nregion = "mars"\n')
     with pytest.raises(ValueError, match="region"):
         Settings.from_config(Config.load(tmp_path))
@@ -477,3 +495,183 @@ def test_missing_key_is_fatal_before_any_request(double, corpus_src):
     with pytest.raises(FatalError, match="DASHSCOPE_API_KEY"):
         flash.transcribe(Book().request(corpus_src / "podcasts/ferry.webm"))
     assert not double.hits
+
+
+# ---- channels: each chosen channel transcribed on its own, and billed ----------------------------
+
+
+@pytest.fixture
+def stereo(corpus_src, tmp_path):
+    """A real stereo file: the bread-baking talk (English) left, the weather report (Chinese)
+    right; 22.5 s (the shorter one)."""
+    out = tmp_path / "stereo" / "two voices.opus"
+    out.parent.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(corpus_src / "talks/bread_baking.m4a"),
+                    "-i", str(corpus_src / "chinese/weather.mp3"), "-filter_complex",
+                    "[0:a]aresample=16000,pan=mono|c0=c0[l];[1:a]aresample=16000,pan=mono|c0=c0[r];"
+                    "[l][r]amerge=inputs=2[a]", "-map", "[a]", "-c:a", "libopus", "-b:a", "64k", str(out)], check=True)
+    assert probe(str(out)).channels == 2
+    return out
+
+
+def expected_by_channel(manifest, length=22.5):
+    """The sentences each channel of the stereo file holds (those centred inside it)."""
+    return {c: [s["text"] for s in sentence_of(manifest, rel) if (s["start"] + s["end"]) / 2 < length]
+            for c, rel in ((0, "talks/bread_baking.m4a"), (1, "chinese/weather.mp3"))}
+
+
+def texts_by_channel(transcript):
+    out: dict = {}
+    for s in transcript.segments:
+        out.setdefault(s.channel, []).append(s.text)
+    return out
+
+
+def test_flash_transcribes_each_chosen_channel_and_bills_each(double, stereo, manifest):
+    flash, _ = engines(double)
+    book = Book()
+    request = book.request(stereo)
+    request.hint = {"channels": [0, 1]}  # a [[hints]] entry
+    t = flash.transcribe(request)
+    want = expected_by_channel(manifest)
+    got = texts_by_channel(t)
+    assert set(got) == {0, 1}
+    assert " ".join(got[0]) == " ".join(want[0]) and "".join(got[1]).replace(" ", "") == "".join(want[1]).replace(" ", "")
+    assert {s.language for s in t.segments if s.channel == 1} == {"zh"}
+    assert {d["channel"] for _, _, d in book.charges} == {0, 1} and double.flash_calls == len(book.charges) == 2
+    assert double.billed == 2 * 23  # each channel: ceil(22.5 s)
+    seconds, cost, note = flash.estimate(request.probe, {"channels": [0, 1]})
+    assert abs(seconds - double.billed) / double.billed < 0.05 and "each is billed" in note
+    assert flash.estimate(request.probe)[0] == pytest.approx(seconds / 2)  # the mix: once
+    assert flash.channels(probe(str(stereo)), {"channels": [1, 5]}) == [1]  # channels the file lacks: dropped
+
+
+def test_filetrans_sends_channel_id_and_reads_each_channel(double, stereo, manifest):
+    _, ft = engines(double, wait_inline=60, channels=[0, 1])
+    book = Book()
+    t = ft.transcribe(book.request(stereo, double.publish))
+    body = next(iter(double.tasks.values()))["body"]
+    assert body["parameters"]["channel_id"] == [0, 1]
+    want, got = expected_by_channel(manifest), texts_by_channel(t)
+    assert got[0] == want[0] and got[1] == want[1]
+    assert double.billed == 2 * 23 and book.charges[0][0] == 2 * 23
+    assert ft.estimate(probe(str(stereo)))[0] == 2 * 23
+
+
+def test_channels_per_folder_estimate_and_index(double, e2e, stereo, manifest):
+    """[[hints]] channels for one folder: the estimate counts and says it, the index bills each
+    channel, and both channels' words are searchable; the folder without it is mixed, billed once."""
+    from mediaindex.config import Config
+    from mediaindex.models import SearchQuery
+    from mediaindex.pipeline import Pipeline
+
+    media, data = e2e
+    for sub in ("chinese", "meetings"):
+        shutil.rmtree(media / sub)
+    (media / "talks/bread_baking.m4a").unlink()
+    shutil.move(str(stereo.parent), str(media / "stereo"))
+    (data / "config.toml").write_text('transcriber = "dashscope"\n[dashscope]\nrpm = 100000\n'
+                                      f'[[hints]]\npath = "{media / "stereo"}"\nchannels = [0, 1]\n')
+    est = run_cli("index", str(media), "--data-dir", str(data), "--estimate")
+    assert est.exit_code == 0, est.output
+    assert "note: qwen3-asr-flash: channels 0, 1 are transcribed one by one: each is billed" in est.output
+    estimated = float(next(ln for ln in est.output.splitlines() if ln.startswith("total")).split()[3])
+    assert estimated == pytest.approx(2 * (22.5 + 0.5) + 32.862 + 2 * 0.5, abs=1)
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.billed == 2 * 23 + 34 and abs(estimated - double.billed) / double.billed < 0.05
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    try:
+        left, right = expected_by_channel(manifest)[0][0], expected_by_channel(manifest)[1][0]
+        for text, channel in ((left, 0), (right, 1)):
+            hits = p.index.search(SearchQuery(q=text.split()[-1].strip(".,!?。"), limit=20)).hits
+            assert any(h.path.endswith("two voices.opus") for h in hits), (text, hits)
+        stereo_id = p.state.media_for_path(str(media / "stereo/two voices.opus")).id
+        assert {s.channel for s in p.state.get_transcript(stereo_id).segments} == {0, 1}
+        assert p.state.total_cost() == pytest.approx((2 * 23 + 34) * 0.000035)
+    finally:
+        p.close()
+
+
+# ---- per file: engine, route and cost (status --json, the API, the UI) -----------------------
+
+
+def index_talk_and_meeting(double, e2e):
+    """The space-station talk (flash) and the long meeting (filetrans) indexed through the CLI."""
+    media, data = e2e
+    shutil.rmtree(media / "chinese")
+    (media / "talks/bread_baking.m4a").unlink()
+    out = run_cli("index", str(media), "--data-dir", str(data))
+    assert out.exit_code == 0, out.output
+    assert double.submissions == 1 and double.flash_calls == 2
+    return media, data
+
+
+def test_status_and_api_show_engine_route_and_cost_per_file(double, e2e):
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+
+    media, data = index_talk_and_meeting(double, e2e)
+    status = json.loads(run_cli("status", "--data-dir", str(data), "--json").output)
+    files = {Path(f["path"]).name: f for f in status["spent_by_file"]}
+    assert set(files) == {"long_meeting.mp3", "space_station.mp3"} and status["spent_files"] == 2
+    meeting, talk = files["long_meeting.mp3"], files["space_station.mp3"]
+    assert meeting["route"] == "filetrans" and meeting["model"] == "qwen3-asr-flash-filetrans"
+    assert meeting["engine"].startswith("qwen3-asr-flash-filetrans") and meeting["seconds"] == 734
+    assert meeting["cost"] == pytest.approx(734 * 0.000035)
+    assert talk["route"] == "flash" and talk["model"] == "qwen3-asr-flash" and talk["seconds"] == 34
+    assert talk["cost"] == pytest.approx(34 * 0.000035)
+    assert sum(f["cost"] for f in files.values()) == pytest.approx(status["spent"], abs=1e-4)
+
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    handle = start_server(p, port=0)
+    try:
+        api = httpx.Client(base_url=handle.url, timeout=30)
+        assert api.get("/api/status").json()["spent_by_file"] == status["spent_by_file"]
+        items = {i["title"]: i for i in api.get("/api/media").json()["items"]}
+        assert items["long_meeting"]["route"] == "filetrans" and items["space_station"]["route"] == "flash"
+        assert items["long_meeting"]["cost"] == pytest.approx(meeting["cost"])
+        one = api.get(f"/api/media/{items['long_meeting']['id']}").json()
+        assert one["transcript"]["route"] == "filetrans" and one["cost"] == pytest.approx(meeting["cost"])
+    finally:
+        handle.stop()
+        p.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="/usr/bin/chromium is missing")
+def test_library_and_recording_page_show_route_and_cost(double, e2e):
+    from playwright.sync_api import sync_playwright
+
+    from mediaindex.config import Config
+    from mediaindex.pipeline import Pipeline
+    from mediaindex.web.server import start_server
+
+    media, data = index_talk_and_meeting(double, e2e)
+    p = Pipeline(Config.load(data), transcriber="dashscope")
+    handle = start_server(p, port=0)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio"])
+            pg = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(handle.url)
+            row = pg.locator("#library-list .lib-open", has_text="long_meeting")
+            row.wait_for()
+            meta = row.locator(".lib-meta").inner_text()
+            assert "filetrans" in meta and f"cost {734 * 0.000035:.4f}" in meta, meta
+            talk = pg.locator("#library-list .lib-open", has_text="space_station").locator(".lib-meta").inner_text()
+            assert " flash " in f" {talk} ".replace("·", " ") and f"cost {34 * 0.000035:.4f}" in talk, talk
+            mid = p.state.media_for_path(str(media / "meetings/long_meeting.mp3")).id
+            pg.goto(f"{handle.url}m/{mid}")
+            pg.wait_for_function("() => document.getElementById('media-meta').textContent.includes('filetrans')")
+            meta = pg.locator("#media-meta").inner_text()
+            assert "qwen3-asr-flash-filetrans filetrans" in meta and f"cost {734 * 0.000035:.4f}" in meta, meta
+            assert not errors, errors
+            browser.close()
+    finally:
+        handle.stop()
+        p.close()

@@ -73,3 +73,46 @@ def test_retry_after_from_the_service_sets_the_next_try(tmp_path):
     job = state.jobs.claim()
     state.jobs.fail(job, "503", transient=True)
     assert state.jobs.next_due_in() <= JobQueue.BACKOFF_BASE + 1  # no hint: exponential backoff
+
+
+def test_a_database_from_before_routes_gets_them_from_its_transcripts(tmp_path):
+    """A state database made before the route and model columns: opening it adds them, filled
+    from the stored transcripts (the old name flash-split becomes flash-chunks), and the per-file
+    spend lists them."""
+    import json
+    import sqlite3
+
+    from mediaindex.library import list_media
+
+    path = tmp_path / "state.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE media (id TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, duration REAL,
+            probe TEXT, status TEXT NOT NULL DEFAULT 'pending', error TEXT, engine TEXT, language TEXT,
+            cost REAL NOT NULL DEFAULT 0, updated REAL NOT NULL);
+        CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, media_id TEXT,
+            status TEXT NOT NULL, error TEXT, added REAL NOT NULL, updated REAL NOT NULL);
+        CREATE TABLE transcripts (media_id TEXT NOT NULL, engine_key TEXT NOT NULL, data TEXT NOT NULL,
+            created REAL NOT NULL, PRIMARY KEY (media_id, engine_key));
+        CREATE TABLE ledger (id INTEGER PRIMARY KEY, media_id TEXT NOT NULL, engine TEXT NOT NULL,
+            seconds REAL NOT NULL, cost REAL NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL DEFAULT 'transcript',
+            details TEXT);
+    """)
+    transcript = {"engine": "qwen3-asr-flash", "model": "qwen3-asr-flash-2025-09-08", "segments": [],
+                  "options": {"route": "flash-split"}, "cost": 0.025}
+    old.execute("INSERT INTO media VALUES ('m1', 1, 1, 700, '{}', 'indexed', NULL, 'k', 'en', 0.025, 1)")
+    old.execute("INSERT INTO files VALUES ('/m/long.mp3', 1, 1, 'm1', 'indexed', NULL, 1, 1)")
+    old.execute("INSERT INTO transcripts VALUES ('m1', 'k', ?, 1)", (json.dumps(transcript),))
+    old.execute("INSERT INTO ledger (media_id, engine, seconds, cost, at, kind) VALUES ('m1', 'k', 714, 0.025, 1, 'charge')")
+    old.commit()
+    old.close()
+
+    state = State(path)
+    try:
+        [row] = state.summary()["spent_by_file"]
+        assert row == {"media_id": "m1", "path": "/m/long.mp3", "engine": "k", "model": "qwen3-asr-flash-2025-09-08",
+                       "route": "flash-chunks", "seconds": 714, "cost": 0.025}
+        assert list_media(state.conn)["items"][0]["route"] == "flash-chunks"
+    finally:
+        state.close()
+    State(path).close()  # opened again: nothing left to migrate

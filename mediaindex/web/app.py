@@ -52,8 +52,9 @@ from ..safety import add_secret, redact
 from ..textsearch import parse_query
 from .files import (CLIP_DEFAULT_AFTER, CLIP_DEFAULT_BEFORE, CLIP_MAX_SIDE, CLIP_TIMEOUT, attachment, cut_clip,
                     file_stem, playable_path, read_file, stream_response)
-from .params import (MAX_FAILED_LIMIT, MAX_MOMENTS, STATUS_FAILED_DEFAULT, ApiError, error_response, float_param,
-                     group_param, int_param, library_params, search_query, valid_media_id)
+from .params import (MAX_FAILED_LIMIT, MAX_MOMENTS, STATUS_FAILED_DEFAULT, STATUS_SPENT_FILES, ApiError,
+                     error_response, float_param, group_param, int_param, library_params, search_query,
+                     valid_media_id)
 from .security import (LOOPBACK_HOSTS, Guard, action_body, client_address, cookie_value, login_cookie, login_token,
                        set_cookie)
 from .throttle import FILENAME as THROTTLE_FILE, AuthThrottle
@@ -215,7 +216,7 @@ class WebApp:
         }
         if transcript is not None:
             out["transcript"] = {"engine": transcript.engine, "model": transcript.model,
-                                 "language": transcript.language}
+                                 "language": transcript.language, "route": transcript.options.get("route")}
             out["segments"] = [{
                 "index": s.index, "start": s.start, "end": s.end, "text": s.text, "language": s.language,
                 "emotion": s.emotion, "kind": s.kind, "channel": s.channel, "source": s.source, "events": s.events,
@@ -374,7 +375,8 @@ class WebApp:
         return self._queued(await self.run(work), "reindex")
 
     def _status(self, failed_limit: int, failed_offset: int) -> dict[str, Any]:
-        summary = self.state.summary(failed_limit=failed_limit, failed_offset=failed_offset)
+        summary = self.state.summary(failed_limit=failed_limit, failed_offset=failed_offset,
+                                     spent_limit=STATUS_SPENT_FILES)
         summary["failed_limit"], summary["failed_offset"] = failed_limit, failed_offset
         summary["jobs"] = self.state.jobs.counts()
         summary["version"] = __version__

@@ -195,6 +195,17 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "failed_limit": {"type": "integer"}, "failed_offset": {"type": "integer"},
                     "retrying": {"type": "integer"}, "media": {"type": "integer"},
                     "hours_indexed": {"type": "number"}, "spent": {"type": "number"},
+                    "spent_by_engine": {"type": "object", "description": "Per paid engine (cache key): "
+                                        "media, billed seconds, cost."},
+                    "spent_by_file": {"type": "array", "description": "The most expensive paid files (at most "
+                                      "50; `spent_files` counts them all): engine, model, route (flash, "
+                                      "flash-chunks, filetrans), billed seconds, cost.",
+                                      "items": {"type": "object", "properties": {
+                                          "media_id": {"type": "string"}, "path": {"type": ["string", "null"]},
+                                          "engine": {"type": ["string", "null"]}, "model": {"type": ["string", "null"]},
+                                          "route": {"type": ["string", "null"]}, "seconds": {"type": "number"},
+                                          "cost": {"type": "number"}}}},
+                    "spent_files": {"type": "integer"},
                     "roots": {"type": "array", "items": {"type": "object", "properties": {
                         "path": {"type": "string"}, "status": {"type": "string", "enum": ["online", "offline"]}}}},
                     "jobs": {"type": "object"}, "version": {"type": "string"}, "index": {"type": "string"},
@@ -246,7 +257,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                               "408": _ERROR, "413": _ERROR, "415": _ERROR}}},
             "/api/media": {"get": {
                 "summary": "The library", "description": "Every recording (title, folder, duration, date added, "
-                "language, engine, state), sorted, filtered and paged; recently added first.",
+                "language, engine, route, cost, state), sorted, filtered and paged; recently added first.",
                 "parameters": [
                     _q("sort", "Order: added, modified, title, duration (largest or newest first); a leading - "
                                "reverses it.", {"type": "string", "enum": ["added", "-added", "modified", "-modified",

@@ -21,6 +21,7 @@ MAX_OFFSET = 10_000
 MAX_QUERY = 500
 STATUS_FAILED_DEFAULT = 100  # failed files listed by /api/status unless asked (files.failed counts them all)
 MAX_FAILED_LIMIT = 1000
+STATUS_SPENT_FILES = 50  # paid files listed by /api/status (most expensive first; spent_files counts them)
 
 
 class ApiError(Exception):

@@ -260,6 +260,8 @@
       if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
       if (m.language) meta.push(m.language);
       if (m.engine) meta.push(m.engine);
+      if (m.route) meta.push(m.route);
+      if (m.cost) meta.push(`cost ${m.cost.toFixed(4)}`);
       if (m.failed) meta.push("failed");
       else if (m.status !== "indexed") meta.push(m.status);
       b.append(el("span", "lib-meta", meta.join(" · ")));
@@ -518,6 +520,9 @@
     const meta = [media.path];
     if (media.duration) meta.push(clock(media.duration));
     if (media.language) meta.push(media.language);
+    const tr = media.transcript; // which engine (and model), the route a cloud engine took, what it cost
+    if (tr) meta.push([tr.engine, tr.model !== tr.engine ? tr.model : "", tr.route || ""].filter(Boolean).join(" "));
+    if (media.cost) meta.push(`cost ${media.cost.toFixed(4)}`);
     $("media-meta").textContent = meta.join(" · ");
     $("media-meta").title = media.path;
     $("media-note").textContent = media.playable ? "" : OFFLINE;

@@ -8,7 +8,7 @@ permanent for the file. The key is sent in a header only, never put in a message
 """
 from __future__ import annotations
 
-import collections
+import math
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -29,28 +29,38 @@ FATAL_CODES = ("InvalidApiKey", "Arrearage", "AccessDenied", "Unauthorized")
 
 
 class RateLimiter:
-    """At most ``rpm`` requests in any 60 s window, across all threads (a sliding log)."""
+    """At most ``rpm`` requests in any 60 s window as the service counts them, across all threads.
+
+    A slot is taken before a request and given back (``done``) when it ended; it stays counted
+    until ``window`` s after that. Counting from the end, not the start, keeps a request that
+    reached the service late (a slow network, a busy machine) from putting ``rpm + 1`` requests
+    into one of the service's windows.
+    """
 
     def __init__(self, rpm: float, window: float = 60.0):
         self.rpm = max(1, int(rpm))
         self.window = window
-        self.sent: collections.deque[float] = collections.deque()
-        self.lock = threading.Lock()
+        self.slots: list[list[float]] = []  # [end time]; inf while the request is in flight
+        self.cond = threading.Condition()
 
-    def acquire(self) -> float:
-        """Wait for a slot; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            with self.lock:
+    def acquire(self) -> list[float]:
+        """Wait for a slot and take it; give it to ``done`` when the request has ended."""
+        with self.cond:
+            while True:
                 now = time.monotonic()
-                while self.sent and now - self.sent[0] >= self.window:
-                    self.sent.popleft()
-                if len(self.sent) < self.rpm:
-                    self.sent.append(now)
-                    return waited
-                pause = self.window - (now - self.sent[0])
-            time.sleep(pause)
-            waited += pause
+                self.slots = [s for s in self.slots if s[0] + self.window > now]
+                if len(self.slots) < self.rpm:
+                    slot = [math.inf]
+                    self.slots.append(slot)
+                    return slot
+                first = min(s[0] for s in self.slots) + self.window - now
+                self.cond.wait(None if math.isinf(first) else first)  # done() wakes it too
+
+    def done(self, slot: list[float]) -> None:
+        """The request of this slot ended: it counts for ``window`` s more."""
+        with self.cond:
+            slot[0] = time.monotonic()
+            self.cond.notify_all()
 
 
 def retry_after(value: str | None) -> float | None:
@@ -135,15 +145,17 @@ class Client:
         if auth:
             hdrs["Authorization"] = f"Bearer {self.api_key}"
         hdrs.update(headers or {})
-        self.limiter.acquire()
-        with self.in_flight:
-            self.requests += 1
-            try:
+        slot = self.limiter.acquire()
+        try:
+            with self.in_flight:
+                self.requests += 1
                 resp = self.http.request(method, url, json=json, headers=hdrs)
-            except httpx.TimeoutException as e:
-                raise TransientError(f"{what}: DashScope did not answer in time ({type(e).__name__})") from None
-            except httpx.HTTPError as e:
-                raise TransientError(f"{what}: cannot reach DashScope: {type(e).__name__}: {e}") from None
+        except httpx.TimeoutException as e:
+            raise TransientError(f"{what}: DashScope did not answer in time ({type(e).__name__})") from None
+        except httpx.HTTPError as e:
+            raise TransientError(f"{what}: cannot reach DashScope: {type(e).__name__}: {e}") from None
+        finally:
+            self.limiter.done(slot)
         if resp.status_code // 100 == 2:
             try:
                 data = resp.json()

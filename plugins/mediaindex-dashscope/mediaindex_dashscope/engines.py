@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,12 @@ class Settings:
     itn: bool = False
     context: str = ""
     language: str | None = None
-    channels: list[int] = field(default_factory=lambda: [0])
+    channels: list[int] | None = None  # transcribed one by one, each billed; None: all mixed into one
     price_per_second: float | None = None
     filetrans: bool | None = None  # None: available when stage_storage is set (and not in us)
-    wait_inline: float = 20.0  # poll this long in the call before yielding the worker
-    # keep polling while a task submitted in this call is PENDING (its audio not fetched yet): the
-    # core deletes what was published when the call ends, NotReady included
-    hold_pending: float = 600.0
+    # poll this long in the call before yielding the worker (NotReady), PENDING or RUNNING alike: the
+    # core keeps what was published until the job ends
+    wait_inline: float = 20.0
     poll_after: float = 30.0  # NotReady: ask again after this many seconds
 
     @classmethod
@@ -79,7 +78,7 @@ class Settings:
         default_flash = "qwen3-asr-flash-us" if region == "us" else "qwen3-asr-flash"
         s.flash_model = str(sec.get("flash_model") or default_flash)
         s.filetrans_model = str(sec.get("filetrans_model") or s.filetrans_model)
-        for key in ("rpm", "timeout", "chunk_seconds", "wait_inline", "poll_after", "hold_pending"):
+        for key in ("rpm", "timeout", "chunk_seconds", "wait_inline", "poll_after"):
             if sec.get(key) is not None:
                 setattr(s, key, float(sec[key]))
         if sec.get("concurrency") is not None:
@@ -87,8 +86,10 @@ class Settings:
         s.itn = bool(sec.get("itn", False))
         s.context = str(sec.get("context") or "")
         s.language = sec.get("language") or None
-        channels = sec.get("channels", [0])
-        s.channels = [int(c) for c in (channels if isinstance(channels, list) else [channels])] or [0]
+        try:
+            s.channels = parse_channels(sec.get("channels"), "[dashscope] channels")
+        except PermanentError as e:
+            raise ValueError(str(e)) from None
         s.price_per_second = float(sec["price_per_second"]) if sec.get("price_per_second") is not None else None
         if sec.get("filetrans") is not None:
             s.filetrans = bool(sec["filetrans"])
@@ -103,6 +104,26 @@ class Settings:
     @property
     def price(self) -> float:
         return self.price_per_second if self.price_per_second is not None else PRICES[self.region]
+
+
+def parse_channels(value: Any, where: str) -> list[int] | None:
+    """A ``channels`` setting: a channel number or a list of them (from 0), or ``"mix"`` / unset."""
+    if value is None or value == "mix":
+        return None
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in items):
+        raise PermanentError(f"{where} must be \"mix\" or channel numbers from 0 (e.g. [0, 1]), not {value!r}")
+    return list(dict.fromkeys(items))
+
+
+def channel_note(channels: list[int] | None) -> str | None:
+    """What ``--estimate`` says about a channel selection (None: the usual mono mix)."""
+    if not channels:
+        return None
+    if len(channels) == 1:
+        return f"channel {channels[0]} only (per [dashscope] channels or a [[hints]] entry)"
+    return (f"channels {', '.join(map(str, channels))} are transcribed one by one: each is billed in full "
+            f"({len(channels)} x the audio)")
 
 
 class _Base(Transcriber):
@@ -120,6 +141,30 @@ class _Base(Transcriber):
 
     def _language(self, request: TranscribeRequest) -> str | None:
         return request.language or self.settings.language
+
+    def _channels_key(self) -> str:
+        """The cache key's part for ``[dashscope] channels`` (none for the mix; a ``[[hints]]``
+        choice is per file and cannot be in it)."""
+        return ":ch" + "-".join(map(str, self.settings.channels)) if self.settings.channels else ""
+
+    def channels(self, probe: ProbeResult, hint: dict | None = None) -> list[int] | None:
+        """The channels to transcribe one by one (each billed), from the file's ``[[hints]]``
+        entry or ``[dashscope] channels``, those the file has; None: all mixed into one."""
+        hint = hint or {}
+        chosen = (parse_channels(hint["channels"], "[[hints]] channels") if "channels" in hint
+                  else self.settings.channels)
+        if not chosen or (probe.channels or 1) <= 1:
+            return None
+        return [c for c in chosen if c < probe.channels] or None
+
+    def estimate(self, probe: ProbeResult, hint: dict | None = None) -> tuple[float, float, str | None]:
+        """Billed seconds, cost and the channel note for this file (each chosen channel is billed)."""
+        chosen = self.channels(probe, hint)
+        seconds = self.estimate_seconds(probe) * len(chosen or [None])
+        return seconds, seconds * self.settings.price, channel_note(chosen)
+
+    def estimate_cost(self, probe: ProbeResult) -> float:
+        return self.estimate(probe)[1]
 
     def _charge(self, request: TranscribeRequest, seconds: float, details: dict) -> float:
         cost = round(seconds * self.settings.price, 8)
@@ -144,86 +189,107 @@ class FlashTranscriber(_Base):
 
     @property
     def cache_key(self) -> str:
-        return f"{self.name}:{self.settings.flash_model}:c{self.settings.chunk_seconds:g}" + (":itn" if self.settings.itn else "")
+        return (f"{self.name}:{self.settings.flash_model}:c{self.settings.chunk_seconds:g}"
+                + (":itn" if self.settings.itn else "") + self._channels_key())
 
     def chunks(self, duration: float, silences: list[tuple[float, float]] | None = None) -> list[tuple[float, float]]:
         return audio.split_points(duration, silences or [], max_chunk=self.settings.chunk_seconds)
 
-    def estimate_cost(self, probe: ProbeResult) -> float:
-        return self.estimate_seconds(probe) * self.settings.price
-
     def estimate_seconds(self, probe: ProbeResult) -> float:
-        """Billed seconds: the audio plus about half a second per chunk (each is rounded up)."""
+        """Billed seconds of one channel (or the mix): the audio plus about half a second per
+        chunk (each is rounded up)."""
         n = max(1, math.ceil(probe.duration / self.settings.chunk_seconds))
         return probe.duration + 0.5 * n
 
     def transcribe(self, request: TranscribeRequest) -> Transcript:
         path, what = request.path, str(getattr(request, "uri", "") or request.path)
         total = request.probe.duration
-        silences = audio.silences(path)
-        chunks = self.chunks(total, silences)
+        chosen = self.channels(request.probe, request.hint)
         saved = (request.checkpoint.load() if request.checkpoint else None) or {}
         done: dict[str, dict] = dict(saved.get("chunks") or {})
         lock = threading.Lock()
         language, context = self._language(request), self._context(request)
+        route = "flash" if total <= FLASH_MAX_SECONDS else "flash-chunks"
 
-        def one(chunk: tuple[float, float], tmp: Path) -> None:
+        def one(channel: int | None, source: Path, chunk: tuple[float, float], tmp: Path) -> None:
             start, end = chunk
-            key = f"{start:.3f}"
+            key = chunk_key(channel, start)
             if key in done:
                 return
-            data_url = self._encode(path, start, end, tmp)
+            data_url = self._encode(source, start, end, tmp / f"{key.replace(':', '-')}.opus")
+            at = f"{what} at {start:.1f} s" + (f", channel {channel}" if channel is not None else "")
             got = self.client.flash(self.settings.flash_model, data_url, context=context, language=language,
-                                    itn=self.settings.itn, what=f"{what} at {start:.1f} s")
+                                    itn=self.settings.itn, what=at)
             seconds = got["seconds"] if got["seconds"] is not None else math.ceil(end - start)
-            cost = self._charge(request, seconds, {"route": "flash", "chunk": [start, end]})
+            cost = self._charge(request, seconds, {"route": route, "chunk": [start, end], "channel": channel})
             with lock:
                 done[key] = {"start": start, "end": end, "text": got["text"], "language": got["language"],
                              "emotion": got["emotion"], "seconds": seconds, "cost": cost}
                 if request.checkpoint is not None:
                     request.checkpoint.save({"chunks": done})
                 if request.progress is not None:
-                    request.progress(sum(c["end"] - c["start"] for c in done.values()), total)
+                    request.progress(sum(c["end"] - c["start"] for c in done.values()), total * len(tracks))
 
         with tempfile.TemporaryDirectory(prefix="mediaindex-flash-") as tmp:
-            workers = max(1, min(self.settings.concurrency, len(chunks)))
+            tracks = [self._track(path, channel, total, Path(tmp)) for channel in chosen or [None]]
+            jobs = [(channel, source, chunk) for channel, source, _, chunks in tracks for chunk in chunks]
+            workers = max(1, min(self.settings.concurrency, len(jobs)))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dashscope-flash") as pool:
-                for fut in [pool.submit(one, c, Path(tmp)) for c in chunks]:
+                for fut in [pool.submit(one, *job, Path(tmp)) for job in jobs]:
                     fut.result()
-        return self._transcript(chunks, done, silences, route="flash" if total <= FLASH_MAX_SECONDS else "flash-split")
+        return self._transcript(tracks, done, route=route, channels=chosen)
 
-    def _encode(self, path: Path, start: float, end: float, tmp: Path) -> str:
-        """The chunk as a base64 data URL, mono 16 kHz Opus, re-encoded smaller if over 10 MB."""
-        out = audio.extract(path, start, end, tmp / f"{start:.3f}.opus")
+    def _track(self, path: Path, channel: int | None, total: float, tmp: Path):
+        """(channel, audio, silences, chunks) of the mix (channel None) or of one channel, which
+        ffmpeg extracts first (mono, 16 kHz Opus at 64 kb/s: the chunks are cut from it)."""
+        source = path if channel is None else audio.extract(path, 0.0, total + 1.0, tmp / f"channel{channel}.opus",
+                                                           bitrate="64k", channel=channel)
+        silences = audio.silences(source)
+        return channel, source, silences, self.chunks(total, silences)
+
+    def _encode(self, path: Path, start: float, end: float, out: Path) -> str:
+        """The chunk (written to ``out``, a name of its own) as a base64 data URL, mono 16 kHz
+        Opus, re-encoded smaller if over 10 MB."""
+        out = audio.extract(path, start, end, out)
         budget = FLASH_MAX_BYTES * 3 // 4 - 1024  # base64 grows it by a third; the limit counts that
         if out.stat().st_size > budget:
-            out = audio.fit_bytes(out, budget, tmp)
+            out = audio.fit_bytes(out, budget, out.parent)
         data = base64.b64encode(out.read_bytes()).decode("ascii")
         out.unlink(missing_ok=True)
         return f"data:audio/ogg;base64,{data}"
 
-    def _transcript(self, chunks, done, silences, route: str) -> Transcript:
+    def _transcript(self, tracks, done, route: str, channels: list[int] | None) -> Transcript:
         segments: list[Segment] = []
         cost = seconds = 0.0
         langs: Counter = Counter()
-        for start, end in chunks:
-            got = done[f"{start:.3f}"]
-            cost += got["cost"]
-            seconds += got["seconds"]
-            if got["language"]:
-                langs[got["language"]] += end - start
-            if not got["text"]:
-                continue
-            emotion = got["emotion"] if got["emotion"] in EMOTIONS else None
-            for text, words in place(got["text"], voiced(start, end, silences)):
-                segments.append(Segment(index=len(segments), start=words[0].start if words else start,
-                                        end=words[-1].end if words else end, text=text, words=words,
-                                        language=got["language"], emotion=emotion))
+        for channel, _, silences, chunks in tracks:
+            for start, end in chunks:
+                got = done[chunk_key(channel, start)]
+                cost += got["cost"]
+                seconds += got["seconds"]
+                if got["language"]:
+                    langs[got["language"]] += end - start
+                if not got["text"]:
+                    continue
+                emotion = got["emotion"] if got["emotion"] in EMOTIONS else None
+                for text, words in place(got["text"], voiced(start, end, silences)):
+                    segments.append(Segment(index=0, start=words[0].start if words else start,
+                                            end=words[-1].end if words else end, text=text, words=words,
+                                            language=got["language"], emotion=emotion, channel=channel))
+        segments.sort(key=lambda s: (s.start, s.channel or 0))
+        for i, s in enumerate(segments):
+            s.index = i
         return Transcript(engine=self.name, model=self.settings.flash_model, segments=segments,
                           language=langs.most_common(1)[0][0] if langs else None,
-                          options={"route": route, "chunks": len(chunks), "billed_seconds": seconds,
-                                   "chunk_seconds": self.settings.chunk_seconds, "itn": self.settings.itn},
+                          options={"route": route, "chunks": sum(len(t[3]) for t in tracks), "billed_seconds": seconds,
+                                   "chunk_seconds": self.settings.chunk_seconds, "itn": self.settings.itn,
+                                   "channels": channels},
                           cost=round(cost, 8))
+
+
+def chunk_key(channel: int | None, start: float) -> str:
+    """A done chunk's key in the checkpoint (the mix's keys are the start alone)."""
+    return f"{start:.3f}" if channel is None else f"{channel}:{start:.3f}"
 
 
 def voiced(start: float, end: float, silences: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -288,7 +354,7 @@ class FiletransTranscriber(_Base):
 
     @property
     def cache_key(self) -> str:
-        return f"{self.name}:{self.settings.filetrans_model}" + (":itn" if self.settings.itn else "")
+        return f"{self.name}:{self.settings.filetrans_model}" + (":itn" if self.settings.itn else "") + self._channels_key()
 
     def accepts(self, probe: ProbeResult, language: str | None = None) -> str | None:
         if not self.settings.filetrans:
@@ -297,26 +363,17 @@ class FiletransTranscriber(_Base):
             return f"{self.name}: {why}"
         return super().accepts(probe, language)
 
-    def estimate_cost(self, probe: ProbeResult) -> float:
-        return self.estimate_seconds(probe) * self.settings.price
-
-    @property
-    def estimate_note(self) -> str | None:
-        n = len(self.settings.channels)
-        return f"each of the {n} channels in [dashscope] channels is billed in full" if n > 1 else None
-
     def estimate_seconds(self, probe: ProbeResult) -> float:
-        """Billed seconds: every listed channel is billed in full."""
-        return math.ceil(probe.duration) * len(self.settings.channels)
+        """Billed seconds of one channel (or the mix)."""
+        return math.ceil(probe.duration)
 
     def transcribe(self, request: TranscribeRequest) -> Transcript:
         what = str(request.uri or request.path)
         state = (request.checkpoint.load() if request.checkpoint else None) or {}
-        fresh = not state.get("task_id")  # submitted in this call: its published audio still exists
+        fresh = not state.get("task_id")  # submitted in this call
         if fresh:
             state = self._submit(request, what, resubmits=0)
-        began = time.monotonic()
-        deadline = began + self.settings.wait_inline
+        deadline = time.monotonic() + self.settings.wait_inline
         polls = int(state.get("polls", 0))
         while True:
             reply = self.client.task(state["task_id"], what=what)
@@ -325,8 +382,8 @@ class FiletransTranscriber(_Base):
             if status == "SUCCEEDED":
                 return self._finish(request, state, reply, what)
             if status == "FAILED" and not fresh and not state.get("withdrawn"):
-                # submitted by an earlier call whose published audio the core has deleted since:
-                # the service may have failed to fetch it (a failed task is not billed): once more
+                # submitted by an earlier run that was killed: the next start deleted its staged
+                # audio before the service fetched it (a failed task is not billed): once more
                 state = self._submit(request, what, resubmits=int(state.get("resubmits", 0)))
                 state["withdrawn"] = fresh = True
                 self._save(request, state)
@@ -346,8 +403,7 @@ class FiletransTranscriber(_Base):
             polls += 1
             state["polls"] = polls
             step = POLL_STEPS[min(polls - 1, len(POLL_STEPS) - 1)]
-            holding = status == "PENDING" and fresh and time.monotonic() + step - began <= self.settings.hold_pending
-            if time.monotonic() + step > deadline and not holding:
+            if time.monotonic() + step > deadline:
                 self._save(request, state)
                 raise NotReady(f"{what}: DashScope task {state['task_id']} is {status.lower()}",
                                retry_after=self.settings.poll_after)
@@ -361,31 +417,34 @@ class FiletransTranscriber(_Base):
         """Publish the audio, submit the task, checkpoint its id (before any poll)."""
         with tempfile.TemporaryDirectory(prefix="mediaindex-filetrans-") as tmp:
             url = self._url(request, Path(tmp))
-            params: dict[str, Any] = {"channel_id": self.settings.channels, "enable_itn": self.settings.itn,
+            chosen = self.channels(request.probe, request.hint)
+            params: dict[str, Any] = {"channel_id": chosen or [0], "enable_itn": self.settings.itn,
                                       "enable_words": True}
             language = self._language(request)
             if language:
                 params["language"] = language
             task_id = self.client.submit(self.settings.filetrans_model, url, params, what=what)
-        state = {"task_id": task_id, "submitted": time.time(), "resubmits": resubmits}
+        state = {"task_id": task_id, "submitted": time.time(), "resubmits": resubmits, "channels": chosen}
         self._save(request, state)
         return state
 
     def _url(self, request: TranscribeRequest, tmp: Path) -> str:
-        """A URL the service can fetch: the extracted audio, published by the core."""
+        """A URL the service can fetch: the extracted audio, published by the core: mono (the
+        mix), or every channel (at 32 kb/s each) when channels are chosen (channel_id picks them)."""
         if request.publish is None:
             raise PermanentError(f"{request.uri or request.path}: filetrans needs a public URL and this caller "
                                  "cannot publish one (set [dashscope] filetrans = false to use flash in chunks)")
-        channels = request.probe.channels if max(self.settings.channels) > 0 else 1
+        channels = request.probe.channels if self.channels(request.probe, request.hint) else 1
         out = audio.extract(request.path, 0.0, request.probe.duration + 1.0, tmp / "audio.opus",
-                            bitrate="32k", channels=max(1, channels or 1))
+                            bitrate=f"{32 * min(channels, 8)}k", channels=channels)
         return request.publish(out)
 
     def _finish(self, request: TranscribeRequest, state: dict, reply: dict, what: str) -> Transcript:
         output = reply.get("output") or {}
         usage = reply.get("usage") or {}
+        chosen = state.get("channels")
         seconds = float(usage.get("seconds") if usage.get("seconds") is not None
-                        else math.ceil(request.probe.duration) * len(self.settings.channels))
+                        else math.ceil(request.probe.duration) * len(chosen or [0]))
         cost = round(seconds * self.settings.price, 8)
         if not state.get("charged"):  # booked once, even when fetching the result fails and is retried
             self._charge(request, seconds, {"route": "filetrans", "task_id": state["task_id"]})
@@ -395,7 +454,7 @@ class FiletransTranscriber(_Base):
         if not url:
             raise TransientError(f"{what}: task {state['task_id']} succeeded without a result URL")
         result = self.client.fetch_result(url, what=what)
-        segments = parse_result(result)
+        segments = parse_result(result, channels=bool(chosen))
         langs: Counter = Counter()
         for s in segments:
             if s.language:
@@ -403,7 +462,7 @@ class FiletransTranscriber(_Base):
         return Transcript(engine=self.name, model=self.settings.filetrans_model, segments=segments,
                           language=langs.most_common(1)[0][0] if langs else None,
                           options={"route": "filetrans", "task_id": state["task_id"], "billed_seconds": seconds,
-                                   "channels": self.settings.channels, "itn": self.settings.itn},
+                                   "channels": chosen, "itn": self.settings.itn},
                           cost=cost)
 
 
@@ -415,10 +474,11 @@ def failure(output: dict) -> str:
     return f"{code}: {message}"
 
 
-def parse_result(result: dict) -> list[Segment]:
-    """Segments (one per sentence, real word times, language, emotion) from a result file."""
+def parse_result(result: dict, channels: bool = False) -> list[Segment]:
+    """Segments (one per sentence, real word times, language, emotion) from a result file;
+    ``channels``: each carries its channel (also when there is only one)."""
     transcripts = result.get("transcripts") or []
-    multi = len(transcripts) > 1
+    multi = channels or len(transcripts) > 1
     segments: list[Segment] = []
     for tr in transcripts:
         channel = tr.get("channel_id") if multi else None
