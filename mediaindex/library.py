@@ -81,6 +81,7 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "status": row["status"], "error": row["error"], "month": recorded_month(tags, row["mtime"]),
         "failed": row["failed"],  # why its file failed (retry it), else None
         "route": row["route"], "cost": row["cost"],
+        "artwork_url": f"/api/media/{row['id']}/artwork",
     }
 
 

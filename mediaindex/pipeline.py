@@ -13,10 +13,12 @@ import sys
 import threading
 import traceback
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .artwork import CACHE_MB_DEFAULT, ArtworkCache
 from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectInfo, PermanentError, StorageBackend,
                        Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
@@ -124,6 +126,8 @@ class Pipeline:
         self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
         self._job_engine = threading.local()  # a "transcribe:NAME" job's engine, in its worker thread
         self.remote = None  # a shared queue's coordinator (use_queue): files are worked on elsewhere
+        self.artwork = ArtworkCache(Path(config.data_dir) / "artwork",
+                                    int(config.get("artwork_cache_mb") or CACHE_MB_DEFAULT) << 20)
 
     def use_queue(self, url: str | None) -> None:
         """Hand files to the workers of a shared queue (``--queue redis://...``); None: work here."""
@@ -266,6 +270,7 @@ class Pipeline:
         local = local or path
         with self._media_lock(media_id):
             media = self.state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
+            self._cover(media_id, local, info)
             transcriber = self.transcriber_for(info, self._language_hint(path, None))
             key = transcriber.cache_key
             transcribed = False
@@ -300,6 +305,14 @@ class Pipeline:
             self.state.transcribed(media.id, key, transcript, info.duration)
             transcribed = True
         return transcript, self._enrich(media, transcript, info, Path(local), key, location=path), transcribed
+
+    def _cover(self, media_id: str, local: str, info: ProbeResult) -> None:
+        """Extract the media's cover art while its file is at hand (once: see artwork.py); a
+        problem with it never fails indexing (the web UI shows a placeholder)."""
+        try:
+            self.artwork.ensure(media_id, lambda: nullcontext(local), info)
+        except Exception as e:
+            print(terminal_safe(self.config.redact(f"mediaindex: no cover art for {local}: {e}")), file=sys.stderr)
 
     def _language_hint(self, path: str, transcriber: Transcriber | None) -> str | None:
         """The language the user says this file is in (a path hint, else the engine's section)."""
@@ -436,6 +449,7 @@ class Pipeline:
             if media is None:  # no live path left
                 self.index.delete(media_id)
                 self.state.set_media_status(media_id, "removed")
+                self.artwork.delete(media_id)
             elif media.status == "indexed":
                 self.index.update_media(media)
 

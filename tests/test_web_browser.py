@@ -508,6 +508,25 @@ def test_library_view_sorts_filters_pages_and_restores_from_a_link(site, browser
     assert not page.dialogs and not page.errors, page.errors
 
 
+def test_library_and_recording_page_show_artwork(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    volcano = pg.locator("#library-list .lib-open", has_text="volcano")
+    volcano.locator("img.lib-art").wait_for()
+    # the video's frame, loaded (an image that failed would be swapped for the placeholder)
+    pg.wait_for_function("() => [...document.querySelectorAll('#library-list img.lib-art')]"
+                         ".some(i => i.complete && i.naturalWidth > 0)")
+    assert volcano.locator("img.lib-art").evaluate("i => i.naturalWidth") > 0
+    # an audio file without a cover: a placeholder, and no request for what is known to be absent
+    assert pg.locator("#library-list .lib-open", has_text="space").locator(".art-none").count() == 1
+    volcano.click()
+    pg.locator("#player-pane img.media-art").wait_for()
+    pg.wait_for_function("() => document.querySelector('#player-pane img.media-art').naturalWidth > 0")
+    shot(pg, "14-library-artwork")
+    assert not page.dialogs and not page.errors, page.errors
+
+
 def test_library_pages(site, page):
     handle, p, media = site
     pg = page.page
