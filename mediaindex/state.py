@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,       -- queued | running | indexed | failed | ignored (not media)
     error TEXT,
     added REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    failure TEXT                -- why it failed: file | transient | engine:<engine@settings> (FAILURE_KINDS)
 );
 CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
 CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
@@ -143,7 +144,12 @@ class State:
         self.jobs = JobQueue(self)
 
     def _migrate(self) -> None:
-        """Bring a database made by an older version up to SCHEMA (idempotent, one transaction)."""
+        """Bring a database made by an older version up to SCHEMA (idempotent, one transaction each)."""
+        self._migrate_routes()
+        self._migrate_failure()
+
+    def _migrate_routes(self) -> None:
+        """transcripts.model and .route (per-file engine details)."""
         if "route" in {r[1] for r in self.conn.execute("PRAGMA table_info(transcripts)")}:
             return
         with self.tx() as c:  # checked again inside: another process may have just done it
@@ -154,6 +160,15 @@ class State:
             c.execute("UPDATE transcripts SET model = json_extract(data, '$.model'), "
                       "route = CASE json_extract(data, '$.options.route') WHEN 'flash-split' THEN 'flash-chunks' "
                       "ELSE json_extract(data, '$.options.route') END")  # flash-split: the route's first name
+
+    def _migrate_failure(self) -> None:
+        """files.failure (why a file failed: State.stale_failures)."""
+        def missing() -> bool:
+            return "failure" not in {r[1] for r in self.conn.execute("PRAGMA table_info(files)")}
+        if missing():
+            with self.tx() as c:
+                if missing():  # another process may have added it while this one waited
+                    c.execute("ALTER TABLE files ADD COLUMN failure TEXT")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -467,9 +482,25 @@ class State:
                 self.set_media_status(media_id, "indexed", error=error, engine=engine, language=language)
             self.set_file(path, size=size, mtime=mtime, status="indexed", media_id=media_id)
 
-    def failed(self, path: str, error: str, *, retry: bool) -> None:
-        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason."""
-        self.set_file_status(path, "queued" if retry else "failed", error)
+    def failed(self, path: str, error: str, *, retry: bool, kind: str = "file") -> None:
+        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason
+        and its kind (see ``stale_failures``)."""
+        with self.tx() as c:
+            self.set_file_status(path, "queued" if retry else "failed", error)
+            c.execute("UPDATE files SET failure = ? WHERE path = ?", (None if retry else kind, path))
+
+    def stale_failures(self, engine: str) -> list[str]:
+        """Failed files whose cause may be gone, queued again for the next scan: those failed for
+        a transient cause (out of attempts), and those an engine refused when the engine or its
+        settings (``engine``, ``name@settings``) are no longer the same. A file that failed for
+        its own reason (``file``: corrupt, no audio) waits until it changes or ``retry``."""
+        now = time.time()
+        with self.tx() as c:
+            paths = [r[0] for r in c.execute(
+                "SELECT path FROM files WHERE status = 'failed' AND (failure = 'transient' "
+                "OR (failure LIKE 'engine:%' AND failure != ?)) ORDER BY path", ("engine:" + engine,))]
+            c.executemany("UPDATE files SET status = 'queued', updated = ? WHERE path = ?", [(now, p) for p in paths])
+        return paths
 
     # ---- roots -----------------------------------------------------------------------------
 

@@ -356,6 +356,9 @@ class Watcher:
                 self.log(f"{repaired}; rebuilding it from the cached transcripts")
             rebuilt, dropped = self.pipeline.reconcile()
             self.pipeline.clean_staging()  # uploads a crash left behind
+            stale = self.pipeline.requeue_stale_failures()  # the initial scan queues them
+            if stale:
+                self.log(f"trying again {len(stale)} failed file(s) whose cause may be gone")
         except sqlite3.Error as e:  # a full disk, a damaged state database: a clear FatalError
             fatal = self._database_error(e)
             if fatal is None:

@@ -309,6 +309,21 @@ def test_transient_failure_is_retried(start_watcher, library, monkeypatch):
     assert p.state.summary()["files"]["failed"] == 0
 
 
+def test_a_watcher_retries_files_whose_failure_cause_is_gone_when_it_starts(start_watcher, library, monkeypatch):
+    monkeypatch.setattr(JobQueue, "BACKOFF_BASE", 0.01)
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS", "lighthouse.opus")
+    path = str(library / "podcasts" / "lighthouse.opus")
+    w = start_watcher([library])
+    wait_for(lambda: w.pipeline.state.get_file(path).status == "failed", what="the retries to run out")
+    w.stop(grace=5)
+    monkeypatch.delenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS")  # the service is back
+    logs: list[str] = []
+    w = start_watcher([library], log=logs.append)
+    wait_for(lambda: w.pipeline.state.get_file(path).status == "indexed", what="the file to be retried")
+    assert "trying again 1 failed file(s) whose cause may be gone" in logs
+    assert hit_paths(w.pipeline, "lighthouse keeper") == {path}
+
+
 def test_a_path_that_settles_as_a_symlink_loop_never_holds_up_the_others(start_watcher, library, corpus_src):
     """ELOOP from stat made the whole batch stay pending forever, even past rescans."""
     logs: list[str] = []
