@@ -49,13 +49,17 @@ CREATE TABLE IF NOT EXISTS files (
     updated REAL NOT NULL,
     failure TEXT                -- why it failed: file | transient | engine:<engine@settings> (FAILURE_KINDS)
 );
-CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
+DROP INDEX IF EXISTS files_media;  -- made by an older version: files_media_path has its column first
+CREATE INDEX IF NOT EXISTS files_media_path ON files(media_id, path);  -- a media's paths; the library's folders
 CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
 CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
 CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
 CREATE INDEX IF NOT EXISTS media_cost ON media(cost) WHERE cost > 0;  -- status: the paid files
 CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
-CREATE INDEX IF NOT EXISTS media_video ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language);
+DROP INDEX IF EXISTS media_video;  -- made by an older version: media_kind has its columns and status
+CREATE INDEX IF NOT EXISTS media_kind ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language, status);
+CREATE INDEX IF NOT EXISTS media_language ON media(language, status);  -- the library's language filter, counted
+CREATE INDEX IF NOT EXISTS files_path_media ON files(path, media_id);  -- the library's folder filter, counted
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
