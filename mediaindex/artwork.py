@@ -162,7 +162,8 @@ class ArtworkCache:
             if found is not None:
                 return found or None
             with local() as path:
-                self.extractions += 1
+                with self._guard:
+                    self.extractions += 1
                 art = extract(path, probe)
             self._store(media_id, art)
             return self.lookup(media_id) or None
