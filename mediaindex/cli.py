@@ -133,6 +133,9 @@ def index(paths, data_dir, transcriber, index_name, workers, estimate, queue=Non
         if rebuilt or dropped:
             click.echo(f"index repaired: {rebuilt} media rebuilt from cached transcripts, {dropped} stale dropped",
                        err=True)
+        if not estimate and (stale := pipeline.requeue_stale_failures()):
+            click.echo(f"trying again {len(stale)} failed file(s) whose cause may be gone (a transient error, "
+                       "or the engine or its settings changed)", err=True)
         plan = pipeline.plan(list(paths))
         if estimate:
             return print_estimate(pipeline, plan)

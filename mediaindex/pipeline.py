@@ -7,16 +7,19 @@ pool of workers; one bad file never stops the others.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import sys
 import threading
 import traceback
 import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .artwork import CACHE_MB_DEFAULT, ArtworkCache
 from .backends import (Checkpoint, FatalError, IndexBackend, MediaError, ObjectInfo, PermanentError, StorageBackend,
                        Transcriber, TranscribeRequest, is_local, normalize_location, uri_scheme)
 from .config import Config
@@ -36,6 +39,18 @@ TRANSCRIBE = "transcribe:"  # a job action: transcribe the file again with the e
 
 DEFAULT_TRANSCRIBER = "local"
 DEFAULT_INDEX = "sqlite"
+
+
+@contextmanager
+def _engine_failure(engine: str):
+    """A PermanentError raised in here is the engine's (it refused the file), not the file's own:
+    it is tried again when the engine or its settings change."""
+    try:
+        yield
+    except PermanentError as e:
+        if getattr(e, "engine", None) is None:
+            e.engine = engine
+        raise
 
 
 def content_id(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -124,6 +139,8 @@ class Pipeline:
         self._owner = uuid.uuid4().hex  # marks this process's staging uploads (others' are leftovers)
         self._job_engine = threading.local()  # a "transcribe:NAME" job's engine, in its worker thread
         self.remote = None  # a shared queue's coordinator (use_queue): files are worked on elsewhere
+        self.artwork = ArtworkCache(Path(config.data_dir) / "artwork",
+                                    int(config.get("artwork_cache_mb") or CACHE_MB_DEFAULT) << 20)
 
     def use_queue(self, url: str | None) -> None:
         """Hand files to the workers of a shared queue (``--queue redis://...``); None: work here."""
@@ -266,7 +283,9 @@ class Pipeline:
         local = local or path
         with self._media_lock(media_id):
             media = self.state.claimed(path, media_id, size=st.size, mtime=st.mtime, probe=info)
-            transcriber = self.transcriber_for(info, self._language_hint(path, None))
+            self._cover(media_id, local, info)
+            with _engine_failure(self.engine_setup()):
+                transcriber = self.transcriber_for(info, self._language_hint(path, None))
             key = transcriber.cache_key
             transcribed = False
             segments = None
@@ -301,6 +320,14 @@ class Pipeline:
             transcribed = True
         return transcript, self._enrich(media, transcript, info, Path(local), key, location=path), transcribed
 
+    def _cover(self, media_id: str, local: str, info: ProbeResult) -> None:
+        """Extract the media's cover art while its file is at hand (once: see artwork.py); a
+        problem with it never fails indexing (the web UI shows a placeholder)."""
+        try:
+            self.artwork.ensure(media_id, lambda: nullcontext(local), info)
+        except Exception as e:
+            print(terminal_safe(self.config.redact(f"mediaindex: no cover art for {local}: {e}")), file=sys.stderr)
+
     def _language_hint(self, path: str, transcriber: Transcriber | None) -> str | None:
         """The language the user says this file is in (a path hint, else the engine's section)."""
         hint = self.config.hint_for(path).get("language")
@@ -332,7 +359,8 @@ class Pipeline:
                                       save=lambda data: self.state.set_checkpoint(media.id, key, data)),
                 hint=hint,
             )
-            return transcriber.transcribe(request)
+            with _engine_failure(self.engine_setup()):
+                return transcriber.transcribe(request)
         except NotReady:
             not_ready = True
             published.clear()  # the engine's task still reads them: kept until the job ends
@@ -436,6 +464,7 @@ class Pipeline:
             if media is None:  # no live path left
                 self.index.delete(media_id)
                 self.state.set_media_status(media_id, "removed")
+                self.artwork.delete(media_id)
             elif media.status == "indexed":
                 self.index.update_media(media)
 
@@ -537,7 +566,8 @@ class Pipeline:
                 max_attempts = max(job.attempts + 1, max_attempts or self.state.jobs.MAX_ATTEMPTS)
             retried = self.state.jobs.fail(job, message, transient, max_attempts=max_attempts,
                                            delay=getattr(e, "retry_after", None))
-            self.state.failed(job.path, message, retry=retried)
+            kind = "transient" if transient else f"engine:{e.engine}" if getattr(e, "engine", None) else "file"
+            self.state.failed(job.path, message, retry=retried, kind=kind)
             outcome = Outcome(job.path, "retry" if retried else "failed", error=message)
         reporter.finished(job.path, outcome.status, outcome.error)
         return outcome
@@ -565,6 +595,16 @@ class Pipeline:
         pool = WorkerPool(self.state.jobs, lambda job: self.run_job(job, reporter, max_attempts), workers=workers,
                           drain=True, wait_for_retries=wait_for_retries, stop=stop)
         return pool.run()
+
+    def engine_setup(self) -> str:
+        """The chosen engine and a hash of the settings it runs with (``name@hash``): a file an
+        engine refused is tried again when this changes (``State.stale_failures``)."""
+        settings = json.dumps([self.config.settings, self.config.overrides], sort_keys=True, default=str)
+        return f"{self.transcriber_name}@{hashlib.blake2b(settings.encode(), digest_size=6).hexdigest()}"
+
+    def requeue_stale_failures(self) -> list[str]:
+        """Queue again the failed files whose cause may be gone (the next scan indexes them)."""
+        return self.state.stale_failures(self.engine_setup())
 
     def print_traceback(self) -> None:
         """The current exception's traceback on stderr, credentials removed (for bug reports)."""

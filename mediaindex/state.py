@@ -46,15 +46,20 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,       -- queued | running | indexed | failed | ignored (not media)
     error TEXT,
     added REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    failure TEXT                -- why it failed: file | transient | engine:<engine@settings> (FAILURE_KINDS)
 );
-CREATE INDEX IF NOT EXISTS files_media ON files(media_id);
+DROP INDEX IF EXISTS files_media;  -- made by an older version: files_media_path has its column first
+CREATE INDEX IF NOT EXISTS files_media_path ON files(media_id, path);  -- a media's paths; the library's folders
 CREATE INDEX IF NOT EXISTS media_status ON media(status, language);  -- the library's count and filters
 CREATE INDEX IF NOT EXISTS media_mtime ON media(mtime);       -- the library's sorts (library.SORTS)
 CREATE INDEX IF NOT EXISTS media_duration ON media(duration);
 CREATE INDEX IF NOT EXISTS media_cost ON media(cost) WHERE cost > 0;  -- status: the paid files
 CREATE INDEX IF NOT EXISTS media_title ON media(LOWER(json_extract(probe, '$.tags.title')));
-CREATE INDEX IF NOT EXISTS media_video ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language);
+DROP INDEX IF EXISTS media_video;  -- made by an older version: media_kind has its columns and status
+CREATE INDEX IF NOT EXISTS media_kind ON media((COALESCE(json_extract(probe, '$.video_streams'), 0) > 0), language, status);
+CREATE INDEX IF NOT EXISTS media_language ON media(language, status);  -- the library's language filter, counted
+CREATE INDEX IF NOT EXISTS files_path_media ON files(path, media_id);  -- the library's folder filter, counted
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE TABLE IF NOT EXISTS transcripts (
     media_id TEXT NOT NULL,
@@ -143,7 +148,12 @@ class State:
         self.jobs = JobQueue(self)
 
     def _migrate(self) -> None:
-        """Bring a database made by an older version up to SCHEMA (idempotent, one transaction)."""
+        """Bring a database made by an older version up to SCHEMA (idempotent, one transaction each)."""
+        self._migrate_routes()
+        self._migrate_failure()
+
+    def _migrate_routes(self) -> None:
+        """transcripts.model and .route (per-file engine details)."""
         if "route" in {r[1] for r in self.conn.execute("PRAGMA table_info(transcripts)")}:
             return
         with self.tx() as c:  # checked again inside: another process may have just done it
@@ -154,6 +164,15 @@ class State:
             c.execute("UPDATE transcripts SET model = json_extract(data, '$.model'), "
                       "route = CASE json_extract(data, '$.options.route') WHEN 'flash-split' THEN 'flash-chunks' "
                       "ELSE json_extract(data, '$.options.route') END")  # flash-split: the route's first name
+
+    def _migrate_failure(self) -> None:
+        """files.failure (why a file failed: State.stale_failures)."""
+        def missing() -> bool:
+            return "failure" not in {r[1] for r in self.conn.execute("PRAGMA table_info(files)")}
+        if missing():
+            with self.tx() as c:
+                if missing():  # another process may have added it while this one waited
+                    c.execute("ALTER TABLE files ADD COLUMN failure TEXT")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -467,9 +486,25 @@ class State:
                 self.set_media_status(media_id, "indexed", error=error, engine=engine, language=language)
             self.set_file(path, size=size, mtime=mtime, status="indexed", media_id=media_id)
 
-    def failed(self, path: str, error: str, *, retry: bool) -> None:
-        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason."""
-        self.set_file_status(path, "queued" if retry else "failed", error)
+    def failed(self, path: str, error: str, *, retry: bool, kind: str = "file") -> None:
+        """Processing ``path`` failed: it waits for a retry (queued) or is failed, with the reason
+        and its kind (see ``stale_failures``)."""
+        with self.tx() as c:
+            self.set_file_status(path, "queued" if retry else "failed", error)
+            c.execute("UPDATE files SET failure = ? WHERE path = ?", (None if retry else kind, path))
+
+    def stale_failures(self, engine: str) -> list[str]:
+        """Failed files whose cause may be gone, queued again for the next scan: those failed for
+        a transient cause (out of attempts), and those an engine refused when the engine or its
+        settings (``engine``, ``name@settings``) are no longer the same. A file that failed for
+        its own reason (``file``: corrupt, no audio) waits until it changes or ``retry``."""
+        now = time.time()
+        with self.tx() as c:
+            paths = [r[0] for r in c.execute(
+                "SELECT path FROM files WHERE status = 'failed' AND (failure = 'transient' "
+                "OR (failure LIKE 'engine:%' AND failure != ?)) ORDER BY path", ("engine:" + engine,))]
+            c.executemany("UPDATE files SET status = 'queued', updated = ? WHERE path = ?", [(now, p) for p in paths])
+        return paths
 
     # ---- roots -----------------------------------------------------------------------------
 

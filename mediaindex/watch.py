@@ -47,8 +47,8 @@ from .dberrors import database_error
 from .errors import FatalError, UsageError
 from .jobqueue import Job, WorkerPool
 from .pipeline import NullReporter, Pipeline, Reporter
-from .scan import (DONE_STATUSES, FileStat, ScanPlan, _storable, distinct_roots, excluded_in, is_candidate_name,
-                   is_ignored, is_under, offline_reason, walk)
+from .scan import (DONE_STATUSES, IGNORE_FILE, FileStat, ScanPlan, _storable, distinct_roots, excluded_in,
+                   is_candidate_name, is_ignored, is_under, offline_reason, walk)
 
 # watchdog event types that say nothing about content changes
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
@@ -356,6 +356,9 @@ class Watcher:
                 self.log(f"{repaired}; rebuilding it from the cached transcripts")
             rebuilt, dropped = self.pipeline.reconcile()
             self.pipeline.clean_staging()  # uploads a crash left behind
+            stale = self.pipeline.requeue_stale_failures()  # the initial scan queues them
+            if stale:
+                self.log(f"trying again {len(stale)} failed file(s) whose cause may be gone")
         except sqlite3.Error as e:  # a full disk, a damaged state database: a clear FatalError
             fatal = self._database_error(e)
             if fatal is None:
@@ -599,8 +602,12 @@ class Watcher:
         return [rec.path for rec in self.state.files_under(folder)]
 
     def _drain_inbox(self) -> None:
+        rules_changed: set[str] = set()
         while self._inbox:
             kind, src, dest, is_dir = self._inbox.popleft()
+            if not is_dir and IGNORE_FILE in (os.path.basename(src), os.path.basename(dest)):
+                rules_changed.update(os.path.dirname(p) for p in (src, dest) if p)
+                continue
             if is_dir:
                 if kind == "modified" or kind == "attrib":
                     continue
@@ -624,6 +631,20 @@ class Watcher:
                     self._touch(dest)
             elif self._wanted(src) or (kind == "deleted" and _storable(src) and self.state.get_file(src)):
                 self._touch(src)
+        for folder in rules_changed:
+            self._rules_changed(folder)
+
+    def _rules_changed(self, folder: str) -> None:
+        """A .mediaindexignore in ``folder`` was written, created, moved or deleted: every file
+        below is looked at again (those it now leaves out are removed, the others indexed)."""
+        if self.root_of(folder) is None or not _storable(folder):
+            return
+        self.log(f"{os.path.join(folder, IGNORE_FILE)} changed: looking at the files below it again")
+        for path in self._known_under(folder):
+            self._touch(path)
+        for f in walk(folder):
+            if self._wanted(f.path):
+                self._touch(f.path, (f.size, f.mtime), stat=False)
 
     def _handle_due(self) -> None:
         ready = self.tracker.due()
@@ -666,6 +687,8 @@ class Watcher:
                 deleted.append(path)
             return
         if not self._wanted(path):
+            if is_local(path) and is_ignored(path) and self.state.get_file(path) is not None:
+                deleted.append(path)  # a .mediaindexignore now leaves it out: its remove job removes it
             return
         rec = self.state.get_file(path)
         if rec and rec.size == st.st_size and rec.mtime == st.st_mtime and (

@@ -341,6 +341,83 @@ def test_retry_indexes_failed_files_again_all_or_under_a_path(corpus, data_dir):
     assert "no failed file to retry there" in r.output
 
 
+def _index(corpus, data_dir, code):
+    return run("index", str(corpus), "--data-dir", str(data_dir), "--transcriber", "manifest", code=code)
+
+
+def _file_status(data_dir, path) -> str:
+    from mediaindex.state import State
+
+    state = State(data_dir / "state.sqlite3")
+    try:
+        return state.get_file(str(path)).status
+    finally:
+        state.close()
+
+
+def test_a_file_failed_for_a_transient_cause_is_retried_by_the_next_index(corpus, data_dir, monkeypatch):
+    from mediaindex.state import JobQueue
+
+    monkeypatch.setattr(JobQueue, "BACKOFF_BASE", 0.01)  # the retries within a run come at once
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS", "lighthouse.opus")
+    lighthouse = corpus / "podcasts" / "lighthouse.opus"
+    r = _index(corpus, data_dir, 1)
+    assert f"failed: {lighthouse}: simulated 503" in r.output
+    monkeypatch.delenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS")  # the service is back
+    r = _index(corpus, data_dir, 1)  # the broken files still fail
+    assert "trying again 1 failed file(s) whose cause may be gone" in r.output
+    assert "1 new or changed" in r.output and "1 indexed (1 transcribed)" in r.output
+    assert _file_status(data_dir, lighthouse) == "indexed"
+    assert "trying again" not in _index(corpus, data_dir, 1).output
+
+
+def test_files_an_engine_refused_are_retried_when_the_engine_or_its_settings_change(corpus, data_dir, monkeypatch):
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_REFUSE", "ferry.webm")
+    ferry = corpus / "podcasts" / "ferry.webm"
+    _index(corpus, data_dir, 1)
+    assert _file_status(data_dir, ferry) == "failed"
+    # the same engine with the same settings: a refused file stays failed, like a corrupt one
+    r = _index(corpus, data_dir, 1)
+    assert "0 new or changed" in r.output and "trying again" not in r.output
+    monkeypatch.delenv("MEDIAINDEX_MANIFEST_REFUSE")
+    assert "trying again" not in _index(corpus, data_dir, 1).output
+    # the settings change: the refused file is tried again, the broken ones (their own fault) are not
+    (data_dir / "config.toml").write_text("[manifest]\nlanguage = \"en\"\n")
+    r = _index(corpus, data_dir, 1)
+    assert "trying again 1 failed file(s)" in r.output and "1 new or changed" in r.output
+    assert _file_status(data_dir, ferry) == "indexed"
+    assert _file_status(data_dir, corpus / "broken" / "empty.mp3") == "failed"
+
+
+def test_files_stopped_by_a_misconfigured_engine_are_indexed_once_it_is_fixed(corpus, data_dir, monkeypatch):
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_NO_KEY", "1")
+    r = run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=1)
+    assert "no manifest API key" in r.output
+    assert _file_status(data_dir, corpus / "talks" / "space_station.mp3") != "indexed"
+    monkeypatch.delenv("MEDIAINDEX_MANIFEST_NO_KEY")  # the key is set
+    r = run("index", str(corpus / "talks"), "--data-dir", str(data_dir), "--transcriber", "manifest", code=0)
+    assert "2 indexed (2 transcribed)" in r.output
+
+
+def test_a_state_database_from_before_failure_kinds_opens_and_keeps_its_failures(corpus, data_dir):
+    import sqlite3
+
+    from mediaindex.state import State
+
+    _index(corpus, data_dir, 1)
+    conn = sqlite3.connect(data_dir / "state.sqlite3")
+    conn.execute("ALTER TABLE files DROP COLUMN failure")  # as an older version made it
+    conn.commit()
+    conn.close()
+    r = _index(corpus, data_dir, 1)
+    assert "0 new or changed" in r.output and "4 failed" in r.output and "trying again" not in r.output
+    state = State(data_dir / "state.sqlite3")
+    try:
+        assert "failure" in {row[1] for row in state.conn.execute("PRAGMA table_info(files)")}
+    finally:
+        state.close()
+
+
 def test_retry_without_a_library(tmp_path):
     run("retry", "--data-dir", str(tmp_path / "nowhere"), code=2)
 

@@ -309,6 +309,21 @@ def test_transient_failure_is_retried(start_watcher, library, monkeypatch):
     assert p.state.summary()["files"]["failed"] == 0
 
 
+def test_a_watcher_retries_files_whose_failure_cause_is_gone_when_it_starts(start_watcher, library, monkeypatch):
+    monkeypatch.setattr(JobQueue, "BACKOFF_BASE", 0.01)
+    monkeypatch.setenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS", "lighthouse.opus")
+    path = str(library / "podcasts" / "lighthouse.opus")
+    w = start_watcher([library])
+    wait_for(lambda: w.pipeline.state.get_file(path).status == "failed", what="the retries to run out")
+    w.stop(grace=5)
+    monkeypatch.delenv("MEDIAINDEX_MANIFEST_FAIL_ALWAYS")  # the service is back
+    logs: list[str] = []
+    w = start_watcher([library], log=logs.append)
+    wait_for(lambda: w.pipeline.state.get_file(path).status == "indexed", what="the file to be retried")
+    assert "trying again 1 failed file(s) whose cause may be gone" in logs
+    assert hit_paths(w.pipeline, "lighthouse keeper") == {path}
+
+
 def test_a_path_that_settles_as_a_symlink_loop_never_holds_up_the_others(start_watcher, library, corpus_src):
     """ELOOP from stat made the whole batch stay pending forever, even past rescans."""
     logs: list[str] = []
@@ -603,3 +618,45 @@ def test_watch_polls_a_not_ready_file_past_every_attempt_limit_and_indexes_other
             w.stop(grace=5)
         load_plugins().unregister(name="polled-watch-test")
     assert len(polls) >= 30 and done == [later, slow]  # past the 6 attempts a transient error gets
+
+
+def test_a_running_watch_follows_the_mediaindexignore_file(installed_manifest_plugin, library, corpus_src,
+                                                             data_dir, tmp_path):
+    """New files that match are left out; an edit of the ignore file takes effect at once: files
+    it now leaves out leave the index, files it no longer leaves out are indexed."""
+    state_db = data_dir / "state.sqlite3"
+    (library / ".mediaindexignore").write_text("*.opus\n")
+
+    def status(path: Path):
+        if not state_db.exists():
+            return None
+        conn = _db(state_db)
+        try:
+            row = conn.execute("SELECT status FROM files WHERE path = ?", (str(path),)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            conn.close()
+        return row[0] if row else None
+
+    lighthouse, ferry = library / "podcasts" / "lighthouse.opus", library / "podcasts" / "ferry.webm"
+    with open(tmp_path / "watch.log", "wb") as log:
+        proc = _watch_proc(library, data_dir, installed_manifest_plugin, log)
+        try:
+            wait_for(lambda: status(ferry) == "indexed", timeout=40, what="the initial scan")
+            assert status(lighthouse) is None
+            # while it runs: a new file that matches, and one that does not (the sync point)
+            copy(corpus_src, "podcasts/lighthouse.opus", library / "new" / "keeper.opus")
+            copy(corpus_src, "chinese/weather.mp3", library / "new" / "weather.mp3")
+            wait_for(lambda: status(library / "new" / "weather.mp3") == "indexed", timeout=30, what="the new file")
+            assert status(library / "new" / "keeper.opus") is None
+            # the ignore file changes: opus files are in again, the podcasts folder's webm is out
+            (library / ".mediaindexignore").write_text("podcasts/*.webm\n")
+            wait_for(lambda: status(lighthouse) == "indexed" and status(library / "new" / "keeper.opus") == "indexed",
+                     timeout=30, what="the files no longer ignored to be indexed")
+            wait_for(lambda: status(ferry) is None, timeout=30, what="the newly ignored file to leave the index")
+            assert status(library / "talks" / "bread_baking.m4a") == "indexed"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    assert proc.returncode == 0, (tmp_path / "watch.log").read_text()

@@ -219,7 +219,9 @@ def test_untrusted_names_and_transcripts_render_as_text(site, page):
     assert "<script>alert('xss')</script>" in transcript and "<img src=x onerror=alert(2)>" in transcript
     pg.wait_for_timeout(500)
     assert pg.evaluate("document.querySelectorAll('script').length") == 1  # only app.js
-    assert pg.evaluate("document.querySelectorAll('img').length") == 0
+    # no image but the cover art the page made itself (from the API's artwork_url)
+    assert pg.evaluate("[...document.querySelectorAll('img')].every(i => i.classList.contains('art') "
+                       "&& new URL(i.src).pathname.endsWith('/artwork'))")
     shot(pg, "5-xss-as-text")
     assert page.dialogs == []
     assert not page.errors, page.errors
@@ -505,6 +507,25 @@ def test_library_view_sorts_filters_pages_and_restores_from_a_link(site, browser
     pg.locator("#library-list .lib-open", has_text="ferry").click()
     wait_playing(pg)
     assert pg.locator("#media-title").inner_text() == "ferry"
+    assert not page.dialogs and not page.errors, page.errors
+
+
+def test_library_and_recording_page_show_artwork(site, page):
+    handle, p, media = site
+    pg = page.page
+    pg.goto(handle.url)
+    volcano = pg.locator("#library-list .lib-open", has_text="volcano")
+    volcano.locator("img.lib-art").wait_for()
+    # the video's frame, loaded (an image that failed would be swapped for the placeholder)
+    pg.wait_for_function("() => [...document.querySelectorAll('#library-list img.lib-art')]"
+                         ".some(i => i.complete && i.naturalWidth > 0)")
+    assert volcano.locator("img.lib-art").evaluate("i => i.naturalWidth") > 0
+    # an audio file without a cover: a placeholder, and no request for what is known to be absent
+    assert pg.locator("#library-list .lib-open", has_text="space").locator(".art-none").count() == 1
+    volcano.click()
+    pg.locator("#player-pane img.media-art").wait_for()
+    pg.wait_for_function("() => document.querySelector('#player-pane img.media-art').naturalWidth > 0")
+    shot(pg, "14-library-artwork")
     assert not page.dialogs and not page.errors, page.errors
 
 

@@ -27,6 +27,7 @@ import shutil
 import sqlite3
 import stat
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
@@ -213,6 +214,7 @@ class WebApp:
             "transcript": None, "segments": [],
             "failed": [{"path": p, "error": (f.error or "").removeprefix(f"{p}: ")} for p in media.paths
                        if (f := self.state.get_file(p)) is not None and f.status == "failed"],
+            "artwork_url": None if self.pipeline.artwork.lookup(media.id) is False else f"{base}/artwork",
         }
         if transcript is not None:
             out["transcript"] = {"engine": transcript.engine, "model": transcript.model,
@@ -229,8 +231,48 @@ class WebApp:
         from ..library import list_media
 
         args = library_params(request)
-        return JSONResponse(await self.run(lambda: list_media(self.state.conn, **args)),
+        return JSONResponse(await self.run(lambda: self._no_art(list_media(self.state.conn, **args))),
                             headers={"cache-control": "no-store"})
+
+    def _no_art(self, page: dict[str, Any]) -> dict[str, Any]:
+        """artwork_url is null for recordings known to have none (the page shows a placeholder
+        and asks for nothing)."""
+        for item in page["items"]:
+            if self.pipeline.artwork.lookup(item["id"]) is False:
+                item["artwork_url"] = None
+        return page
+
+    def _artwork_local(self, media: Media):
+        """A local file holding this media's bytes, for a first extraction of its art: the file
+        itself, or a bucket object's temporary copy; 404 when it is offline or changed."""
+        path = self.playable_path(media)
+        if path is not None:
+            return nullcontext(path)
+        remote = self.playable_uri(media)
+        if remote is None:
+            raise ApiError(404, f"media {media.id} has no artwork yet and its file is offline")
+        return self.pipeline.storage_for(remote[0]).local_copy(remote[0])
+
+    def _artwork(self, media_id: str) -> tuple[bytes, str, str] | None:
+        media = self._media(media_id)
+        found = self.pipeline.artwork.ensure(media.id, lambda: self._artwork_local(media),
+                                             self.state.get_probe(media.id))
+        if found is None:
+            return None
+        path, ctype = found
+        return path.read_bytes(), ctype, f'"{media.id}-{path.suffix[1:]}"'
+
+    async def artwork(self, request: Request) -> Response:
+        """The cover art (or video frame) of a media, from the artwork cache (artwork.py)."""
+        # not self.run: a first extraction may take a moment (ffmpeg, a bucket download)
+        art = await anyio.to_thread.run_sync(self._artwork, request.path_params["media_id"])
+        if art is None:
+            raise ApiError(404, "this recording has no artwork (no embedded cover, not a video)")
+        body, ctype, etag = art
+        headers = {"etag": etag, "cache-control": "private, max-age=86400"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=ctype, headers=headers)
 
     async def media(self, request: Request) -> Response:
         return JSONResponse(await self.run(self._media_json, request.path_params["media_id"]))
@@ -499,6 +541,7 @@ def create_app(pipeline, token: str | None = None):
         Route(mid + "/captions.vtt", web.captions, methods=["GET"]),
         Route(mid + "/export.{fmt}", web.export, methods=["GET"]),
         Route(mid + "/clip", web.clip, methods=["GET"]),
+        Route(mid + "/artwork", web.artwork, methods=["GET"]),
     ]
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     # plugin routes sit behind the same Guard (token, Host check) as the built-in ones, wherever

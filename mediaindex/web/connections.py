@@ -42,6 +42,7 @@ class _Limits:
     ``client`` and ``server_state``)."""
 
     def connection_made(self, transport) -> None:
+        _no_delay(transport)
         super().connection_made(transport)
         state = self.server_state
         if not hasattr(state, "per_address"):
@@ -93,6 +94,18 @@ class _Limits:
             except OSError:
                 pass
         self.transport.abort()
+
+
+def _no_delay(transport) -> None:
+    """Send each write at once (TCP_NODELAY): a socket handed to uvicorn (``bind_socket``) does
+    not get it, and a response written as headers then body waited for the client's delayed
+    ACK, 40 ms on every request after the first on a kept-alive connection."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 async def _watchdog(state) -> None:

@@ -183,7 +183,7 @@ def openapi_spec(version: str) -> dict[str, Any]:
                     "engine": {"type": ["string", "null"]}, "language": {"type": ["string", "null"]},
                     "cost": {"type": "number"}, "playable": {"type": "boolean"},
                     "stream_url": {"type": "string"}, "captions_url": {"type": "string"},
-                    "clip_url": {"type": "string"}, "exports": {"type": "object"},
+                    "clip_url": {"type": "string"}, "artwork_url": {"type": ["string", "null"]}, "exports": {"type": "object"},
                     "transcript": {"type": ["object", "null"]},
                     "segments": {"type": "array", "items": {"$ref": "#/components/schemas/Segment"}}}},
                 "Status": {"type": "object", "properties": {
@@ -325,6 +325,12 @@ def openapi_spec(version: str) -> dict[str, Any]:
                  _q("before", "Seconds before t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 5}),
                  _q("after", "Seconds after t.", {"type": "number", "minimum": 0, "maximum": 60, "default": 10})],
                 {"500": _ERROR, "503": _ERROR, "504": _ERROR}),
+            "/api/media/{media_id}/artwork": media_get(
+                "Cover art", "The recording's embedded cover (ID3, MP4, FLAC, Vorbis/Opus picture) or, for a "
+                             "video without one, a frame at 10 % of its length, at most 480 px; extracted once "
+                             "and cached. 404 when it has none. ETag and If-None-Match (304) are supported.",
+                {f"image/{t}": {"schema": {"type": "string", "format": "binary"}} for t in ("jpeg", "png", "gif", "webp")},
+                None, {"304": {"description": "Not modified (If-None-Match matched the ETag)"}}),
         },
     }
     for path, ops in spec["paths"].items():

@@ -254,7 +254,7 @@
       const b = el("button", "lib-open");
       b.type = "button";
       b.dataset.id = m.id;
-      b.append(el("span", "lib-title", m.title));
+      b.append(artwork(m, "lib-art"), el("span", "lib-title", m.title));
       const meta = [folderLabel(m.folder)];
       if (m.duration) meta.push(clock(m.duration));
       if (m.added) meta.push(`added ${new Date(m.added * 1000).toISOString().slice(0, 10)}`);
@@ -282,6 +282,19 @@
     $("lib-prev").disabled = state.lib.page === 0;
     $("lib-next").disabled = state.lib.page + 1 >= pages;
     $("library-note").textContent = "";
+  }
+
+  // a recording's cover art (or video frame); a placeholder when it has none (404)
+  function artwork(m, cls) {
+    const none = () => Object.assign(el("span", `art art-none ${cls}`, m.has_video ? "▶" : "♪"), { ariaHidden: "true" });
+    if (!m.artwork_url) return none();
+    const img = el("img", `art ${cls}`);
+    img.alt = "";
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.addEventListener("error", () => img.replaceWith(none()), { once: true });
+    img.src = m.artwork_url;
+    return img;
   }
 
   function setLibrary(change) {
@@ -499,6 +512,7 @@
     } catch (e) {
       if (my !== state.mediaSeq) return; // another media was opened (or the player closed) meanwhile
       $("media-title").textContent = "Not found";
+      document.querySelector(".media-art")?.remove();
       $("media-meta").textContent = "";
       $("media-note").textContent = e.status === 404 || e.status === 400 ? "This recording is not in the index (or its file is gone)." : `Could not load: ${e.message}`;
       if (state.player) state.player.pause(); // a detached media element would play on
@@ -516,6 +530,8 @@
     if (my !== state.mediaSeq) return;
     state.media = media;
     $("media-title").textContent = media.title;
+    document.querySelector(".media-art")?.remove();
+    $("media-title").before(artwork(media, "media-art"));
     document.title = `${media.title} · mediaindex`;
     const meta = [media.path];
     if (media.duration) meta.push(clock(media.duration));

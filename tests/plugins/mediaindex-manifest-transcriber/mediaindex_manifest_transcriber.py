@@ -3,6 +3,11 @@
 Point ``MEDIAINDEX_MANIFEST`` at a corpus's manifest.json. A file is recognised by its content
 hash (so moved and renamed copies are still recognised); each sentence becomes a segment whose
 words are spread evenly over the sentence's true interval (marked as interpolated).
+
+Failures on demand, for tests (environment): ``MEDIAINDEX_MANIFEST_FAIL_ONCE`` (a file name:
+one TransientError), ``MEDIAINDEX_MANIFEST_FAIL_ALWAYS`` (a file name: TransientError every
+time), ``MEDIAINDEX_MANIFEST_REFUSE`` (a file name: the engine refuses it, PermanentError),
+``MEDIAINDEX_MANIFEST_NO_KEY`` (set: a missing key, FatalError).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from mediaindex import (PermanentError, Segment, Transcriber, TranscriberLimits, Transcript,
+from mediaindex import (FatalError, PermanentError, Segment, Transcriber, TranscriberLimits, Transcript,
                         TransientError, Word, hookimpl)
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -73,6 +78,12 @@ class ManifestTranscriber(Transcriber):
         marker = os.environ.get("MEDIAINDEX_MANIFEST_FAIL_WHILE")  # fails the file named in it while it exists
         if marker and os.path.exists(marker) and Path(marker).read_text().strip() == request.path.name:
             raise PermanentError(f"the engine is misconfigured (remove {marker})")
+        if os.environ.get("MEDIAINDEX_MANIFEST_NO_KEY"):
+            raise FatalError("no manifest API key: set MEDIAINDEX_MANIFEST_KEY")
+        if os.environ.get("MEDIAINDEX_MANIFEST_FAIL_ALWAYS") == request.path.name:
+            raise TransientError("simulated 503 from the engine, every time")
+        if os.environ.get("MEDIAINDEX_MANIFEST_REFUSE") == request.path.name:
+            raise PermanentError(f"{request.path}: the engine refuses this file (400)")
         entry = self._table().get(_hash(request.path))
         if entry is None:
             raise PermanentError(f"{request.path}: not in the test manifest")
