@@ -380,10 +380,11 @@ class Pipeline:
                 self._unstage(self.storages[scheme], staged_key)
 
     def _publish(self, file: Path, uri: str, local: Path, media_id: str,
-                 published: list[tuple[StorageBackend, str]]) -> str:
+                 published: list[tuple[StorageBackend, str]], record: bool = True) -> str:
         """A URL a cloud engine can fetch ``file`` from: the source presigned when ``file`` is
-        the source and its storage can sign, else an upload to ``stage_storage`` (recorded in the
-        state first, so a crash leaves a row for ``clean_staging``; deleted after the call)."""
+        the source and its storage can sign, else an upload to ``stage_storage`` (with ``record``,
+        written to the state first, so a crash leaves a row for ``clean_staging``; deleted after
+        the call). A shared queue's worker, which writes no state, passes ``record=False``."""
         if file == local:
             url = self.storage_for(uri).public_url(uri, expires=6 * 3600)
             if url:
@@ -394,7 +395,8 @@ class Pipeline:
                                  "config.toml and configure that storage plugin")
         storage = self.storages[scheme]
         staged_key = f"mediaindex-staging/{media_id}-{uuid.uuid4().hex[:12]}{file.suffix.lower()}"
-        self.state.add_staged(scheme, staged_key, self._owner)
+        if record:
+            self.state.add_staged(scheme, staged_key, self._owner)
         published.append((storage, staged_key))
         staged = storage.stage(file, staged_key)
         url = storage.public_url(staged, expires=6 * 3600)

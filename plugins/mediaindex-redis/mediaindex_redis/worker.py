@@ -84,20 +84,24 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 with self.lock:
-                    doing = [{"path": d["path"], "stage": d["stage"], "for": round(time.time() - d["since"], 1)}
-                             for d in self.doing.values()]
                     tokens = list(self.doing)
-                    info = {"host": socket.gethostname(), "pid": os.getpid(), "threads": self.threads,
-                            "started": self.started, "seen": time.time(), "done": self.done, "failed": self.failed,
-                            "doing": doing}
                 pipe = self.link.redis.pipeline()
-                pipe.hset(self.link.key("workers"), self.id, json.dumps(info))
+                pipe.hset(self.link.key("workers"), self.id, self._announcement())
                 for token in tokens:
                     pipe.pexpire(self.link.key("lock", token), vt_ms)
                 pipe.execute()
             except Exception as e:  # Redis away for a moment: Dramatiq reconnects, so do we
                 self.log(f"heartbeat: {type(e).__name__}: {e}")
             self.stopping.wait(HEARTBEAT_EVERY)
+
+    def _announcement(self, finished: str | None = None) -> str:
+        """This worker as ``status`` shows it: counters and the jobs in hand (less ``finished``)."""
+        with self.lock:
+            doing = [{"path": d["path"], "stage": d["stage"], "for": round(time.time() - d["since"], 1)}
+                     for t, d in self.doing.items() if t != finished]
+            return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "threads": self.threads,
+                               "started": self.started, "seen": time.time(), "done": self.done,
+                               "failed": self.failed, "doing": doing})
 
     # ---- one job ------------------------------------------------------------------------------
 
@@ -123,12 +127,12 @@ class Worker:
                 t0 = time.perf_counter()
                 result = self.run(payload)
                 result["took"] = time.perf_counter() - t0  # the coordinator tells the queue's share apart
-            self._answer(token, result)
-            with self.lock:
+            with self.lock:  # counted before the answer leaves, so `status` never lags the results
                 if result["status"] == "error":
                     self.failed += 1
                 elif payload.get("stage") == "work":
                     self.done += 1
+            self._answer(token, result)
         finally:
             with self.lock:
                 self.doing.pop(token, None)
@@ -145,6 +149,7 @@ class Worker:
         while True:
             try:
                 pipe = self.link.redis.pipeline()
+                pipe.hset(self.link.key("workers"), self.id, self._announcement(finished=token))
                 pipe.rpush(self.link.key("result", token), data)
                 pipe.expire(self.link.key("result", token), RESULT_TTL)
                 if result.get("stage") == "work":  # the pace `status` shows (the last hour is kept)
@@ -235,8 +240,11 @@ class Worker:
                  "details": details or {}}))
 
         published: list = []
+        def publish(file) -> str:  # the core's publish, minus the state row a worker cannot write
+            return self.pipeline._publish(Path(file), uri, local, media.id, published, record=False)
+
         request = TranscribeRequest(
-            path=local, probe=info, uri=uri, publish=lambda f: self._publish(Path(f), uri, local, media.id, published),
+            path=local, probe=info, uri=uri, publish=publish,
             language=payload.get("language"), prompt=payload.get("prompt"), charge=charge,
             checkpoint=Checkpoint(load=load, save=save))
         try:
@@ -247,23 +255,3 @@ class Worker:
                     storage.unstage(staged)
                 except Exception as e:
                     self.log(f"could not delete staging upload {staged}: {e}")
-
-    def _publish(self, file: Path, uri: str, local: Path, media_id: str, published: list) -> str:
-        """A URL a cloud engine can fetch: the source presigned, else an upload to this worker's
-        ``stage_storage`` (deleted after the call)."""
-        p = self.pipeline
-        if file == local:
-            url = p.storage_for(uri).public_url(uri, expires=6 * 3600)
-            if url:
-                return url
-        scheme = p.config.get("stage_storage")
-        if not scheme or scheme not in p.storages:
-            raise PermanentError("this transcriber needs a public URL: set stage_storage in the worker's config.toml")
-        storage = p.storages[scheme]
-        staged_key = f"mediaindex-staging/{media_id}-{uuid.uuid4().hex[:12]}{file.suffix.lower()}"
-        published.append((storage, staged_key))
-        staged = storage.stage(file, staged_key)
-        url = storage.public_url(staged, expires=6 * 3600)
-        if not url:
-            raise PermanentError(f"stage_storage {scheme!r} cannot give a public URL")
-        return url
