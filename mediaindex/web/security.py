@@ -34,20 +34,27 @@ LOGIN_BODY_MAX = 4096
 LOGIN_BODY_TIMEOUT = 10.0  # seconds: anyone may call /api/login; a slow body must not hold a connection
 
 
+async def small_body(request: Request, limit: int, what: str) -> bytes:
+    """A short request body, read with a size cap (413) and a deadline (408), so a slow or
+    endless body cannot hold a connection."""
+    body = b""
+    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"{what} is too large (at most {limit} bytes)")
+    if scope.cancelled_caught:
+        raise ApiError(408, f"{what} did not arrive in time")
+    return body
+
+
 async def login_token(request: Request) -> str:
     """The token sent to /api/login: JSON ``{"token": ...}`` or a form field ``token=...``."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", "application/x-www-form-urlencoded"):
         raise ApiError(415, "send {\"token\": \"...\"} as JSON or token=... as a form "
                             "(application/x-www-form-urlencoded)")
-    body = b""
-    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > LOGIN_BODY_MAX:
-                raise ApiError(413, f"the login body is too large (at most {LOGIN_BODY_MAX} bytes)")
-    if scope.cancelled_caught:
-        raise ApiError(408, "the login body did not arrive in time")
+    body = await small_body(request, LOGIN_BODY_MAX, "the login body")
     token = None
     if ctype == "application/json":
         try:
@@ -79,14 +86,7 @@ async def action_body(request: Request) -> dict:
     if (site is not None and site not in ("same-origin", "none")) or (
             origin is not None and origin.lower() not in (f"http://{host}", f"https://{host}")):
         raise ApiError(403, "this request came from another site: only this server's own page may send it")
-    body = b""
-    with anyio.move_on_after(LOGIN_BODY_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > ACTION_BODY_MAX:
-                raise ApiError(413, f"the body is too large (at most {ACTION_BODY_MAX} bytes)")
-    if scope.cancelled_caught:
-        raise ApiError(408, "the body did not arrive in time")
+    body = await small_body(request, ACTION_BODY_MAX, "the body")
     try:
         data = json.loads(body or b"{}")
     except ValueError:
